@@ -1,0 +1,15 @@
+"""3D students: MinkUNet on the project's sparse convolution, voxelisation, and the student factory."""
+
+from .minkunet import PRESETS, MinkUNet, MinkUNetConfig, PointStudent, build_student
+from .voxelize import Voxels, devoxelize, voxelize
+
+__all__ = [
+    "PRESETS",
+    "MinkUNet",
+    "MinkUNetConfig",
+    "PointStudent",
+    "Voxels",
+    "build_student",
+    "devoxelize",
+    "voxelize",
+]

@@ -1,0 +1,87 @@
+"""Voxelisation of lidar points and the inverse map that carries voxel outputs back to the points.
+
+Cartesian: ``v = floor(p / s)`` per axis (default s = 0.1 m, SLidR / MinkowskiEngine practice).
+Cylindrical (SLidR's ``cylinder`` option, after Cylinder3D, Zhu et al., CVPR 2021):
+``(rho, phi, z) = (sqrt(x^2 + y^2), atan2(y, x) in degrees, z)``, then ``floor`` by ``(s_rho, s_phi, s_z)``;
+SLidR's default is 0.1 m, 1 degree, 0.1 m. Voxels are unique per scan (batch index first) and ordered by
+(batch, x, y, z); voxel features are the mean (or first) of their points' features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+CARTESIAN_VOXEL = (0.1, 0.1, 0.1)
+CYLINDRICAL_VOXEL = (0.1, 1.0, 0.1)  # metres, degrees, metres (SLidR)
+
+
+@dataclass(frozen=True)
+class Voxels:
+    """``coords`` (V, 4) int64 ``(batch, i, j, k)``, ``feats`` (V, C), ``inverse`` (N,) voxel of every
+    point."""
+
+    coords: torch.Tensor
+    feats: torch.Tensor
+    inverse: torch.Tensor
+
+
+def grid_coordinates(
+    xyz: torch.Tensor,
+    voxel_size: float | tuple[float, float, float] | None = None,
+    system: Literal["cartesian", "cylindrical"] = "cartesian",
+) -> torch.Tensor:
+    """Integer voxel coordinates (N, 3) of points ``xyz`` (N, 3) (see module docstring for the formulas)."""
+    if system == "cartesian":
+        values = xyz
+        default = CARTESIAN_VOXEL
+    elif system == "cylindrical":
+        rho = torch.linalg.vector_norm(xyz[:, :2], dim=1)
+        phi = torch.atan2(xyz[:, 1], xyz[:, 0]) * (180.0 / math.pi)
+        values = torch.stack([rho, phi, xyz[:, 2]], dim=1)
+        default = CYLINDRICAL_VOXEL
+    else:
+        raise ValueError(f"unknown coordinate system {system!r}")
+    size = default if voxel_size is None else voxel_size
+    if isinstance(size, (int, float)):
+        size = (float(size),) * 3
+    scale = torch.tensor(size, dtype=values.dtype, device=values.device)
+    return torch.floor(values / scale).to(torch.int64)
+
+
+def voxelize(
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    features: torch.Tensor,
+    voxel_size: float | tuple[float, float, float] | None = None,
+    system: Literal["cartesian", "cylindrical"] = "cartesian",
+    reduce: Literal["mean", "first"] = "mean",
+) -> Voxels:
+    """Voxels of points ``xyz`` (N, 3) of scans ``batch`` (N,) with point ``features`` (N, C).
+
+    ``reduce="mean"`` averages the features of a voxel's points; ``"first"`` keeps the first point's
+    (SLidR's ``sparse_quantize`` choice). ``voxels.feats[voxels.inverse]`` carries voxel rows back to points.
+    """
+    cells = torch.cat([batch.to(torch.int64)[:, None], grid_coordinates(xyz, voxel_size, system)], dim=1)
+    coords, inverse = torch.unique(cells, dim=0, sorted=True, return_inverse=True)
+    n_vox = coords.shape[0]
+    if reduce == "mean":
+        sums = features.new_zeros(n_vox, features.shape[1]).index_add_(0, inverse, features)
+        counts = torch.bincount(inverse, minlength=n_vox).to(features.dtype)
+        feats = sums / counts.clamp(min=1)[:, None]
+    elif reduce == "first":
+        n = inverse.shape[0]
+        first = torch.full((n_vox,), n, dtype=torch.int64, device=xyz.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(n, device=xyz.device), reduce="amin")
+        feats = features[first]
+    else:
+        raise ValueError(f"unknown reduction {reduce!r}")
+    return Voxels(coords, feats, inverse)
+
+
+def devoxelize(voxel_feats: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Point features (N, C) = ``voxel_feats[inverse]``: every point takes its voxel's output."""
+    return voxel_feats.index_select(0, inverse)

@@ -1,0 +1,94 @@
+"""MinkUNet student: shapes, normalisation, determinism, batching, degenerate inputs, factory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sparse_reference import random_sites
+
+from models.students import MinkUNet, MinkUNetConfig, build_student
+from models.students.sparse import SparseTensor, TorchBackend
+
+TINY = MinkUNetConfig(planes=(4, 8, 8, 4), layers=(1, 1, 1, 1), init_dim=4)
+
+
+def _scan(seed: int, n: int = 3000) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    xyz = torch.rand(n, 3, generator=gen) * torch.tensor([6.0, 6.0, 1.0])
+    return torch.cat([xyz, torch.rand(n, 1, generator=gen)], dim=1)
+
+
+def test_point_student_shapes_and_unit_norm():
+    torch.manual_seed(0)
+    student = build_student(out_dim=16, planes=TINY.planes, layers=TINY.layers, init_dim=4)
+    points = torch.cat([_scan(1), _scan(2)])
+    batch = torch.repeat_interleave(torch.arange(2), 3000)
+    out = student(points, batch)
+    assert out.shape == (6000, 16)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(6000))
+    out.sum().backward()
+    assert all(p.grad is not None for p in student.parameters())
+
+
+def test_bit_for_bit_deterministic():
+    points = torch.cat([_scan(3), _scan(4)])
+    batch = torch.repeat_interleave(torch.arange(2), 3000)
+    results = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        student = build_student(out_dim=8, planes=TINY.planes, layers=TINY.layers, init_dim=4)
+        out = student(points, batch)
+        out.square().sum().backward()
+        results.append((out, [p.grad for p in student.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
+
+
+def test_batch_of_scans_equals_scans_alone():
+    """In eval mode a scan's output must not depend on the other scans of its batch (no cross-scan
+    neighbours)."""
+    torch.manual_seed(1)
+    net = MinkUNet(1, 6, TINY).double().eval()
+    gen = torch.Generator().manual_seed(2)
+    coords = random_sites(3, 12, 0.1, gen)
+    feats = torch.randn(coords.shape[0], 1, generator=gen, dtype=torch.float64)
+    together = net(SparseTensor(coords, feats)).feats
+    for b in range(3):
+        rows = coords[:, 0] == b
+        single = coords[rows].clone()
+        single[:, 0] = 0
+        alone = net(SparseTensor(single, feats[rows])).feats
+        torch.testing.assert_close(together[rows], alone, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_sites", [0, 1])
+def test_empty_and_single_voxel(n_sites):
+    torch.manual_seed(0)
+    net = MinkUNet(1, 5, TINY).eval()
+    coords = torch.tensor([[0, -3, 7, 1]])[:n_sites]
+    out = net(SparseTensor(coords, torch.ones(n_sites, 1)))
+    assert out.feats.shape == (n_sites, 5) and torch.equal(out.coords, coords)
+    torch.testing.assert_close(out.feats.norm(dim=1), torch.ones(n_sites))
+
+
+def test_slidr_preset_builds_and_runs():
+    torch.manual_seed(0)
+    student = build_student(out_dim=64, preset="slidr").eval()
+    assert student.network.stem.conv.kernel_size == 5
+    assert [len(blocks) for blocks in student.network.encoder] == [2, 3, 4, 6]
+    with torch.no_grad():
+        out = student(_scan(5, 500), torch.zeros(500, dtype=torch.long))
+    assert out.shape == (500, 64)
+
+
+def test_up_conv_needs_matching_down_conv():
+    x = SparseTensor(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 2), stride=2)
+    with pytest.raises(KeyError):
+        TorchBackend().up_conv(x, torch.ones(8, 2, 2))
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError):
+        build_student("pointnet")
+    with pytest.raises(ValueError):
+        build_student(preset="huge")
