@@ -1,0 +1,82 @@
+"""The base dataset: an indexed, sized sequence of :class:`~bench.data.scan.Scan` records.
+
+Subclasses only resolve a split to a list of scan ids and load one scan by id; iteration, indexing and
+sub-setting live here. A dataset is usable directly as a ``torch.utils.data.Dataset`` (``len`` and integer
+indexing); batching Scans is the harness's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bench.data.scan import Scan
+
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+"""Folder of the few-shot split files shipped with the package."""
+
+
+def few_shot_ids(ids: Sequence[str], every: int = 100) -> list[str]:
+    """The few-shot subset of a split: every ``every``-th id starting with the first (SLidR's 1% rule).
+
+    ``ids`` must be in the split's canonical order (nuScenes: scene order of ``create_splits_scenes``;
+    SemanticKITTI: sequence then frame; synthetic: scene index).
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    return list(ids[::every])
+
+
+def read_split_file(name: str) -> list[str]:
+    """Read a split file of ``bench/data/splits`` (one id per line, ``#`` starts a comment)."""
+    path = SPLITS_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def unknown_split_error(dataset: str, split: str, known: Sequence[str]) -> ValueError:
+    """The error raised for a split name a dataset does not know."""
+    return ValueError(f"unknown {dataset} split {split!r}; known splits: {', '.join(known)}")
+
+
+class ScanDataset(ABC):
+    """A sequence of scans identified by string ids.
+
+    Attributes:
+        name: dataset name (``"nuscenes"``, ``"semantickitti"``, ``"synthetic"``).
+        classes: class names of the label space.
+        split: the split the ids come from.
+        ids: scan ids in canonical order.
+    """
+
+    name: str = ""
+    classes: tuple[str, ...] = ()
+
+    def __init__(self, split: str, ids: Sequence[str]) -> None:
+        self.split = split
+        self.ids = list(ids)
+
+    @abstractmethod
+    def load(self, scan_id: str) -> Scan:
+        """Load the scan with id ``scan_id``."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Scan:
+        return self.load(self.ids[index])
+
+    def __iter__(self) -> Iterator[Scan]:
+        for scan_id in self.ids:
+            yield self.load(scan_id)
+
+    def restrict(self, ids: Sequence[str]) -> ScanDataset:
+        """Keep only ``ids`` (in their given order); every id must belong to the dataset."""
+        missing = sorted(set(ids) - set(self.ids))
+        if missing:
+            raise ValueError(f"{len(missing)} ids are not in {self.name} split {self.split}: {missing[:5]}")
+        self.ids = list(ids)
+        return self
