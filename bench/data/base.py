@@ -9,33 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-
 from bench.data.scan import Scan
-
-SPLITS_DIR = Path(__file__).resolve().parent / "splits"
-"""Folder of the few-shot split files shipped with the package."""
-
-
-def few_shot_ids(ids: Sequence[str], every: int = 100) -> list[str]:
-    """The few-shot subset of a split: every ``every``-th id starting with the first (SLidR's 1% rule).
-
-    ``ids`` must be in the split's canonical order (nuScenes: scene order of ``create_splits_scenes``;
-    SemanticKITTI: sequence then frame; synthetic: scene index).
-    """
-    if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
-    return list(ids[::every])
-
-
-def read_split_file(name: str) -> list[str]:
-    """Read a split file of ``bench/data/splits`` (one id per line, ``#`` starts a comment)."""
-    path = SPLITS_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
 
 def unknown_split_error(dataset: str, split: str, known: Sequence[str]) -> ValueError:
     """The error raised for a split name a dataset does not know."""

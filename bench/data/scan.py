@@ -90,7 +90,14 @@ def project_points(
     pts = np.asarray(xyz, dtype=np.float64)[:, :3]
     rot = calibration.lidar_to_camera[:3, :3]
     trans = calibration.lidar_to_camera[:3, 3]
-    cam = pts @ rot.T + trans
+    return project_camera_points(pts @ rot.T + trans, calibration, min_depth, margin)
+
+
+def project_camera_points(
+    cam: np.ndarray, calibration: CameraCalibration, min_depth: float = 1.0, margin: float = 1.0
+) -> Projection:
+    """The second half of :func:`project_points`, for points already in the camera frame ``(N, 3)``."""
+    cam = np.asarray(cam, dtype=np.float64)
     depth = cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         pix = cam @ calibration.intrinsic.T

@@ -50,6 +50,8 @@ class StreetStats:
         construction_prob: probability of a construction zone (cones, barriers, a construction vehicle).
         barrier_row_prob, cone_group_prob: probability of a row of barriers / a group of cones elsewhere.
         crossing_prob: probability that a pedestrian crosses the road instead of walking on a sidewalk.
+        verge_prob, verge_width: probability and width of a grass verge (terrain) between road and sidewalk.
+        bushes: mean number of bushes per side on lots and verges.
     """
 
     road_lanes: tuple[int, int] = (2, 5)
@@ -57,27 +59,30 @@ class StreetStats:
     median_prob: float = 0.3
     cross_street_prob: float = 0.4
     extent: float = 80.0
-    building_prob: float = 0.7
+    building_prob: float = 0.6
     building_length: tuple[float, float] = (10.0, 35.0)
     building_depth: tuple[float, float] = (10.0, 25.0)
     building_height: tuple[float, float] = (5.0, 28.0)
     setback: tuple[float, float] = (0.0, 6.0)
     back_row_prob: float = 0.4
-    lot_types: tuple[float, float, float] = (0.6, 0.15, 0.25)
+    lot_types: tuple[float, float, float] = (0.75, 0.04, 0.21)
     tree_row_prob: float = 0.6
     tree_spacing: tuple[float, float] = (7.0, 16.0)
-    hedge_prob: float = 0.4
+    hedge_prob: float = 0.5
     wall_prob: float = 0.4
     pole_spacing: float = 25.0
-    moving: float = 7.0
-    moving_mix: tuple[float, ...] = (0.70, 0.12, 0.06, 0.03, 0.02, 0.04, 0.03)
-    parked_per_side: float = 5.0
-    pedestrians: float = 9.0
-    parked_bicycles: float = 1.0
-    construction_prob: float = 0.35
-    barrier_row_prob: float = 0.45
-    cone_group_prob: float = 0.4
+    moving: float = 6.0
+    moving_mix: tuple[float, ...] = (0.68, 0.1, 0.08, 0.06, 0.02, 0.04, 0.02)
+    parked_per_side: float = 3.5
+    pedestrians: float = 3.5
+    parked_bicycles: float = 0.5
+    construction_prob: float = 0.2
+    barrier_row_prob: float = 0.35
+    cone_group_prob: float = 0.6
     crossing_prob: float = 0.15
+    verge_prob: float = 0.5
+    verge_width: tuple[float, float] = (1.0, 2.5)
+    bushes: float = 4.0
 
 
 NUSCENES_STREETS = StreetStats()
@@ -133,7 +138,8 @@ class Ground:
     Attributes:
         road_y: y of the road centreline (ego frame).
         road_half: half width of the road.
-        sidewalk: sidewalk width on the left (+y) and right (-y) side.
+        sidewalk: sidewalk width on the left (+y) and right (-y) side (verge included).
+        verge: width of the grass verge at the road side of each sidewalk (0 = none).
         median_half: half width of the median (0 = none); ``median_class`` its class.
         cross_x, cross_half: x of the cross street's centreline and its half width (``cross_half = 0``: none).
         lot_edges: per side (0 = left, 1 = right), sorted x boundaries of the lot segments.
@@ -145,6 +151,7 @@ class Ground:
     road_y: float
     road_half: float
     sidewalk: tuple[float, float]
+    verge: tuple[float, float]
     median_half: float
     median_class: int
     cross_x: float
@@ -157,6 +164,7 @@ class Ground:
     ROAD_INSTANCE = 1
     SIDEWALK_INSTANCE = (2, 3)
     MEDIAN_INSTANCE = 4
+    VERGE_INSTANCE = (5, 6)
 
     def classify(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class and instance of ground points ``(x, y)``."""
@@ -173,6 +181,9 @@ class Ground:
             walk = m & (ay < self.road_half + self.sidewalk[s])
             label[walk] = C["sidewalk"]
             inst[walk] = self.SIDEWALK_INSTANCE[s]
+            grass = m & (ay < self.road_half + self.verge[s])
+            label[grass] = C["terrain"]
+            inst[grass] = self.VERGE_INSTANCE[s]
         if self.cross_half > 0:
             dx = np.abs(x - self.cross_x)
             cross_walk = (dx < self.cross_half + min(self.sidewalk)) & (ay >= self.road_half)
@@ -402,7 +413,8 @@ def build_world(rng: np.random.Generator, stats: StreetStats = NUSCENES_STREETS)
     lane_lines = np.array(
         [road_y + side * (median_half + 3.5 * k) for side in (1.0, -1.0) for k in range(1, lanes)]
     )
-    sidewalk = (rng.uniform(*stats.sidewalk_width), rng.uniform(*stats.sidewalk_width))
+    verge = tuple(float(rng.uniform(*stats.verge_width)) if rng.random() < stats.verge_prob else 0.0 for _ in "lr")
+    sidewalk = tuple(v + rng.uniform(*stats.sidewalk_width) for v in verge)
     cross = rng.random() < stats.cross_street_prob
     cross_x = rng.uniform(-40.0, 50.0) if cross else 0.0
     cross_half = rng.uniform(4.0, 8.0) if cross else 0.0
@@ -461,12 +473,12 @@ def build_world(rng: np.random.Generator, stats: StreetStats = NUSCENES_STREETS)
                 elif r < stats.hedge_prob + stats.wall_prob:
                     b.box(C["manmade"], b.new_instance(), (x + x1) / 2, yl, 0.0, length, 0.3,
                           rng.uniform(1.0, 2.8), 0.0, _jitter(rng, (0.6, 0.58, 0.55)), 0.3)  # fmt: skip
-                for _ in range(rng.poisson(2.0)):
+                for _ in range(rng.poisson(3.0)):
                     xt = rng.uniform(x, x1)
                     _tree(b, xt, road_y + sign * (front + rng.uniform(3.0, 15.0)), rng.uniform(0.9, 1.5))
             x = x1 + rng.uniform(0.0, 4.0)
             edges.append(x)
-            classes.append(C["terrain"] if rng.random() < 0.7 else C["other_flat"])
+            classes.append(C["terrain"] if rng.random() < 0.9 else C["other_flat"])
             insts.append(b.new_instance())
         lot_edges.append(np.array(edges))
         lot_class.append(np.array(classes))
@@ -487,9 +499,17 @@ def build_world(rng: np.random.Generator, stats: StreetStats = NUSCENES_STREETS)
             inst = b.new_instance()
             b.add(CYLINDER, [xs, kerb, 0.0, 2.8, 0.05], C["manmade"], inst, (0.5, 0.5, 0.5), 0.4)
             b.box(C["manmade"], inst, xs, kerb, 2.2, 0.08, 0.7, 0.7, 0.0, (0.8, 0.1, 0.1), 0.9)
+        for _ in range(rng.poisson(stats.bushes)):
+            xb = rng.uniform(-ext, ext)
+            yb = road_y + sign * (road_half + (verge[s] / 2 if verge[s] else sidewalk[s] + rng.uniform(1.0, 6.0)))
+            if not in_cross(xb, xb, pad=3.0):
+                inst = b.new_instance()
+                rad = rng.uniform(0.4, 1.0)
+                green = _jitter(rng, (0.2, 0.45, 0.12), 0.15)
+                b.add(SPHERE, [xb, yb, rad * 0.6, rad], C["vegetation"], inst, green, 0.4)
         if rng.random() < stats.tree_row_prob:
             x = -ext + rng.uniform(0, 8)
-            y_tree = road_y + sign * (road_half + min(1.2, sidewalk[s] / 2))
+            y_tree = road_y + sign * (road_half + (verge[s] / 2 if verge[s] else min(1.2, sidewalk[s] / 2)))
             while x < ext:
                 if not in_cross(x, x, pad=3.0):
                     _tree(b, x, y_tree)
@@ -558,7 +578,7 @@ def build_world(rng: np.random.Generator, stats: StreetStats = NUSCENES_STREETS)
     # Construction zone: a closed stretch along one road edge, cones and barriers around a machine.
     if rng.random() < stats.construction_prob:
         sign = rng.choice((-1.0, 1.0))
-        x0 = rng.uniform(-45, 35)
+        x0 = rng.choice((-1.0, 1.0)) * rng.uniform(15, 50)
         zone_len = rng.uniform(12, 25)
         y_edge = road_y + sign * (road_half - 1.5)
         if free(y_edge, x0, x0 + zone_len):
@@ -589,6 +609,7 @@ def build_world(rng: np.random.Generator, stats: StreetStats = NUSCENES_STREETS)
         road_y=road_y,
         road_half=road_half,
         sidewalk=sidewalk,
+        verge=verge,
         median_half=median_half,
         median_class=C["other_flat"] if rng.random() < 0.6 else C["terrain"],
         cross_x=cross_x,
