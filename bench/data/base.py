@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+
 from bench.data.scan import Scan
+
 
 def unknown_split_error(dataset: str, split: str, known: Sequence[str]) -> ValueError:
     """The error raised for a split name a dataset does not know."""

@@ -63,9 +63,7 @@ def read_labels(path: str | Path, dtype: str, expected: int) -> np.ndarray:
     itemsize = np.dtype(dtype).itemsize
     size = path.stat().st_size
     if size % itemsize:
-        raise DataFormatError(
-            f"{path}: size {size} bytes is not a multiple of the label entry size {itemsize} bytes"
-        )
+        raise DataFormatError(f"{path}: size {size} bytes is not a multiple of the label entry size {itemsize} bytes")
     count = size // itemsize
     if count != expected:
         raise DataFormatError(f"{path}: {count} labels but the point cloud has {expected} points")

@@ -32,8 +32,8 @@ from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
 
 from bench.data.base import ScanDataset, unknown_split_error
-from bench.data.fewshot import read_split_file
 from bench.data.classes import NUSCENES_CLASSES, nuscenes_fine_to_coarse_lut
+from bench.data.fewshot import read_split_file
 from bench.data.io import read_image, read_labels, read_points_bin
 from bench.data.scan import CameraCalibration, CameraView, Projection, Scan, project_camera_points, project_points
 

@@ -179,9 +179,7 @@ class Scan:
             )
         if self.labels is not None:
             if self.labels.shape != (len(self.points),):
-                raise ValueError(
-                    f"scan {self.scan_id}: {len(self.labels)} labels for {len(self.points)} points"
-                )
+                raise ValueError(f"scan {self.scan_id}: {len(self.labels)} labels for {len(self.points)} points")
             bad = (self.labels != IGNORE_INDEX) & ((self.labels < 0) | (self.labels >= len(self.classes)))
             if bad.any():
                 raise ValueError(
@@ -197,7 +195,5 @@ class Scan:
 
     def pairing_table(self) -> np.ndarray:
         """All pairings of the scan as ``(M, 4)`` int64 rows ``(point index, camera index, row, col)``."""
-        parts = [
-            np.insert(cam.pairing, 1, i, axis=1) for i, cam in enumerate(self.cameras) if len(cam.pairing)
-        ]
+        parts = [np.insert(cam.pairing, 1, i, axis=1) for i, cam in enumerate(self.cameras) if len(cam.pairing)]
         return np.concatenate(parts) if parts else np.zeros((0, 4), dtype=np.int64)

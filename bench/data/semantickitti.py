@@ -144,7 +144,5 @@ class SemanticKITTIDataset(ScanDataset):
                 width, height = img.size
             cal = camera_calibration(calib, width, height)
             proj = project_points(points, cal, min_depth=self.min_depth, margin=self.margin)
-            views.append(
-                CameraView(CAMERA_NAME, cal, proj.pairing(), image_path=image_path, _reader=read_image)
-            )
+            views.append(CameraView(CAMERA_NAME, cal, proj.pairing(), image_path=image_path, _reader=read_image))
         return Scan(scan_id=scan_id, points=points, labels=labels, cameras=views, classes=SEMANTICKITTI_CLASSES)

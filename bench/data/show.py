@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES  # noqa: E402
+from bench.data.classes import IGNORE_INDEX  # noqa: E402
 from bench.data.scan import Scan  # noqa: E402
 
 NUSCENES_COLOURS: dict[str, tuple[int, int, int]] = {

@@ -122,7 +122,9 @@ def test_lidarseg_labels_are_mapped_to_16_classes(nuscenes_copy):
 def test_lidarseg_label_count_mismatch(nuscenes_copy):
     path = _add_lidarseg(nuscenes_copy, np.zeros(34687))
     ds = NuScenesDataset(nuscenes_copy, split="mini_val", version="v1.0-mini")
-    with pytest.raises(DataFormatError, match=rf"{re.escape(path.name)}: 34687 labels but the point cloud has 34688 points"):
+    with pytest.raises(
+        DataFormatError, match=rf"{re.escape(path.name)}: 34687 labels but the point cloud has 34688 points"
+    ):
         ds[0]
 
 
@@ -131,5 +133,7 @@ def test_truncated_point_cloud(nuscenes_copy):
     data = lidar.read_bytes()
     lidar.write_bytes(data[:-6])
     ds = NuScenesDataset(nuscenes_copy, split="mini_val", version="v1.0-mini")
-    with pytest.raises(DataFormatError, match=rf"{re.escape(lidar.name)}: size .* not a multiple of the record size 20"):
+    with pytest.raises(
+        DataFormatError, match=rf"{re.escape(lidar.name)}: size .* not a multiple of the record size 20"
+    ):
         ds[0]

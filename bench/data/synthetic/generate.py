@@ -129,9 +129,7 @@ def _surface(world: World, prim: np.ndarray, points: np.ndarray, normals: np.nda
     # Foliage: low-frequency brightness noise.
     veg = label == C["vegetation"]
     q = points[veg]
-    albedo[veg] *= (1.0 + 0.3 * np.sin(4.1 * q[:, 0] + 2.3 * q[:, 2]) * np.sin(3.7 * q[:, 1] + 1.9 * q[:, 2]))[
-        :, None
-    ]
+    albedo[veg] *= (1.0 + 0.3 * np.sin(4.1 * q[:, 0] + 2.3 * q[:, 2]) * np.sin(3.7 * q[:, 1] + 1.9 * q[:, 2]))[:, None]
     # Windows on the vertical faces of buildings taller than 3 m.
     wall = obj & (label == C["manmade"]) & (np.abs(normals[:, 2]) < 0.5)
     wall[wall] &= (p.kind[prim[wall]] == BOX) & (p.params[prim[wall], 5] > 1.5)
@@ -189,9 +187,7 @@ def render_camera(world: World, camera: CameraSpec) -> dict[str, np.ndarray]:
     depth = np.where(hit, hits.t * (bundle.dirs @ forward), 0.0)
     shape = (camera.height, camera.width)
     return {
-        "image": _to_grid((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), bundle.order).reshape(
-            *shape, 3
-        ),
+        "image": _to_grid((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), bundle.order).reshape(*shape, 3),
         "class_map": _to_grid(surf.label.astype(np.uint8), bundle.order).reshape(shape),
         "instance_map": _to_grid(surf.instance.astype(np.int32), bundle.order).reshape(shape),
         "depth": _to_grid(depth.astype(np.float32), bundle.order).reshape(shape),

@@ -195,9 +195,7 @@ class Ground:
         label[road] = C["driveable_surface"]
         inst[road] = self.ROAD_INSTANCE
         if self.median_half > 0:
-            med = (ay < self.median_half) & ~(
-                (self.cross_half > 0) & (np.abs(x - self.cross_x) < self.cross_half)
-            )
+            med = (ay < self.median_half) & ~((self.cross_half > 0) & (np.abs(x - self.cross_x) < self.cross_half))
             label[med] = self.median_class
             inst[med] = self.MEDIAN_INSTANCE
         return label, inst
@@ -410,9 +408,7 @@ def build_world(rng: np.random.Generator, stats: StreetStats = NUSCENES_STREETS)
     for side in (1.0, -1.0):
         for k in range(lanes_per_dir if side == 1.0 else lanes - lanes_per_dir):
             lane_centres.append(road_y + side * (median_half + 1.75 + 3.5 * k))
-    lane_lines = np.array(
-        [road_y + side * (median_half + 3.5 * k) for side in (1.0, -1.0) for k in range(1, lanes)]
-    )
+    lane_lines = np.array([road_y + side * (median_half + 3.5 * k) for side in (1.0, -1.0) for k in range(1, lanes)])
     verge = tuple(float(rng.uniform(*stats.verge_width)) if rng.random() < stats.verge_prob else 0.0 for _ in "lr")
     sidewalk = tuple(v + rng.uniform(*stats.sidewalk_width) for v in verge)
     cross = rng.random() < stats.cross_street_prob
