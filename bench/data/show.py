@@ -92,7 +92,7 @@ def draw_scan(scan: Scan, bev_range: float = 50.0, point_size: float = 1.0, titl
     ordered = [c if c is not None else (extra.pop(0) if extra else None) for c in ordered]
 
     fig = plt.figure(figsize=(16, 5.6), dpi=100)
-    grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 0.62], wspace=0.03, hspace=0.08)
+    grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 0.95], wspace=0.03, hspace=0.08)
     for k, cam in enumerate(ordered):
         ax = fig.add_subplot(grid[k // 3, k % 3])
         ax.set_axis_off()
@@ -112,7 +112,7 @@ def draw_scan(scan: Scan, bev_range: float = 50.0, point_size: float = 1.0, titl
     ax.set_xlim(-bev_range, bev_range)
     ax.set_ylim(-bev_range, bev_range)
     ax.set_aspect("equal")
-    ax.set_title(f"bird's-eye view, lidar frame ({len(pts)} points)", fontsize=8)
+    ax.set_title(f"bird's-eye view ({len(pts)} points)", fontsize=8)
     ax.tick_params(labelsize=6)
     if colouring == "class":
         present = sorted(set(np.unique(scan.labels).tolist()) - {IGNORE_INDEX})
