@@ -1,0 +1,161 @@
+"""The run store: one directory per run, written atomically (DESIGN.md section 4).
+
+A run directory holds ``config.json`` (the resolved configuration), ``environment.json`` (package versions,
+device, git commit), ``metrics.json`` (written last: its presence marks the run as finished),
+``trajectory.csv`` and any arrays (``.npz``). Every file is written to a temporary name in the same folder and
+renamed into place, so an interrupted process never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CONFIG_FILE = "config.json"
+ENVIRONMENT_FILE = "environment.json"
+METRICS_FILE = "metrics.json"
+TRAJECTORY_FILE = "trajectory.csv"
+
+_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "nuscenes-devkit", "open_clip_torch", "matplotlib")
+
+
+class RunConflictError(RuntimeError):
+    """An output folder already holds a run of the same name but a different configuration."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    _atomic_write_bytes(
+        Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+    )
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` (dicts) with the given column order as CSV, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    _atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write arrays to a compressed ``.npz``, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    _atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; a clear error naming the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """The current git commit of ``repo`` (default: this package's checkout), or None outside git."""
+    where = repo or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Package versions, Python, platform, device and git commit, for ``environment.json``."""
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+class RunDir:
+    """One run's directory: its files, and whether it is finished or conflicts with a configuration."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def finished(self) -> bool:
+        """True when ``metrics.json`` exists (it is written last)."""
+        return (self.path / METRICS_FILE).is_file()
+
+    def check_config(self, config: Mapping[str, Any]) -> None:
+        """Raise :class:`RunConflictError` when the folder holds a run of a different configuration."""
+        existing = self.path / CONFIG_FILE
+        if not existing.is_file():
+            return
+        old = read_json(existing)
+        new = json.loads(json.dumps(config, sort_keys=True, default=_json_default))
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise RunConflictError(
+                f"{existing} holds a run with a different configuration (differs in: {', '.join(diff)}); "
+                "choose another output folder or remove that run — nothing was overwritten"
+            )
+
+    def start(self, config: Mapping[str, Any], device: torch.device) -> None:
+        """Write ``config.json`` and ``environment.json`` (after :meth:`check_config`)."""
+        self.check_config(config)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / CONFIG_FILE, config)
+        write_json(self.path / ENVIRONMENT_FILE, environment(device))
+
+    def finish(self, metrics: Mapping[str, Any]) -> None:
+        """Write ``metrics.json``, marking the run finished."""
+        write_json(self.path / METRICS_FILE, metrics)

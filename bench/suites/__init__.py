@@ -1,0 +1,94 @@
+"""Suites as data: each YAML file in this folder is a suite, a grid of runs (DESIGN.md section 4).
+
+A suite file holds ``name``, ``kind`` (the trainer that runs it), ``description``, ``defaults`` (the parameters
+shared by every run) and ``grid``: every combination of the listed values is one run. A ``loss`` entry is a name
+or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUITE_DIR = Path(__file__).resolve().parent
+KINDS = ("toy",)
+
+
+def available_suites() -> list[str]:
+    """Names of the suites shipped with the package."""
+    return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite: its name, kind, description, shared defaults and the expanded list of runs."""
+
+    name: str
+    kind: str
+    description: str
+    source: Path
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _loss_entry(entry: Any, source: Path) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"name": entry, "params": {}}
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        return {"name": entry["name"], "params": dict(entry.get("params") or {})}
+    raise ValueError(f"{source}: a loss must be a name or {{name: ..., params: {{...}}}}; got {entry!r}")
+
+
+def run_name(run: dict[str, Any]) -> str:
+    """A readable, unique folder name: set-up, loss, its parameters and the seed, e.g.
+    ``1cluster-contrastive-tau0.07-s0``."""
+    parts = [str(run["setup"])] if "setup" in run else []
+    parts.append(run["loss"])
+    parts += [f"{k}{v}" for k, v in sorted(run["loss_params"].items())]
+    parts.append(f"s{run['seed']}")
+    return "-".join(parts)
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        if name_or_path not in available_suites():
+            raise ValueError(
+                f"unknown suite {name_or_path!r}; valid suites: {', '.join(available_suites())} "
+                "(or the path of a suite .yaml file)"
+            )
+        path = SUITE_DIR / f"{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a suite file must be a mapping with name, kind, defaults and grid")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"{path}: unknown suite kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    grid = data.get("grid") or {}
+    if "loss" not in grid or "seed" not in grid:
+        raise ValueError(f"{path}: the grid must list at least 'loss' and 'seed'")
+    keys = list(grid)
+    values = [[_loss_entry(v, path) for v in grid[k]] if k == "loss" else list(grid[k]) for k in keys]
+    runs = []
+    for combo in itertools.product(*values):
+        run = dict(data.get("defaults") or {})
+        for key, value in zip(keys, combo, strict=True):
+            if key == "loss":
+                run["loss"], run["loss_params"] = value["name"], value["params"]
+            else:
+                run[key] = value
+        runs.append(run)
+    return Suite(
+        name=str(data.get("name", path.stem)),
+        kind=kind,
+        description=str(data.get("description", "")),
+        source=path,
+        runs=runs,
+    )
