@@ -103,9 +103,7 @@ class BasicBlock(nn.Module):
 
 
 def _blocks(c_in: int, c_out: int, count: int, backend: str, bn_momentum: float) -> nn.Sequential:
-    return nn.Sequential(
-        *(BasicBlock(c_in if i == 0 else c_out, c_out, backend, bn_momentum) for i in range(count))
-    )
+    return nn.Sequential(*(BasicBlock(c_in if i == 0 else c_out, c_out, backend, bn_momentum) for i in range(count)))
 
 
 class MinkUNet(nn.Module):

@@ -6,9 +6,7 @@ import torch
 import torch.nn.functional as F
 
 
-def random_sites(
-    batch: int, grid: int, occupancy: float, generator: torch.Generator, low: int = 0
-) -> torch.Tensor:
+def random_sites(batch: int, grid: int, occupancy: float, generator: torch.Generator, low: int = 0) -> torch.Tensor:
     """Distinct rows ``(b, x, y, z)`` with spatial coordinates in ``[low, low + grid)``, each kept w.p.
     occupancy."""
     axes = torch.arange(grid)

@@ -6,8 +6,16 @@ import pytest
 import torch
 from sparse_reference import dense_down, dense_submanifold, dense_up, random_sites
 
-from models.students.sparse import SparseTensor, TorchBackend, downsample_map, kernel_offsets, neighbour_table
-from models.students.sparse.functional import DownConvFunction, SubmanifoldConvFunction, UpConvFunction
+from models.students.sparse import (
+    SparseTensor,
+    TorchBackend,
+    downsample_map,
+    functional,
+    kernel_offsets,
+    neighbour_table,
+)
+from models.students.sparse.functional import PairConvFunction
+from models.students.sparse.kernel_map import down_pairs, submanifold_pairs, up_pairs
 
 TOL = 1e-10
 BATCH, GRID = 2, 6
@@ -103,16 +111,30 @@ def test_translation_by_even_offset_changes_nothing():
 
 def test_gradcheck_custom_backwards():
     gen, coords, feats = _case(11, 2, occupancy=0.15)
-    table = neighbour_table(coords, kernel_offsets(3))
     w = torch.randn(27, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     x = feats.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(SubmanifoldConvFunction.apply, (x, w, table))
+    assert torch.autograd.gradcheck(PairConvFunction.apply, (x, w, submanifold_pairs(coords, 3)))
     dmap = downsample_map(coords)
-    flat = dmap.parent * 8 + dmap.slot
     w2 = torch.randn(8, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(DownConvFunction.apply, (x, w2, dmap.children, flat))
+    assert torch.autograd.gradcheck(PairConvFunction.apply, (x, w2, down_pairs(dmap)))
     xc = torch.randn(dmap.children.shape[0], 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(UpConvFunction.apply, (xc, w2, dmap.children, flat))
+    assert torch.autograd.gradcheck(PairConvFunction.apply, (xc, w2, up_pairs(dmap)))
+
+
+def test_chunked_pairs_equal_one_chunk(monkeypatch):
+    """Splitting the pairs into several gather chunks must not change the result beyond rounding."""
+    gen, coords, feats = _case(12, 3)
+    w = torch.randn(27, 3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = feats.clone().requires_grad_(True)
+    pairs = submanifold_pairs(coords, 3)
+    outs = []
+    for rows in (1 << 20, 40):
+        monkeypatch.setattr(functional, "CHUNK_ROWS", rows)
+        y = PairConvFunction.apply(x, w, pairs)
+        outs.append((y, *torch.autograd.grad(y.square().sum(), (x, w))))
+    assert len(functional._chunks(pairs, 1 << 20)) == 1 and len(functional._chunks(pairs, 40)) > 5
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL)
 
 
 def test_hand_computed_two_sites():

@@ -6,9 +6,7 @@ import pytest
 import torch
 from sparse_reference import random_sites
 
-pytest.importorskip(
-    "spconv", reason="spconv not installed: pip install -e '.[spconv]' to test the spconv backend"
-)
+pytest.importorskip("spconv", reason="spconv not installed: pip install -e '.[spconv]' to test the spconv backend")
 
 from models.students.minkunet import MinkUNet, MinkUNetConfig  # noqa: E402
 from models.students.sparse import SparseTensor, TorchBackend, get_backend  # noqa: E402
@@ -17,9 +15,7 @@ TOL = 1e-10
 
 
 def _sorted_rows(t: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
-    order = torch.argsort(
-        ((t.coords[:, 0] * 4096 + t.coords[:, 1]) * 4096 + t.coords[:, 2]) * 4096 + t.coords[:, 3]
-    )
+    order = torch.argsort(((t.coords[:, 0] * 4096 + t.coords[:, 1]) * 4096 + t.coords[:, 2]) * 4096 + t.coords[:, 3])
     return t.coords[order], t.feats[order]
 
 

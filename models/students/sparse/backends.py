@@ -20,8 +20,8 @@ from typing import Protocol
 
 import torch
 
-from .functional import DownConvFunction, SubmanifoldConvFunction, UpConvFunction
-from .kernel_map import DownsampleMap, downsample_map, kernel_offsets, neighbour_table
+from .functional import PairConvFunction
+from .kernel_map import PairMap, down_pairs, downsample_map, submanifold_pairs, up_pairs
 from .tensor import SparseTensor
 
 
@@ -38,42 +38,38 @@ class SparseBackend(Protocol):
 
 
 class TorchBackend:
-    """Pure-PyTorch backend: fused gather + one GEMM per layer, hand-written backward (``functional.py``)."""
+    """Pure-PyTorch backend: gather - GEMM - scatter on cached pair maps, hand-written backward."""
 
     name = "torch"
 
-    def _table(self, x: SparseTensor, kernel_size: int) -> torch.Tensor:
-        def build() -> torch.Tensor:
-            return neighbour_table(x.coords, kernel_offsets(kernel_size, x.coords.device))
+    def _pairs(self, x: SparseTensor, kernel_size: int) -> PairMap:
+        key = ("torch", "subm", x.stride, kernel_size)
+        return x.cache.get(key, lambda: submanifold_pairs(x.coords, kernel_size))
 
-        return x.cache.get(("torch", "subm", x.stride, kernel_size), build)
-
-    def _down(self, x: SparseTensor) -> tuple[DownsampleMap, torch.Tensor]:
-        def build() -> tuple[DownsampleMap, torch.Tensor]:
+    def _down(self, x: SparseTensor) -> tuple[torch.Tensor, PairMap, PairMap]:
+        def build() -> tuple[torch.Tensor, PairMap, PairMap]:
             dmap = downsample_map(x.coords)
-            return dmap, dmap.parent * 8 + dmap.slot
+            return dmap.coarse_coords, down_pairs(dmap), up_pairs(dmap)
 
         return x.cache.get(("torch", "down", x.stride), build)
 
     def submanifold_conv(self, x: SparseTensor, weight: torch.Tensor, kernel_size: int) -> SparseTensor:
-        """``y_i = sum_k W[k]^T x_{T[i, k]}`` over the active neighbours of site i."""
-        table = self._table(x, kernel_size)
-        return x.replace(SubmanifoldConvFunction.apply(x.feats, weight, table))
+        """``y_i = sum_k W[k]^T x_{j(i, k)}`` over the active neighbours ``j(i, k) = coords_i + offset_k``."""
+        return x.replace(PairConvFunction.apply(x.feats, weight, self._pairs(x, kernel_size)))
 
     def down_conv(self, x: SparseTensor, weight: torch.Tensor) -> SparseTensor:
         """``y_p = sum_{i: floor(x_i / 2) = p} W[slot_i]^T x_i`` on the coarse sites p."""
-        dmap, flat_slot = self._down(x)
+        coarse, pairs, _ = self._down(x)
         x.cache.put(("coords", x.stride), x.coords)
-        feats = DownConvFunction.apply(x.feats, weight, dmap.children, flat_slot)
-        return SparseTensor(dmap.coarse_coords, feats, x.stride * 2, x.cache)
+        return SparseTensor(coarse, PairConvFunction.apply(x.feats, weight, pairs), x.stride * 2, x.cache)
 
     def up_conv(self, x: SparseTensor, weight: torch.Tensor) -> SparseTensor:
         """``y_i = W[slot_i]^T x_{parent_i}`` on the finer sites recorded by the matching ``down_conv``."""
         fine = x.stride // 2
         if ("torch", "down", fine) not in x.cache:
             raise KeyError(f"no down_conv from stride {fine} recorded in this tensor's cache")
-        dmap, flat_slot = x.cache[("torch", "down", fine)]
-        feats = UpConvFunction.apply(x.feats, weight, dmap.children, flat_slot)
+        _, _, pairs = x.cache[("torch", "down", fine)]
+        feats = PairConvFunction.apply(x.feats, weight, pairs)
         return SparseTensor(x.cache[("coords", fine)], feats, fine, x.cache)
 
 

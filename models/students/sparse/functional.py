@@ -1,18 +1,20 @@
-"""Autograd functions of the pure-PyTorch sparse convolutions (hand-written forward and backward).
+"""Autograd function of the pure-PyTorch sparse convolutions: gather - GEMM - scatter with a hand-written backward.
 
-Every product is one dense GEMM on a gathered matrix (the "fused gather" of all kernel offsets at once):
+A convolution is a *pair map*: rows ``(src_p, dst_p)`` grouped by kernel offset ``k`` into contiguous segments
+``[bounds[k], bounds[k + 1])``, so that ``Y[dst_p] += X[src_p] W[k]``. Per call (``P`` pairs):
 
-- submanifold (``T`` the (M, K) neighbour table, sentinel = zero row):
-  ``Y = G W``, ``G = X[T]`` reshaped (M, K*Cin), ``W`` reshaped (K*Cin, Cout);
-  ``dX = dY[T] W_flip^T`` with ``W_flip[k] = W[K-1-k]`` -- for kernels symmetric about 0, ``T[i, k] = j`` iff
-  ``T[j, K-1-k] = i``, so the transposed scatter is again a gather of the same table, with no atomic adds
-  (deterministic); ``dW = G^T dY``.
-- strided, kernel 2 stride 2 (``C`` the (Mc, 8) child table, ``parent``/``slot`` per fine row):
-  ``Y = X[C] W``; ``dX = (dY W_stack^T)[8 * parent + slot]``; ``dW = X[C]^T dY``.
-- transposed, kernel 2 stride 2, its adjoint:
-  ``Y = (X W_stack)[8 * parent + slot]``; ``dX = dY[C] W_stack^T``; ``dW = X^T dY[C]``.
+- forward: ``G = X[src]``; ``B[seg_k] = G[seg_k] W[k]`` (one GEMM per offset); ``Y = index_add(dst, B)``;
+- backward: ``D = dY[dst]``; ``dW[k] = G[seg_k]^T D[seg_k]``; ``dX = index_add(src, D[seg_k] W[k]^T)``.
 
-``W`` has layout (K, Cin, Cout), ``W_stack`` is ``W`` as (Cin, 8*Cout) or its transposes.
+Pairs are processed in chunks of whole offsets (about ``CHUNK_ROWS`` pairs, one gather and one ``index_add_`` per
+chunk) into reused buffers: a single (P, C) buffer would be a fresh ``mmap`` every call, and its page faults cost
+as much as the gather itself.
+
+The ``identity`` offset of a submanifold convolution (the kernel centre, where ``src = dst = i``) is left out
+of the pairs and done as one dense product ``X W[centre]``, which also initialises the output.
+``index_add_`` on CPU sums each row's contributions in a fixed order (deterministic; PyTorch lists only its
+CUDA version as non-deterministic), and the gathered matrices hold only active pairs, so no multiply-add is
+spent on absent neighbours.
 """
 
 from __future__ import annotations
@@ -20,80 +22,95 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from .kernel_map import PairMap
 
-def gather_rows(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``x`` rows at ``table`` (R, K) as one (R, K*C) matrix; index ``len(x)`` reads a zero row."""
-    padded = torch.cat([x, x.new_zeros(1, x.shape[1])], dim=0)
-    return padded.index_select(0, table.reshape(-1)).view(table.shape[0], table.shape[1] * x.shape[1])
+CHUNK_ROWS = 1 << 15  # pairs per gather buffer: keeps buffers small enough to be reused, not page-faulted
 
 
-class SubmanifoldConvFunction(torch.autograd.Function):
-    """``Y = X[T] W`` on the sites of ``X`` (see module docstring)."""
+def _chunks(pairs: PairMap, max_rows: int | None = None) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Consecutive whole offset segments packed into chunks of about ``max_rows`` (default ``CHUNK_ROWS``)
+    pairs: ``(lo, hi, [(k, lo_k, hi_k), ...])`` with segment bounds relative to ``lo``.
+    """
+    max_rows = CHUNK_ROWS if max_rows is None else max_rows
+    b = pairs.bounds
+    chunks: list[tuple[int, int, list[tuple[int, int, int]]]] = []
+    lo, segs = b[0], []
+    for k in range(len(b) - 1):
+        if b[k + 1] == b[k]:
+            continue
+        if segs and b[k + 1] - lo > max_rows:
+            chunks.append((lo, b[k], segs))
+            lo, segs = b[k], []
+        segs.append((k, b[k] - lo, b[k + 1] - lo))
+    if segs:
+        chunks.append((lo, b[-1], segs))
+    return chunks
+
+
+def _gather_mm_scatter(
+    x: torch.Tensor, weight: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chunks, out: torch.Tensor
+) -> None:
+    """``out[dst_p] += x[src_p] @ weight[k_p]``, one gather, one GEMM per offset and one ``index_add_`` per chunk."""
+    if not chunks:
+        return
+    rows = max(hi - lo for lo, hi, _ in chunks)
+    gathered = x.new_empty(rows, x.shape[1])
+    products = x.new_empty(rows, weight.shape[2])
+    for lo, hi, segs in chunks:
+        n = hi - lo
+        torch.index_select(x, 0, src[lo:hi], out=gathered[:n])
+        for k, a, b in segs:
+            torch.mm(gathered[a:b], weight[k], out=products[a:b])
+        out.index_add_(0, dst[lo:hi], products[:n])
+
+
+def pair_conv_forward(x: torch.Tensor, weight: torch.Tensor, pairs: PairMap) -> torch.Tensor:
+    """``Y[dst_p] += X[src_p] W[k_p]`` (+ ``X W[identity]``), without autograd."""
+    if pairs.identity >= 0:
+        y = x @ weight[pairs.identity]
+    else:
+        y = x.new_zeros(pairs.n_out, weight.shape[2])
+    _gather_mm_scatter(x, weight, pairs.src, pairs.dst, _chunks(pairs), y)
+    return y
+
+
+class PairConvFunction(torch.autograd.Function):
+    """Sparse convolution on a :class:`PairMap` (see module docstring)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor):
-        ctx.save_for_backward(x, weight, table)
-        k, c_in, c_out = weight.shape
-        return gather_rows(x, table) @ weight.reshape(k * c_in, c_out)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pairs: PairMap):
+        ctx.save_for_backward(x, weight)
+        ctx.pairs = pairs
+        return pair_conv_forward(x, weight, pairs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        x, weight, table = ctx.saved_tensors
-        k, c_in, c_out = weight.shape
+        x, weight = ctx.saved_tensors
+        pairs: PairMap = ctx.pairs
         grad_out = grad_out.contiguous()
+        chunks = _chunks(pairs)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            w_flip = weight.flip(0).transpose(1, 2).reshape(k * c_out, c_in)
-            grad_x = gather_rows(grad_out, table) @ w_flip
+            # dX[src_p] += dY[dst_p] W[k_p]^T: the forward with src and dst swapped and W transposed
+            w_t = weight.transpose(1, 2)
+            if pairs.identity >= 0:
+                grad_x = grad_out @ w_t[pairs.identity]
+            else:
+                grad_x = x.new_zeros(x.shape)
+            _gather_mm_scatter(grad_out, w_t, pairs.dst, pairs.src, chunks, grad_x)
         if ctx.needs_input_grad[1]:
-            grad_w = (gather_rows(x, table).t() @ grad_out).view(k, c_in, c_out)
+            grad_w = torch.zeros_like(weight)
+            if pairs.identity >= 0:
+                torch.mm(x.t(), grad_out, out=grad_w[pairs.identity])
+            if chunks:
+                rows = max(hi - lo for lo, hi, _ in chunks)
+                xs = x.new_empty(rows, x.shape[1])
+                gs = x.new_empty(rows, grad_out.shape[1])
+                for lo, hi, segs in chunks:
+                    n = hi - lo
+                    torch.index_select(x, 0, pairs.src[lo:hi], out=xs[:n])
+                    torch.index_select(grad_out, 0, pairs.dst[lo:hi], out=gs[:n])
+                    for k, a, b in segs:
+                        torch.mm(xs[a:b].t(), gs[a:b], out=grad_w[k])
         return grad_x, grad_w, None
-
-
-class DownConvFunction(torch.autograd.Function):
-    """Kernel-2 stride-2 convolution ``Y = X[C] W`` onto the coarse sites."""
-
-    @staticmethod
-    def forward(ctx, x, weight, children, flat_slot):
-        ctx.save_for_backward(x, weight, children, flat_slot)
-        k, c_in, c_out = weight.shape
-        return gather_rows(x, children) @ weight.reshape(k * c_in, c_out)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight, children, flat_slot = ctx.saved_tensors
-        k, c_in, c_out = weight.shape
-        grad_out = grad_out.contiguous()
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            w_stack = weight.permute(2, 0, 1).reshape(c_out, k * c_in)
-            grad_x = (grad_out @ w_stack).view(-1, c_in).index_select(0, flat_slot)
-        if ctx.needs_input_grad[1]:
-            grad_w = (gather_rows(x, children).t() @ grad_out).view(k, c_in, c_out)
-        return grad_x, grad_w, None, None
-
-
-class UpConvFunction(torch.autograd.Function):
-    """Kernel-2 stride-2 transposed convolution ``Y = (X W_stack)[8 * parent + slot]`` onto the fine sites."""
-
-    @staticmethod
-    def forward(ctx, x, weight, children, flat_slot):
-        ctx.save_for_backward(x, weight, children, flat_slot)
-        k, c_in, c_out = weight.shape
-        w_stack = weight.permute(1, 0, 2).reshape(c_in, k * c_out)
-        return (x @ w_stack).view(-1, c_out).index_select(0, flat_slot)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight, children, flat_slot = ctx.saved_tensors
-        k, c_in, c_out = weight.shape
-        gathered = gather_rows(grad_out.contiguous(), children)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = gathered @ weight.transpose(1, 2).reshape(k * c_out, c_in)
-        if ctx.needs_input_grad[1]:
-            grad_w = (x.t() @ gathered).view(c_in, k, c_out).transpose(0, 1).contiguous()
-        return grad_x, grad_w, None, None

@@ -9,7 +9,8 @@ Lookup: every coordinate is packed into one int64 key, ``key = ((b * Sx + x') * 
 query inside its own batch block, so a kernel offset ``(dx, dy, dz)`` is the constant key shift
 ``(dx * Sy + dy) * Sz + dz``. Queries are answered by ``searchsorted`` in the sorted keys.
 
-Tables use the *sentinel* convention: an absent neighbour points at row ``M`` (one past the last input
+Convolutions consume :class:`PairMap` s (input row, output row, grouped by kernel offset); the submanifold
+neighbour table uses the *sentinel* convention: an absent neighbour points at row ``M`` (one past the last input
 row), which
 the convolution reads from an appended zero row, so that every gather is one dense ``index_select``.
 """
@@ -39,9 +40,7 @@ def kernel_offsets(kernel_size: int, device: torch.device | None = None) -> torc
         values = range(-r, r + 1)
     else:
         values = range(kernel_size)
-    return torch.tensor(list(itertools.product(values, repeat=3)), dtype=torch.int64, device=device).reshape(
-        -1, 3
-    )
+    return torch.tensor(list(itertools.product(values, repeat=3)), dtype=torch.int64, device=device).reshape(-1, 3)
 
 
 @dataclass(frozen=True)
@@ -138,3 +137,51 @@ def downsample_map(coords: torch.Tensor) -> DownsampleMap:
     children = torch.full((mc * 8,), m, dtype=torch.int64, device=device)
     children[parent * 8 + slot] = torch.arange(m, device=device)
     return DownsampleMap(coarse, parent, slot, children.view(mc, 8))
+
+
+@dataclass(frozen=True)
+class PairMap:
+    """``src``/``dst`` (P,) int64 rows grouped by kernel offset; ``bounds`` (K + 1) segment starts (Python ints);
+    ``n_out`` output rows; ``identity`` the offset whose pairs are all ``(i, i)`` and are not listed, or -1.
+    """
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    bounds: tuple[int, ...]
+    n_out: int
+    identity: int = -1
+
+
+def _grouped(src: torch.Tensor, dst: torch.Tensor, offset: torch.Tensor, k: int, n_out: int, identity: int = -1):
+    order = torch.argsort(offset, stable=True)
+    counts = torch.bincount(offset, minlength=k)
+    bounds = (0, *torch.cumsum(counts, 0).tolist())
+    return PairMap(src[order], dst[order], bounds, n_out, identity)
+
+
+def submanifold_pairs(coords: torch.Tensor, kernel_size: int) -> PairMap:
+    """The :class:`PairMap` of a submanifold convolution: pairs ``(T[i, k], i)`` of the valid table entries,
+    the centre offset as ``identity``.
+    """
+    offsets = kernel_offsets(kernel_size, coords.device)
+    m, k = coords.shape[0], offsets.shape[0]
+    table = neighbour_table(coords, offsets)
+    centre = k // 2
+    valid = table.t() < m
+    valid[centre] = False
+    offset, dst = torch.nonzero(valid, as_tuple=True)
+    counts = torch.bincount(offset, minlength=k)
+    bounds = (0, *torch.cumsum(counts, 0).tolist())
+    return PairMap(table.t()[offset, dst], dst, bounds, m, centre)
+
+
+def down_pairs(dmap: DownsampleMap) -> PairMap:
+    """Kernel-2 stride-2 convolution: pairs ``(i, parent_i)`` grouped by ``slot_i``."""
+    fine = torch.arange(dmap.parent.shape[0], device=dmap.parent.device)
+    return _grouped(fine, dmap.parent, dmap.slot, 8, dmap.children.shape[0])
+
+
+def up_pairs(dmap: DownsampleMap) -> PairMap:
+    """Its transpose: pairs ``(parent_i, i)`` grouped by ``slot_i``."""
+    fine = torch.arange(dmap.parent.shape[0], device=dmap.parent.device)
+    return _grouped(dmap.parent, fine, dmap.slot, 8, dmap.parent.shape[0])

@@ -24,9 +24,7 @@ try:
     from cumm import tensorview as tv
     from spconv.core import ConvAlgo
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the 'spconv' backend needs spconv 2.x: pip install 'lidar-distill-bench[spconv]'"
-    ) from error
+    raise ImportError("the 'spconv' backend needs spconv 2.x: pip install 'lidar-distill-bench[spconv]'") from error
 
 from .tensor import SparseTensor
 

@@ -57,9 +57,7 @@ class SparseTensor:
         if self.coords.ndim != 2 or self.coords.shape[1] != 4:
             raise ValueError(f"coords must be (M, 4), got {tuple(self.coords.shape)}")
         if self.feats.ndim != 2 or self.feats.shape[0] != self.coords.shape[0]:
-            raise ValueError(
-                f"feats must be (M, C) with M = {self.coords.shape[0]}, got {tuple(self.feats.shape)}"
-            )
+            raise ValueError(f"feats must be (M, C) with M = {self.coords.shape[0]}, got {tuple(self.feats.shape)}")
 
     @property
     def num_sites(self) -> int:
