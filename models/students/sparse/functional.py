@@ -88,29 +88,33 @@ class PairConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
         pairs: PairMap = ctx.pairs
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_out = grad_out.contiguous()
-        chunks = _chunks(pairs)
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            # dX[src_p] += dY[dst_p] W[k_p]^T: the forward with src and dst swapped and W transposed
-            w_t = weight.transpose(1, 2)
+        if need_x:
             if pairs.identity >= 0:
-                grad_x = grad_out @ w_t[pairs.identity]
+                grad_x = grad_out @ weight[pairs.identity].t()
             else:
                 grad_x = x.new_zeros(x.shape)
-            _gather_mm_scatter(grad_out, w_t, pairs.dst, pairs.src, chunks, grad_x)
-        if ctx.needs_input_grad[1]:
+        if need_w:
             grad_w = torch.zeros_like(weight)
             if pairs.identity >= 0:
                 torch.mm(x.t(), grad_out, out=grad_w[pairs.identity])
-            if chunks:
-                rows = max(hi - lo for lo, hi, _ in chunks)
-                xs = x.new_empty(rows, x.shape[1])
-                gs = x.new_empty(rows, grad_out.shape[1])
-                for lo, hi, segs in chunks:
-                    n = hi - lo
-                    torch.index_select(x, 0, pairs.src[lo:hi], out=xs[:n])
-                    torch.index_select(grad_out, 0, pairs.dst[lo:hi], out=gs[:n])
-                    for k, a, b in segs:
-                        torch.mm(xs[a:b].t(), gs[a:b], out=grad_w[k])
+        chunks = _chunks(pairs)
+        if not chunks or not (need_x or need_w):
+            return grad_x, grad_w, None
+        rows = max(hi - lo for lo, hi, _ in chunks)
+        d_rows = grad_out.new_empty(rows, grad_out.shape[1])  # dY[dst], shared by dX and dW
+        x_rows = x.new_empty(rows, x.shape[1])  # X[src] for dW, then dY[dst] W^T for dX
+        for lo, hi, segs in chunks:
+            n = hi - lo
+            torch.index_select(grad_out, 0, pairs.dst[lo:hi], out=d_rows[:n])
+            if need_w:
+                torch.index_select(x, 0, pairs.src[lo:hi], out=x_rows[:n])
+                for k, a, b in segs:
+                    torch.mm(x_rows[a:b].t(), d_rows[a:b], out=grad_w[k])
+            if need_x:
+                for k, a, b in segs:
+                    torch.mm(d_rows[a:b], weight[k].t(), out=x_rows[a:b])
+                grad_x.index_add_(0, pairs.src[lo:hi], x_rows[:n])
         return grad_x, grad_w, None

@@ -160,19 +160,20 @@ def _grouped(src: torch.Tensor, dst: torch.Tensor, offset: torch.Tensor, k: int,
 
 
 def submanifold_pairs(coords: torch.Tensor, kernel_size: int) -> PairMap:
-    """The :class:`PairMap` of a submanifold convolution: pairs ``(T[i, k], i)`` of the valid table entries,
-    the centre offset as ``identity``.
+    """The :class:`PairMap` of a submanifold convolution, the centre offset as ``identity``.
+
+    Only the offsets before the centre are searched: offsets ``k`` and ``K - 1 - k`` are opposite, so the pairs
+    ``(j, i)`` of offset ``k`` (``coords_j = coords_i + offset_k``) are the pairs ``(i, j)`` of ``K - 1 - k``.
     """
     offsets = kernel_offsets(kernel_size, coords.device)
-    m, k = coords.shape[0], offsets.shape[0]
-    table = neighbour_table(coords, offsets)
-    centre = k // 2
-    valid = table.t() < m
-    valid[centre] = False
-    offset, dst = torch.nonzero(valid, as_tuple=True)
-    counts = torch.bincount(offset, minlength=k)
+    m, centre = coords.shape[0], offsets.shape[0] // 2
+    table = neighbour_table(coords, offsets[:centre]).t()
+    offset, dst = torch.nonzero(table < m, as_tuple=True)
+    src = table[offset, dst]
+    counts = torch.bincount(offset, minlength=centre)
+    counts = torch.cat([counts, counts.new_zeros(1), counts.flip(0)])
     bounds = (0, *torch.cumsum(counts, 0).tolist())
-    return PairMap(table.t()[offset, dst], dst, bounds, m, centre)
+    return PairMap(torch.cat([src, dst.flip(0)]), torch.cat([dst, src.flip(0)]), bounds, m, centre)
 
 
 def down_pairs(dmap: DownsampleMap) -> PairMap:
