@@ -1,0 +1,23 @@
+"""Frozen 2D teachers: the calibrated synthetic teacher and the CLIP dense teacher, behind one interface."""
+
+from models.teachers.base import (
+    Teacher,
+    build_teacher,
+    class_phrases,
+    prompt_templates,
+    sample,
+    upsample,
+    zero_shot_classifier,
+    zero_shot_predict,
+)
+
+__all__ = [
+    "Teacher",
+    "build_teacher",
+    "class_phrases",
+    "prompt_templates",
+    "sample",
+    "upsample",
+    "zero_shot_classifier",
+    "zero_shot_predict",
+]

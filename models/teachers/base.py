@@ -1,0 +1,203 @@
+"""The teacher interface: frozen 2D feature extractors distilled into lidar students (DESIGN.md section 2).
+
+A teacher gives, for one camera of a :class:`~bench.data.scan.Scan`, pixel features on a patch grid
+``(D, h, w)`` (stride ``s``: ``h = H / s``, ``w = W / s``) and the bilinear upsampling of that grid to pixels,
+and, for a list of classes, text embeddings over a prompt ensemble (CLIP, Radford et al., ICML 2021):
+
+    e_c = normalize( mean_{t in templates, p in phrases(c)} normalize(text(t.format(p))) )
+
+Templates and class phrases are data (``data/prompts.json``); :func:`zero_shot_classifier` builds the ``(C, D)``
+classifier of a dataset's classes. Each teacher has a stable :attr:`Teacher.identity` (name, configuration and
+checkpoint hash), the key of the feature cache (:mod:`models.teachers.cache`).
+
+Upsampling (MaskCLIP's, Zhou et al., ECCV 2022): ``torch.nn.functional.interpolate(mode="bilinear",
+align_corners=False)``, i.e. pixel ``(r, c)`` of an ``H x W`` image reads the patch grid at
+``((r + 0.5) h / H - 0.5, (c + 0.5) w / W - 0.5)``, clamped to the grid. :meth:`Teacher.sample` evaluates the same
+interpolation at paired pixels only, without materialising the ``(D, H, W)`` map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.data.scan import Scan
+
+PROMPTS_FILE = "prompts.json"
+
+
+@lru_cache(maxsize=1)
+def _prompt_data() -> dict[str, Any]:
+    return json.loads(resources.files("models.teachers").joinpath("data").joinpath(PROMPTS_FILE).read_text())
+
+
+def prompt_templates() -> tuple[str, ...]:
+    """The prompt ensemble's templates (``data/prompts.json``), each with one ``{}`` for the class phrase."""
+    return tuple(_prompt_data()["templates"])
+
+
+def class_phrases(dataset: str) -> dict[str, tuple[str, ...]]:
+    """Class name -> phrases of ``dataset`` (``"nuscenes"`` or ``"semantickitti"``), in the label order."""
+    table = _prompt_data()["classes"]
+    if dataset not in table:
+        raise ValueError(f"no class phrases for dataset {dataset!r}; known: {', '.join(table)}")
+    return {name: tuple(phrases) for name, phrases in table[dataset].items()}
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (read in ``chunk``-byte pieces)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stable_hash(*parts: object) -> int:
+    """A 63-bit integer from the ``repr`` of ``parts``, identical across processes and machines (SHA-256)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def upsample(patch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of a ``(D, h, w)`` (or ``(B, D, h, w)``) patch grid to ``size = (H, W)`` pixels."""
+    batched = patch.ndim == 4
+    out = F.interpolate(patch if batched else patch[None], size=size, mode="bilinear", align_corners=False)
+    return out if batched else out[0]
+
+
+def sample(patch: torch.Tensor, rows: np.ndarray | torch.Tensor, cols: np.ndarray | torch.Tensor, size: tuple[int, int]):
+    """Features ``(M, D)`` at pixels ``(rows, cols)`` of an ``H x W`` image, equal to ``upsample(patch)[:, rows, cols].T``.
+
+    Uses ``grid_sample(align_corners=False, padding_mode="border")`` at normalised coordinates
+    ``x = 2 (c + 0.5) / W - 1``, ``y = 2 (r + 0.5) / H - 1``, which is the source position of
+    :func:`upsample` with the same clamping at the borders.
+    """
+    height, width = size
+    rows_t = torch.as_tensor(np.asarray(rows), dtype=patch.dtype, device=patch.device)
+    cols_t = torch.as_tensor(np.asarray(cols), dtype=patch.dtype, device=patch.device)
+    grid = torch.stack([2 * (cols_t + 0.5) / width - 1, 2 * (rows_t + 0.5) / height - 1], dim=-1)
+    out = F.grid_sample(patch[None], grid[None, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, :, 0].T
+
+
+class Teacher(ABC):
+    """A frozen 2D teacher. Subclasses implement :meth:`camera_features` and :meth:`_embed_prompts`.
+
+    Attributes:
+        name: short name (``"synthetic"``, ``"clip"``).
+        dim: feature dimension ``D`` of pixel features and text embeddings.
+        stride: pixels per patch side of the patch grid.
+        device: where features are computed and returned.
+    """
+
+    name: str = ""
+    dim: int = 0
+    stride: int = 16
+    device: torch.device = torch.device("cpu")
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Stable string naming the teacher, its configuration and its weights (a file-name-safe cache key)."""
+
+    @abstractmethod
+    def camera_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
+        """Patch-grid features ``(D, H / stride, W / stride)`` float32 of camera ``camera`` (index or name)."""
+
+    @abstractmethod
+    def _embed_prompts(self, phrase: str, prompts: Sequence[str]) -> torch.Tensor:
+        """Raw text embeddings ``(P, D)`` of ``prompts``, all built from the class phrase ``phrase``."""
+
+    def grid_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` of an ``(H, W)`` image; ``H`` and ``W`` must be multiples of :attr:`stride`."""
+        height, width = image_size
+        if height % self.stride or width % self.stride:
+            raise ValueError(f"image size {height}x{width} is not a multiple of the teacher's stride {self.stride}")
+        return height // self.stride, width // self.stride
+
+    def scan_features(self, scan: Scan) -> torch.Tensor:
+        """Patch-grid features of every camera of ``scan``, ``(n_cameras, D, h, w)``."""
+        return torch.stack([self.camera_features(scan, k) for k in range(len(scan.cameras))])
+
+    def pixel_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
+        """Features ``(D, H, W)`` of every pixel of a camera image: :meth:`camera_features` upsampled."""
+        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
+        return upsample(self.camera_features(scan, camera), view.size)
+
+    def paired_features(self, scan: Scan, camera: int | str) -> tuple[np.ndarray, torch.Tensor]:
+        """The camera's pairing: point indices ``(M,)`` and the features ``(M, D)`` of their pixels."""
+        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
+        feats = self.camera_features(scan, camera)
+        return view.pairing[:, 0], sample(feats, view.pairing[:, 1], view.pairing[:, 2], view.size)
+
+    @torch.no_grad()
+    def text_embeddings(
+        self, classes: Sequence[str | Sequence[str]], templates: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Prompt-ensemble text embeddings ``(C, D)``, unit rows.
+
+        ``e_c = normalize(mean_{t, p} normalize(text(t.format(p))))`` over the templates ``t`` and the phrases
+        ``p`` of class ``c`` (a class is one phrase or a sequence of synonyms).
+
+        Args:
+            classes: per class, a phrase or a sequence of phrases.
+            templates: format strings with one ``{}`` (default :func:`prompt_templates`).
+        """
+        templates = prompt_templates() if templates is None else tuple(templates)
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError("templates must be a non-empty sequence of strings that each contain '{}'")
+        rows = []
+        for entry in classes:
+            phrases = (entry,) if isinstance(entry, str) else tuple(entry)
+            if not phrases:
+                raise ValueError("every class needs at least one phrase")
+            embedded = [F.normalize(self._embed_prompts(p, [t.format(p) for t in templates]), dim=-1) for p in phrases]
+            rows.append(F.normalize(torch.cat(embedded).mean(dim=0), dim=0))
+        return torch.stack(rows)
+
+
+def zero_shot_classifier(
+    teacher: Teacher, dataset: str = "nuscenes", templates: Sequence[str] | None = None
+) -> torch.Tensor:
+    """Text embeddings ``(C, D)`` of ``dataset``'s classes (phrases from ``data/prompts.json``), label order."""
+    return teacher.text_embeddings(list(class_phrases(dataset).values()), templates)
+
+
+def zero_shot_predict(features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """Class per row: ``argmax_c normalize(f) . e_c`` (METHOD.md section 5, zero-shot)."""
+    return (F.normalize(features.float(), dim=-1) @ classifier.float().T).argmax(dim=-1)
+
+
+def build_teacher(name: str, device: torch.device | str = "cpu", **options: Any) -> Teacher:
+    """Build a teacher by name.
+
+    Args:
+        name: ``"synthetic"`` (options: ``params_file``) or ``"clip"`` (options of
+            :class:`~models.teachers.clip.CLIPTeacher`: ``arch``, ``checkpoint``, ``image_size``, ...).
+        device: where the teacher computes.
+    """
+    device = torch.device(device)
+    if name == "synthetic":
+        from models.teachers.synthetic import SyntheticTeacher
+
+        return SyntheticTeacher.from_file(device=device, **options)
+    if name == "clip":
+        from models.teachers.clip import CLIPTeacher
+
+        return CLIPTeacher(device=device, **options)
+    raise ValueError(f"unknown teacher {name!r}; known teachers: synthetic, clip")
+
+
+def describe(teacher: Teacher) -> Mapping[str, Any]:
+    """What a run records about its teacher: identity, name, dimension, stride."""
+    return {"identity": teacher.identity, "name": teacher.name, "dim": teacher.dim, "stride": teacher.stride}

@@ -1,0 +1,241 @@
+"""The CLIP teacher on open_clip: dense MaskCLIP features and prompt-ensemble text embeddings.
+
+Dense features (MaskCLIP, Zhou et al., "Extract Free Dense Labels from CLIP", ECCV 2022): CLIP's image
+embedding is the attention-pooled class token; MaskCLIP drops the query-key attention of the last block and
+keeps its value path for every patch token ``x_i`` (the input of the last residual block):
+
+    f_i = LN_post( LS_1( W_out (W_v LN_1(x_i) + b_v) + b_out ) ) @ proj
+
+(no residual, no MLP; ``LS_1`` is the block's layer scale, the identity for OpenAI's models). ``f`` lives in the
+joint image-text space of dimension ``embed_dim``, on the patch grid ``(H / p, W / p)``; it is upsampled
+bilinearly to pixels (:func:`~models.teachers.base.upsample`). The positional embedding is interpolated
+bicubically to the grid of the input size (224 x 416 for ViT-B/16 gives a 14 x 26 grid).
+
+Preprocessing, without torchvision's compiled operators: ``uint8 RGB / 255``, bilinear (antialiased) resize with
+``torch.nn.functional.interpolate`` to ``image_size``, then ``(x - mean) / std`` with the model's statistics.
+
+Weights come from a local file only (no network): an open_clip/PyTorch state dict (``.pt``, ``.pth``, ``.bin``,
+optionally under a ``"state_dict"`` key, ``"module."`` prefixes removed), a ``.safetensors`` file, or OpenAI's
+TorchScript archive (e.g. ``ViT-B-16.pt`` of the ``clip`` package), which is loaded into the quick-GELU variant
+of the architecture, the activation OpenAI trained with. ``checkpoint=None`` gives seeded random weights (tests).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.data.scan import Scan
+from models.teachers._torchvision_shim import import_open_clip
+from models.teachers.base import Teacher, file_sha256
+
+DEFAULT_ARCH = "ViT-B-16"
+DEFAULT_IMAGE_SIZE = (224, 416)
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript zip archive (it holds ``constants.pkl`` or ``code/`` entries)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """Read a checkpoint file; returns ``(state_dict, is_openai_torchscript)``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu"), False
+    if is_torchscript_archive(path):
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        return {k: v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS}, True
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict of tensors (nor a 'state_dict' entry with one)")
+    return {k.removeprefix("module."): v for k, v in state.items()}, False
+
+
+def load_clip_model(
+    arch: str, checkpoint: str | Path | None, device: torch.device, seed: int = 0, quick_gelu: bool | None = None
+) -> torch.nn.Module:
+    """An open_clip model of architecture ``arch`` with the weights of ``checkpoint`` (or random, seeded).
+
+    Raises:
+        ValueError: unknown architecture, or a checkpoint whose keys or shapes do not match ``arch``.
+        FileNotFoundError: the checkpoint file does not exist.
+    """
+    open_clip = import_open_clip()
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    state, openai = None, False
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
+        state, openai = read_state_dict(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(
+            arch, pretrained=None, force_quick_gelu=bool(openai if quick_gelu is None else quick_gelu)
+        )
+    if state is not None:
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        shapes = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
+        if missing or unexpected or shapes:
+            details = "; ".join(
+                f"{what}: {keys[:4]}{' ...' if len(keys) > 4 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+                if keys
+            )
+            raise ValueError(f"checkpoint {checkpoint} does not match open_clip architecture {arch!r} ({details})")
+        model.load_state_dict(state, strict=True)
+    return model.to(device)
+
+
+def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Class-token + patch positional embedding ``(1 + h w, C)`` resized bicubically to ``new_grid``."""
+    if tuple(grid) == tuple(new_grid):
+        return pos
+    cls, patches = pos[:1], pos[1:]
+    patches = patches.reshape(1, grid[0], grid[1], -1).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches, size=new_grid, mode="bicubic", align_corners=False)
+    return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1)])
+
+
+class CLIPTeacher(Teacher):
+    """A frozen open_clip model giving MaskCLIP dense features and text embeddings (module docstring).
+
+    Args:
+        arch: open_clip architecture name (a ViT: dense features need the value path of its last block).
+        checkpoint: local weight file, or ``None`` for random weights (seeded by ``seed``).
+        device: where the model runs.
+        image_size: ``(H, W)`` images are resized to before the network (multiples of the patch size).
+        seed: seed of the random initialisation when ``checkpoint`` is ``None``.
+        quick_gelu: force the quick-GELU activation (default: only for OpenAI TorchScript archives).
+        batch_size: prompts per text-tower batch.
+    """
+
+    name = "clip"
+
+    def __init__(
+        self,
+        arch: str = DEFAULT_ARCH,
+        checkpoint: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+        seed: int = 0,
+        quick_gelu: bool | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.arch = arch
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.device = torch.device(device)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.model = load_clip_model(arch, checkpoint, self.device, seed, quick_gelu)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        visual = self.model.visual
+        if not hasattr(visual, "transformer") or not hasattr(visual, "conv1"):
+            raise ValueError(f"dense MaskCLIP features need an open_clip VisionTransformer; {arch} has {type(visual)}")
+        if getattr(visual, "attn_pool", None) is not None or visual.proj is None:
+            raise ValueError(f"{arch}: dense features need a ViT with a final projection and no attentional pooler")
+        self.stride = int(visual.patch_size[0])
+        self.dim = int(visual.output_dim)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.grid_size(self.image_size)  # validates divisibility
+        cfg = getattr(visual, "preprocess_cfg", {}) or {}
+        open_clip = import_open_clip()
+        self.mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), device=self.device).view(3, 1, 1)
+        self.std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD), device=self.device).view(3, 1, 1)
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """``clip-<arch>-<12 hex of the checkpoint's SHA-256, or random<seed>>-<H>x<W>``."""
+        if self._identity is None:
+            weights = f"random{self.seed}" if self.checkpoint is None else file_sha256(self.checkpoint)[:12]
+            self._identity = f"clip-{self.arch}-{weights}-{self.image_size[0]}x{self.image_size[1]}"
+        return self._identity
+
+    def assert_frozen(self) -> None:
+        """Raise if the model left eval mode or a parameter requires a gradient."""
+        if self.model.training or any(p.requires_grad for p in self.model.parameters()):
+            raise RuntimeError("the CLIP teacher must stay frozen (eval mode, no parameter requiring grad)")
+
+    def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB -> ``(B, 3, H', W')`` normalised float32 at ``image_size``."""
+        x = torch.as_tensor(images, device=self.device)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3) or (H, W, 3) RGB; got {tuple(x.shape)}")
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """MaskCLIP features ``(B, D, H / p, W / p)`` of preprocessed images ``(B, 3, H, W)`` (module docstring)."""
+        self.assert_frozen()
+        visual = self.model.visual
+        x = visual.conv1(pixels.to(self.device))
+        batch, width, gh, gw = x.shape
+        x = x.reshape(batch, width, gh * gw).permute(0, 2, 1)
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(batch, -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        x = x + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, (gh, gw)).to(x.dtype)
+        x = visual.ln_pre(x)
+        transformer = visual.transformer
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        for block in transformer.resblocks[:-1]:
+            x = block(x)
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        last = transformer.resblocks[-1]
+        attn = last.attn
+        if not isinstance(attn, torch.nn.MultiheadAttention):
+            raise ValueError(f"{self.arch}: the last block's attention is {type(attn).__name__}, not MultiheadAttention")
+        w_v = attn.in_proj_weight[2 * width :]
+        b_v = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * width :]
+        v = attn.out_proj(F.linear(last.ln_1(x), w_v, b_v))
+        v = visual.ln_post(last.ls_1(v)) @ visual.proj
+        return v[:, 1:].permute(0, 2, 1).reshape(batch, -1, gh, gw)
+
+    def encode_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Dense features ``(B, D, h, w)`` of uint8 RGB images: :meth:`preprocess` then :meth:`dense_features`."""
+        return self.dense_features(self.preprocess(images))
+
+    def camera_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
+        """Dense features ``(D, h, w)`` of the camera's image (the grid of ``image_size``)."""
+        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
+        return self.encode_images(view.image)[0]
+
+    def scan_features(self, scan: Scan) -> torch.Tensor:
+        """Dense features of all cameras in one batch, ``(n_cameras, D, h, w)``."""
+        pixels = torch.cat([self.preprocess(view.image) for view in scan.cameras])
+        return self.dense_features(pixels)
+
+    @torch.no_grad()
+    def _embed_prompts(self, phrase: str, prompts: Sequence[str]) -> torch.Tensor:
+        """``encode_text`` of the tokenised prompts, ``(P, D)``."""
+        self.assert_frozen()
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            tokens = self.tokenizer(list(prompts[i : i + self.batch_size])).to(self.device)
+            out.append(self.model.encode_text(tokens).float())
+        return torch.cat(out)
