@@ -22,8 +22,10 @@ of the architecture, the activation OpenAI trained with. ``checkpoint=None`` giv
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,21 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     return {k.removeprefix("module."): v for k, v in state.items()}, False
 
 
+@contextmanager
+def _quiet_random_init_warning():
+    """Hide open_clip's "No pretrained weights loaded" warning: weights are loaded right after, from the file."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def load_clip_model(
     arch: str, checkpoint: str | Path | None, device: torch.device, seed: int = 0, quick_gelu: bool | None = None
 ) -> torch.nn.Module:
@@ -82,13 +99,15 @@ def load_clip_model(
         if not path.is_file():
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
         state, openai = read_state_dict(path)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
         torch.manual_seed(seed)
         model = open_clip.create_model(
             arch, pretrained=None, force_quick_gelu=bool(openai if quick_gelu is None else quick_gelu)
         )
     if state is not None:
         expected = model.state_dict()
+        derived = {name for name, _ in model.named_buffers()} - set(expected)  # non-persistent (e.g. attn_mask)
+        state = {k: v for k, v in state.items() if k not in derived}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         shapes = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]

@@ -1,0 +1,84 @@
+"""The feature cache: float16 files per sample, manifest, atomic writes, resume after an interruption, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data.synthetic import SyntheticDataset
+from models.teachers import build_teacher
+from models.teachers.cache import FeatureCache, main
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> SyntheticDataset:
+    return SyntheticDataset(tmp_path_factory.mktemp("scenes"), "val", sizes={"val": 3}, progress=False)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return build_teacher("synthetic")
+
+
+def test_fill_stores_float16_patch_grids_with_a_manifest(tmp_path, scenes, teacher):
+    cache = FeatureCache(tmp_path, "synthetic", teacher.identity)
+    assert cache.fill(scenes, teacher, progress=False) == 3
+    first = cache.load(scenes.ids[0])
+    assert first.dtype == np.float16 and first.shape == (6, 512, 14, 26)
+    expected = teacher.scan_features(scenes[0]).to(torch.float16).numpy()
+    np.testing.assert_array_equal(first, expected)
+    manifest = cache.manifest()
+    assert manifest["complete"] and manifest["teacher"] == teacher.identity and manifest["dim"] == 512
+    assert sorted(manifest["samples"]) == sorted(scenes.ids) and manifest["grid"] == [14, 26]
+    assert manifest["cameras"][0] == "CAM_FRONT"
+    assert cache.fill(scenes, teacher, progress=False) == 0  # nothing left to do
+    with pytest.raises(KeyError, match="not in the feature cache"):
+        cache.load("nuscenes-999999")
+
+
+def test_interrupted_fill_resumes_to_the_same_result(tmp_path, scenes, teacher):
+    reference = FeatureCache(tmp_path / "once", "synthetic", teacher.identity)
+    reference.fill(scenes, teacher, progress=False)
+    resumed = FeatureCache(tmp_path / "twice", "synthetic", teacher.identity)
+    assert resumed.fill(scenes, teacher, progress=False, max_new=1) == 1  # "interrupted" after one sample
+    assert not resumed.manifest()["complete"] and len(resumed.manifest()["samples"]) == 1
+    (resumed.folder / ".left-by-a-killed-writer.npy.tmp").write_bytes(b"partial")
+    assert resumed.fill(scenes, teacher, progress=False) == 2
+    assert not list(resumed.folder.glob("*.tmp"))
+    for scan_id in scenes.ids:
+        np.testing.assert_array_equal(resumed.load(scan_id), reference.load(scan_id))
+    assert resumed.manifest()["samples"] == reference.manifest()["samples"] and resumed.manifest()["complete"]
+
+
+def test_ids_with_slashes_and_identity_checks(tmp_path, scenes, teacher):
+    cache = FeatureCache(tmp_path, "semantickitti", teacher.identity)
+    assert cache.path("08/000123").name == "08%2F000123.npy" and cache.path("08/000123").parent == cache.folder
+    other = FeatureCache(tmp_path, "synthetic", "clip-ViT-B-16-abc-224x416")
+    with pytest.raises(ValueError, match="does not match"):
+        other.fill(scenes, teacher, progress=False)
+    cache = FeatureCache(tmp_path, "synthetic", teacher.identity)
+    cache.fill(scenes, teacher, progress=False, max_new=1)
+    manifest = json.loads((cache.folder / "manifest.json").read_text())
+    (cache.folder / "manifest.json").write_text(json.dumps({**manifest, "dim": 768}))
+    with pytest.raises(ValueError, match="different settings"):
+        cache.fill(scenes, teacher, progress=False)
+
+
+def test_cli_fills_and_resumes(tmp_path, scenes, capsys):
+    args = ["--root", str(tmp_path / "features"), "--dataroot", str(scenes.folder.parent), "--split", "val"]
+    assert main([*args, "--size", "3", "--limit", "2", "--no-progress"]) == 0
+    assert "wrote 2, 2/3 samples cached" in capsys.readouterr().out
+    assert main([*args, "--size", "3", "--no-progress"]) == 0
+    assert "wrote 1, 3/3 samples cached" in capsys.readouterr().out
+
+
+def test_cli_help_and_clip_needs_a_checkpoint(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "models.teachers.cache", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--clip-checkpoint" in out.stdout and "resumes" in out.stdout
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path), "--teacher", "clip"])
