@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .l2norm import l2_normalize
 from .sparse import (
     DownConv3d,
     SparseBatchNorm,
@@ -77,7 +77,7 @@ class ConvBNReLU(nn.Module):
         super().__init__()
         self.conv = conv
         self.norm = SparseBatchNorm(channels, momentum=bn_momentum)
-        self.act = SparseReLU()
+        self.act = SparseReLU(inplace=True)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return self.act(self.norm(self.conv(x)))
@@ -99,7 +99,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         out = self.norm2(self.conv2(self.conv1(x)))
-        return out.replace(torch.relu(out.feats + self.shortcut(x).feats))
+        return out.replace(out.feats.add_(self.shortcut(x).feats).relu_())  # in place on the BN output
 
 
 def _blocks(c_in: int, c_out: int, count: int, backend: str, bn_momentum: float) -> nn.Sequential:
@@ -156,7 +156,7 @@ class MinkUNet(nn.Module):
             out = blocks(cat(up(out), skips.pop()))
         out = self.head(out)
         if self.normalize:
-            out = out.replace(F.normalize(out.feats, dim=1, eps=self.eps))
+            out = out.replace(l2_normalize(out.feats, self.eps))
         return out
 
 

@@ -7,6 +7,7 @@ import torch
 from sparse_reference import random_sites
 
 from models.students import MinkUNet, MinkUNetConfig, build_student
+from models.students.l2norm import l2_normalize
 from models.students.sparse import SparseTensor, TorchBackend
 
 TINY = MinkUNetConfig(planes=(4, 8, 8, 4), layers=(1, 1, 1, 1), init_dim=4)
@@ -92,3 +93,17 @@ def test_unknown_names_are_rejected():
         build_student("pointnet")
     with pytest.raises(ValueError):
         build_student(preset="huge")
+
+
+def test_l2_normalize_matches_functional_and_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    x[2] = 0.0  # clamped row
+    x[4] *= 1e-3
+    x.requires_grad_(True)
+    torch.testing.assert_close(l2_normalize(x), torch.nn.functional.normalize(x, dim=1), rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda t: l2_normalize(t, 1e-6), (x,))
+    probe = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    g = torch.autograd.grad((l2_normalize(x) * probe).sum(), x)[0]
+    g_ref = torch.autograd.grad((torch.nn.functional.normalize(x, dim=1) * probe).sum(), x)[0]
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-12)

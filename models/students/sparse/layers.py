@@ -91,7 +91,12 @@ class SparseBatchNorm(nn.BatchNorm1d):
 
 
 class SparseReLU(nn.Module):
-    """``max(0, x)`` on the features."""
+    """``max(0, x)`` on the features; ``inplace=True`` overwrites them (safe after batch norm, whose backward
+    needs its input, not its output)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.replace(torch.relu(x.feats))
+        return x.replace(torch.relu_(x.feats) if self.inplace else torch.relu(x.feats))
