@@ -1,20 +1,20 @@
-"""Autograd function of the pure-PyTorch sparse convolutions: gather - GEMM - scatter with a hand-written backward.
+"""Autograd function of the pure-PyTorch sparse convolutions: gather - GEMM - scatter, hand-written backward.
 
 A convolution is a *pair map*: rows ``(src_p, dst_p)`` grouped by kernel offset ``k`` into contiguous segments
 ``[bounds[k], bounds[k + 1])``, so that ``Y[dst_p] += X[src_p] W[k]``. Per call (``P`` pairs):
 
-- forward: ``G = X[src]``; ``B[seg_k] = G[seg_k] W[k]`` (one GEMM per offset); ``Y = index_add(dst, B)``;
-- backward: ``D = dY[dst]``; ``dW[k] = G[seg_k]^T D[seg_k]``; ``dX = index_add(src, D[seg_k] W[k]^T)``.
+- forward: ``G = X[src]``; ``B[seg_k] = G[seg_k] W[k]`` (one GEMM per offset); ``Y = scatter_add(dst, B)``;
+- backward: ``D = dY[dst]``; ``dW[k] = G[seg_k]^T D[seg_k]``; ``dX = scatter_add(src, D[seg_k] W[k]^T)``.
 
-Pairs are processed in chunks of whole offsets (about ``CHUNK_ROWS`` pairs, one gather and one ``index_add_`` per
-chunk) into reused buffers: a single (P, C) buffer would be a fresh ``mmap`` every call, and its page faults cost
-as much as the gather itself.
+Pairs are processed in chunks of whole offsets (about ``CHUNK_ROWS`` pairs; one gather and one scatter-add per
+chunk) into reused buffers: a single (P, C) buffer would be a fresh ``mmap`` every call, and its page faults
+cost as much as the gather itself.
 
 The ``identity`` offset of a submanifold convolution (the kernel centre, where ``src = dst = i``) is left out
 of the pairs and done as one dense product ``X W[centre]``, which also initialises the output.
-``index_add_`` on CPU sums each row's contributions in a fixed order (deterministic; PyTorch lists only its
-CUDA version as non-deterministic), and the gathered matrices hold only active pairs, so no multiply-add is
-spent on absent neighbours.
+``scatter_add_`` along dim 0 with a row-expanded index sums each row's contributions in a fixed order on the
+CPU (deterministic; PyTorch lists only its CUDA version as non-deterministic). The gathered matrices hold only
+active pairs, so no multiply-add is spent on absent neighbours.
 """
 
 from __future__ import annotations
@@ -47,10 +47,15 @@ def _chunks(pairs: PairMap, max_rows: int | None = None) -> list[tuple[int, int,
     return chunks
 
 
+def _scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
+    """``out[index[p]] += rows[p]`` (``scatter_add_`` with a row-expanded index)."""
+    out.scatter_add_(0, index[:, None].expand(-1, rows.shape[1]), rows)
+
+
 def _gather_mm_scatter(
     x: torch.Tensor, weight: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chunks, out: torch.Tensor
 ) -> None:
-    """``out[dst_p] += x[src_p] @ weight[k_p]``, one gather, one GEMM per offset and one ``index_add_`` per chunk."""
+    """``out[dst_p] += x[src_p] @ weight[k_p]``, one gather, one GEMM per offset and one scatter-add per chunk."""
     if not chunks:
         return
     rows = max(hi - lo for lo, hi, _ in chunks)
@@ -61,7 +66,7 @@ def _gather_mm_scatter(
         torch.index_select(x, 0, src[lo:hi], out=gathered[:n])
         for k, a, b in segs:
             torch.mm(gathered[a:b], weight[k], out=products[a:b])
-        out.index_add_(0, dst[lo:hi], products[:n])
+        _scatter_rows(out, dst[lo:hi], products[:n])
 
 
 def pair_conv_forward(x: torch.Tensor, weight: torch.Tensor, pairs: PairMap) -> torch.Tensor:
@@ -116,5 +121,5 @@ class PairConvFunction(torch.autograd.Function):
             if need_x:
                 for k, a, b in segs:
                     torch.mm(d_rows[a:b], weight[k].t(), out=x_rows[a:b])
-                grad_x.index_add_(0, pairs.src[lo:hi], x_rows[:n])
+                _scatter_rows(grad_x, pairs.src[lo:hi], x_rows[:n])
         return grad_x, grad_w, None
