@@ -65,11 +65,24 @@ def _apply_overrides(suite: Suite, steps: int | None, only: str | None) -> list[
     return runs
 
 
-def _execute_toy(run: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool) -> dict[str, Any]:
-    from bench.toy.experiment import TRAJECTORY_COLUMNS, ToyConfig, run_toy
+def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:
+    """The full configuration of a toy run; raises ``ValueError`` (naming the valid choices) on bad values."""
+    from bench.toy.experiment import ToyConfig
 
-    config = ToyConfig(**{k: v for k, v in run.items() if k != "snapshots"}, snapshots=tuple(run["snapshots"]))
-    resolved = config.resolved()
+    fields = dict(run)
+    if "snapshots" in fields:
+        fields["snapshots"] = tuple(fields["snapshots"])
+    try:
+        return ToyConfig(**fields).resolved()
+    except TypeError as exc:  # unknown or missing parameter names
+        raise ValueError(f"bad toy run parameters: {exc}") from None
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
+def _execute_toy(resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool) -> dict[str, Any]:
+    from bench.toy.experiment import TRAJECTORY_COLUMNS, run_toy
+
     if run_dir.finished:
         run_dir.check_config(resolved)
         return read_json(run_dir.path / "metrics.json")
@@ -82,6 +95,7 @@ def _execute_toy(run: dict[str, Any], run_dir: RunDir, device: torch.device, pro
     return metrics
 
 
+RESOLVERS = {"toy": _resolve_toy}
 EXECUTORS = {"toy": _execute_toy}
 
 
@@ -103,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         suite = load_suite(args.suite)
-        runs = _apply_overrides(suite, args.steps, args.only)
+        runs = [(name, RESOLVERS[suite.kind](run)) for name, run in _apply_overrides(suite, args.steps, args.only)]
         device = torch.device(args.device)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         was_finished = run_dir.finished
         try:
             metrics = execute(run, run_dir, device, progress)
-        except (RunConflictError, ValueError, KeyError) as exc:
+        except (RunConflictError, ValueError) as exc:
             print(f"error in run {name}: {exc}", file=sys.stderr)
             return 2
         skipped += was_finished

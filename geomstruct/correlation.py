@@ -63,9 +63,7 @@ def _clean(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def _correlate(
-    method: str, x: np.ndarray, y: np.ndarray, n_boot: int, confidence: float, seed: int
-) -> Correlation:
+def _correlate(method: str, x: np.ndarray, y: np.ndarray, n_boot: int, confidence: float, seed: int) -> Correlation:
     x, y = _clean(x, y)
     n = x.size
     nan = Correlation(method, math.nan, math.nan, math.nan, n, math.nan, n_boot, confidence)

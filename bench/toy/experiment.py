@@ -36,7 +36,7 @@ class ToyConfig:
     seed: int
     loss_params: dict[str, Any] = field(default_factory=dict)
     kappa: float | None = None  # None: calibrated to the paper's U = 0.89, T = 0.66
-    n_per_cluster: int = 1024
+    n_per_cluster: int = 512
     in_dim: int = 3
     hidden: int = 128
     depth: int = 2
@@ -58,9 +58,7 @@ class ToyConfig:
         """The configuration with kappa calibrated and snapshots clipped to the iterations (JSON-ready)."""
         cfg = asdict(self)
         cfg["kappa"] = float(self.kappa) if self.kappa is not None else calibrate_kappa(PAPER_U, PAPER_T)
-        cfg["snapshots"] = sorted(
-            {min(int(s), self.iterations) for s in self.snapshots} | {0, self.iterations}
-        )
+        cfg["snapshots"] = sorted({min(int(s), self.iterations) for s in self.snapshots} | {0, self.iterations})
         cfg["kind"] = "toy"
         return cfg
 
@@ -88,9 +86,7 @@ def run_toy(
         SETUPS[config["setup"]], config["n_per_cluster"], kappa, seed=config["seed"], in_dim=config["in_dim"]
     )
     torch.manual_seed(config["seed"])
-    model = build_toy_mlp(config["in_dim"], config["hidden"], config["depth"], 3, seed=config["seed"]).to(
-        device
-    )
+    model = build_toy_mlp(config["in_dim"], config["hidden"], config["depth"], 3, seed=config["seed"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     loss_fn = get_loss(config["loss"])
     params = dict(config["loss_params"])
@@ -137,7 +133,9 @@ def run_toy(
         if on_step is not None:
             on_step(it)
 
-    final_pred = torch.from_numpy(arrays[f"pred_{config['iterations']}"])
+    model.eval()
+    with torch.no_grad():
+        final_pred = model(inputs).cpu()
     geometry = metrics.geometry(final_pred, data.targets, data.labels, t=t)
     source = {
         "kappa": kappa,
@@ -164,6 +162,6 @@ def run_toy(
         inputs=data.inputs,
         targets=data.targets,
         labels=data.labels,
-        snapshot_iterations=np.array(sorted(snapshots), dtype=np.int64),
+        snapshot_iterations=np.array(sorted(s for s in snapshots if s <= config["iterations"]), dtype=np.int64),
     )
     return result, trajectory, arrays

@@ -1,0 +1,117 @@
+"""Performance regression job: run the benchmarks, normalise by a same-process matrix product, compare.
+
+Every benchmark records its nominal multiply-add count and the time of a reference float32
+``(4096 x 512) @ (512 x 4096)`` product measured in the same process (``benchmarks/conftest.py``). Its *ratio*
+is ``best time / (reference time * macs / reference macs)``: how many same-size matrix products it costs. A
+*pair* is the ratio of two benchmarks' best times (e.g. relational / contrastive loss).
+
+``benchmarks/baselines/*.json`` hold, per benchmark or pair, the ``baseline`` ratio measured when the file was
+committed and an optional hard ``limit`` (the bounds the issues state); each file states its ``tolerance``.
+The job fails (exit 1) when a ratio exceeds ``baseline * (1 + tolerance)`` or its limit, or when a baselined
+benchmark did not run (unless it is marked ``optional``, e.g. it needs spconv). Absolute times are printed
+for information only.
+
+Usage::
+
+    python benchmarks/check_regression.py             # run every benchmark and check
+    python benchmarks/check_regression.py --update    # re-measure and rewrite the baselines' values
+    python benchmarks/check_regression.py --results bench.json   # check an existing pytest-benchmark JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BASELINES = HERE / "baselines"
+
+
+def run_benchmarks(json_path: Path, select: str | None) -> None:
+    """Run every benchmark of this folder with pytest-benchmark, writing its JSON report to ``json_path``."""
+    cmd = [sys.executable, "-m", "pytest", str(HERE), "--benchmark-only", f"--benchmark-json={json_path}", "-q"]
+    if select:
+        cmd += ["-k", select]
+    subprocess.run(cmd, check=True, cwd=HERE.parent)
+
+
+def measured(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``name -> {seconds, ratio}`` of every benchmark in a pytest-benchmark JSON report."""
+    out = {}
+    for bench in results["benchmarks"]:
+        info = bench.get("extra_info", {})
+        seconds = bench["stats"]["min"]
+        entry = {"seconds": seconds}
+        if {"macs", "ref_macs", "ref_seconds"} <= set(info):
+            entry["ratio"] = seconds / (info["ref_seconds"] * info["macs"] / info["ref_macs"])
+            entry["ref_seconds"] = info["ref_seconds"]
+        out[bench["name"]] = entry
+    return out
+
+
+def check(results: dict[str, dict[str, float]], update: bool) -> int:
+    """Compare against every baseline file (rewriting them when ``update``); returns the number of failures."""
+    failures = 0
+    print(f"{'benchmark / pair':<52} {'seconds':>9} {'ratio':>8} {'baseline':>9} {'allowed':>8}  status")
+    for path in sorted(BASELINES.glob("*.json")):
+        spec = json.loads(path.read_text())
+        tol = float(spec.get("tolerance", 0.5))
+        for kind in ("ratios", "pairs"):
+            for name, entry in spec.get(kind, {}).items():
+                if kind == "ratios":
+                    got = results.get(name, {}).get("ratio")
+                    seconds = results.get(name, {}).get("seconds")
+                else:
+                    num, den = results.get(entry["numerator"]), results.get(entry["denominator"])
+                    got = num["seconds"] / den["seconds"] if num and den else None
+                    seconds = None
+                if got is None:
+                    status = "not run (optional)" if entry.get("optional") else "MISSING"
+                    failures += status == "MISSING"
+                    print(f"{name:<52} {'':>9} {'':>8} {entry.get('baseline', 0):9.3f} {'':>8}  {status}")
+                    continue
+                allowed = entry["baseline"] * (1.0 + tol) if entry.get("baseline") is not None else float("inf")
+                if entry.get("limit") is not None:
+                    allowed = min(allowed, float(entry["limit"]))
+                ok = got <= allowed
+                failures += (not ok) and not update
+                sec = f"{seconds:9.4f}" if seconds is not None else " " * 9
+                base = entry.get("baseline")
+                base_text = f"{base:9.3f}" if base is not None else " " * 9
+                print(f"{name:<52} {sec} {got:8.3f} {base_text} {allowed:8.3f}  {'ok' if ok else 'REGRESSION'}")
+                if update:
+                    entry["baseline"] = round(got, 4)
+        if update:
+            path.write_text(json.dumps(spec, indent=2) + "\n")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit code 0 when every ratio is within its tolerance and limit."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, help="an existing pytest-benchmark JSON instead of running")
+    parser.add_argument("--update", action="store_true", help="rewrite the baselines with the measured ratios")
+    parser.add_argument("-k", dest="select", help="pytest -k expression selecting benchmarks (checks still all run)")
+    args = parser.parse_args(argv)
+    if args.results:
+        data = json.loads(args.results.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            json_path = Path(tmp) / "benchmarks.json"
+            run_benchmarks(json_path, args.select)
+            data = json.loads(json_path.read_text())
+    failures = check(measured(data), args.update)
+    if failures:
+        print(f"{failures} performance check(s) failed", file=sys.stderr)
+        return 1
+    print("performance checks passed" + (" (baselines updated)" if args.update else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Figures of the reports (matplotlib, Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
