@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -75,8 +75,10 @@ def upsample(patch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out if batched else out[0]
 
 
-def sample(patch: torch.Tensor, rows: np.ndarray | torch.Tensor, cols: np.ndarray | torch.Tensor, size: tuple[int, int]):
-    """Features ``(M, D)`` at pixels ``(rows, cols)`` of an ``H x W`` image, equal to ``upsample(patch)[:, rows, cols].T``.
+def sample(
+    patch: torch.Tensor, rows: np.ndarray | torch.Tensor, cols: np.ndarray | torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Features ``(M, D)`` at pixels ``(rows, cols)`` of an ``H x W`` image: ``upsample(patch)[:, rows, cols].T``.
 
     Uses ``grid_sample(align_corners=False, padding_mode="border")`` at normalised coordinates
     ``x = 2 (c + 0.5) / W - 1``, ``y = 2 (r + 0.5) / H - 1``, which is the source position of
@@ -196,8 +198,3 @@ def build_teacher(name: str, device: torch.device | str = "cpu", **options: Any)
 
         return CLIPTeacher(device=device, **options)
     raise ValueError(f"unknown teacher {name!r}; known teachers: synthetic, clip")
-
-
-def describe(teacher: Teacher) -> Mapping[str, Any]:
-    """What a run records about its teacher: identity, name, dimension, stride."""
-    return {"identity": teacher.identity, "name": teacher.name, "dim": teacher.dim, "stride": teacher.stride}

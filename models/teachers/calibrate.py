@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -50,7 +49,9 @@ CALIBRATION_SEED = 0
 CHECK_SEEDS = (1, 2, 3)
 
 
-def measure(teacher: SyntheticTeacher, comp: PairedComponents, u_index: np.ndarray | None = None) -> tuple[float, float]:
+def measure(
+    teacher: SyntheticTeacher, comp: PairedComponents, u_index: np.ndarray | None = None
+) -> tuple[float, float]:
     """``(U, T)`` of the sample's features under the teacher's parameters (``U`` on ``u_index`` rows if given)."""
     feats = teacher.combine(comp.semantic, comp.noise, axis=1)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
@@ -178,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report(args.n_per_class, args.n_scenes, tuple(args.seeds), args.zero_shot_scenes), indent=2))
         return 0
     params = calibrate(args.n_per_class, args.n_scenes)
-    print(f"common = {params.common}, noise = {params.noise}; exact U = {params.calibration['U']}, "
-          f"T = {params.calibration['T']}")
+    print(
+        f"common = {params.common}, noise = {params.noise}; exact U = {params.calibration['U']}, "
+        f"T = {params.calibration['T']}"
+    )
     if args.check:
         committed = load_params()
         same = committed.physics_key() == params.physics_key()

@@ -228,7 +228,9 @@ class CLIPTeacher(Teacher):
         last = transformer.resblocks[-1]
         attn = last.attn
         if not isinstance(attn, torch.nn.MultiheadAttention):
-            raise ValueError(f"{self.arch}: the last block's attention is {type(attn).__name__}, not MultiheadAttention")
+            raise ValueError(
+                f"{self.arch}: the last block's attention is {type(attn).__name__}, not MultiheadAttention"
+            )
         w_v = attn.in_proj_weight[2 * width :]
         b_v = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * width :]
         v = attn.out_proj(F.linear(last.ln_1(x), w_v, b_v))

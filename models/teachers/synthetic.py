@@ -158,7 +158,9 @@ def load_params(path: str | Path | None = None) -> SyntheticTeacherParams:
     """Read parameters written by the calibration script (default: the committed file)."""
     path = default_params_path() if path is None else Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"synthetic teacher parameters not found: {path} (run python -m models.teachers.calibrate)")
+        raise FileNotFoundError(
+            f"synthetic teacher parameters not found: {path} (run python -m models.teachers.calibrate)"
+        )
     return SyntheticTeacherParams.from_dict(json.loads(path.read_text()))
 
 
@@ -219,7 +221,9 @@ class SyntheticTeacher(Teacher):
         w_a, w_g, w_c = params.hierarchy_weights
         self.hierarchy = np.stack(
             [
-                math.sqrt(w_a) * e_super[HIERARCHY[c][0]] + math.sqrt(w_g) * e_group[HIERARCHY[c][1]] + math.sqrt(w_c) * e
+                math.sqrt(w_a) * e_super[HIERARCHY[c][0]]
+                + math.sqrt(w_g) * e_group[HIERARCHY[c][1]]
+                + math.sqrt(w_c) * e
                 for c, e in zip(self.class_names, e_class, strict=True)
             ]
         )  # (17, D) unit rows h_c
@@ -267,9 +271,12 @@ class SyntheticTeacher(Teacher):
         ids, inverse = np.unique(inst, return_inverse=True)
         keep = ids != 0
         if keep.any():
-            ifrac = np.bincount(
-                (patch.ravel() * len(ids) + inverse.ravel()), minlength=h * w * len(ids)
-            ).reshape(h * w, len(ids))[:, keep] / area
+            ifrac = (
+                np.bincount((patch.ravel() * len(ids) + inverse.ravel()), minlength=h * w * len(ids)).reshape(
+                    h * w, len(ids)
+                )[:, keep]
+                / area
+            )
             offsets = np.stack(
                 [
                     np.random.default_rng([p.seed, stable_hash("instance", scan_id, int(k))]).standard_normal(p.dim)
@@ -284,7 +291,11 @@ class SyntheticTeacher(Teacher):
         shape = [1] * semantic.ndim
         shape[axis] = -1
         u0 = self.u0.reshape(shape)
-        return math.sqrt(self.params.common) * u0 + math.sqrt(1 - self.params.common) * semantic + self.params.noise * noise
+        return (
+            math.sqrt(self.params.common) * u0
+            + math.sqrt(1 - self.params.common) * semantic
+            + self.params.noise * noise
+        )
 
     def camera_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
         """Patch-grid features ``(D, h, w)`` float32 of a synthetic camera (needs its ``class_map``)."""
@@ -326,8 +337,10 @@ class PairedComponents:
 
 
 def balanced_scene_seeds(seed: int, n_scenes: int) -> list[int]:
-    """Scene seeds of :func:`sample_balanced_features`: ``n_scenes`` distinct seeds in ``[0, 10^6)`` drawn with ``seed``."""
-    return sorted(int(s) for s in np.random.default_rng([seed, stable_hash("scenes")]).choice(10**6, n_scenes, replace=False))
+    """Scene seeds of :func:`sample_balanced_features`: ``n_scenes`` distinct seeds in ``[0, 10^6)`` drawn with
+    ``seed`` (outside the synthetic val/test splits, which start at ``10^6``)."""
+    drawn = np.random.default_rng([seed, stable_hash("scenes")]).choice(10**6, n_scenes, replace=False)
+    return sorted(int(s) for s in drawn)
 
 
 def paired_components(

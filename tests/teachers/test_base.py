@@ -54,8 +54,10 @@ def test_sample_equals_full_upsampling_at_pixels_including_borders():
     cols = np.array([0, 63, 0, 63, 7, 30, 33, 8])
     got = sample(patch, rows, cols, size)
     torch.testing.assert_close(got, full[:, rows, cols].T)
-    # patch centres sit at pixel (r, c) = (8 + 16 i - 0.5, 8 + 16 j - 0.5): row 15.5 is halfway between rows 0, 1
-    torch.testing.assert_close(sample(patch, np.array([15.5]), np.array([23.5]), size)[0], (patch[:, 0, 1] + patch[:, 1, 1]) / 2)
+    # patch centres sit at pixel (r, c) = (16 i + 7.5, 16 j + 7.5): row 15.5 is halfway between patch rows 0 and 1
+    torch.testing.assert_close(
+        sample(patch, np.array([15.5]), np.array([23.5]), size)[0], (patch[:, 0, 1] + patch[:, 1, 1]) / 2
+    )
     torch.testing.assert_close(full[:, 0, 0], patch[:, 0, 0])  # clamped at the border
 
 

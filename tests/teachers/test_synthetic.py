@@ -116,12 +116,17 @@ def test_zero_shot_is_well_above_chance_and_far_from_perfect(teacher):
 
 
 def test_calibration_bands_on_a_small_sample(teacher):
-    # 8 scenes, 500 per class: U and T spread (seeds 0-5) < 0.02 and < 0.005 around the 5000/class values
+    """8 scenes and 500 pairs per class instead of 64 and 5000 (the full check is ``calibrate --report``).
+
+    Measured for seeds 0-5: U = 1.472-1.524 (mean 1.500, sd 0.018), T = 0.739-0.749 (mean 0.743, sd 0.004); the
+    small sample holds fewer rare-class pairs, which biases U down by ~0.04 and T up by ~0.015. Tolerances = bias
+    + 3 sd: U = 1.54 +- 0.10, T = 0.73 +- 0.03 (a teacher off the calibration by more fails).
+    """
     feats, labels = sample_balanced_features(500, seed=7, n_scenes=8, teacher=teacher)
     assert feats.dtype == np.float32 and feats.shape == (len(labels), 512)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     assert np.bincount(labels, minlength=16).max() == 500
-    assert uniformity(feats) == pytest.approx(1.54, abs=0.08)
+    assert uniformity(feats) == pytest.approx(1.54, abs=0.10)
     assert tolerance(feats, labels) == pytest.approx(0.73, abs=0.03)
 
 
