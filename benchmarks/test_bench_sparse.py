@@ -8,8 +8,8 @@ Nominal multiply-add counts (``record_reference``), forward + backward = 3 x for
   (submanifold: valid neighbour-table entries; kernel-2 stride-2 and its transpose: fine sites; 1x1: sites).
 - the MinkUNet count is the sum over its convolutions (batch norm and activations are not counted).
 
-Peak memory: each case also runs once in a fresh subprocess, which reports the rise of its peak resident set size
-(``ru_maxrss``) over the state just before the forward pass (``extra_info["peak_rss_mib"]``).
+Peak memory: each case also runs in a fresh subprocess, which reports the peak resident set size of its second
+step above the resident size just before it (Linux ``VmHWM`` after ``clear_refs``; ``extra_info["peak_rss_mib"]``).
 """
 
 from __future__ import annotations
@@ -146,9 +146,11 @@ def _layer_step(layer: SubmanifoldConv3d, x: SparseTensor, grad: torch.Tensor) -
 
 
 def peak_rss_mib(case: str, backend: str) -> float:
-    """Rise of peak RSS (MiB) over setup, for one step of ``case`` (``layer`` or ``minkunet``) in a subprocess."""
+    """Peak resident memory (MiB) of one step of ``case`` (``layer`` or ``minkunet``) above the resident memory
+    just before it, in a fresh subprocess, after one warm-up step: Linux ``VmHWM`` reset through ``clear_refs``.
+    """
     code = (
-        "import resource, sys, torch\n"
+        "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "import test_bench_sparse as b\n"
         f"case, backend = {case!r}, {backend!r}\n"
@@ -156,9 +158,13 @@ def peak_rss_mib(case: str, backend: str) -> float:
         "    args = b._layer_case(backend); step = b._layer_step\n"
         "else:\n"
         "    args = (b._minkunet(backend), b.scan_tensor()); step = b._minkunet_step\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "step(*args)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+        "def kib(field):\n"
+        "    return next(int(v.split()[1]) for v in open('/proc/self/status') if v.startswith(field))\n"
+        "before = kib('VmRSS:')\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "step(*args)\n"
+        "print((kib('VmHWM:') - before) / 1024)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
