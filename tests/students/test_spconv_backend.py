@@ -68,3 +68,16 @@ def test_minkunet_agrees_across_backends():
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=TOL)
     for a, b in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_sites", [0, 1])
+def test_empty_and_single_voxel(n_sites):
+    config = MinkUNetConfig(planes=(4, 8, 8, 4), layers=(1, 1, 1, 1), init_dim=4)
+    torch.manual_seed(0)
+    net_t = MinkUNet(1, 5, config, backend="torch").eval()
+    net_s = MinkUNet(1, 5, config, backend="spconv").eval()
+    net_s.load_state_dict(net_t.state_dict())
+    coords = torch.tensor([[0, -3, 7, 1]])[:n_sites]
+    outs = [net(SparseTensor(coords, torch.ones(n_sites, 1))) for net in (net_t, net_s)]
+    assert outs[1].feats.shape == (n_sites, 5) and torch.equal(outs[1].coords, coords)
+    torch.testing.assert_close(outs[1].feats, outs[0].feats, rtol=0, atol=1e-6)

@@ -126,6 +126,10 @@ class SpconvBackend:
 
     def down_conv(self, x: SparseTensor, weight: torch.Tensor) -> SparseTensor:
         """spconv ``SparseConv3d(kernel 2, stride 2)``; records the pairs for the matching ``up_conv``."""
+        x.cache.put(("coords", x.stride), x.coords)
+        if x.num_sites == 0:
+            x.cache.put(("spconv", "down", x.stride), None)
+            return SparseTensor(x.coords, x.feats.new_zeros(0, weight.shape[2]), 2 * x.stride, x.cache)
         indices, shape, batch = self._grid(x)
 
         def build():
@@ -140,7 +144,6 @@ class SpconvBackend:
             return coarse, pairs, num
 
         coarse, pairs, num = x.cache.get(("spconv", "down", x.stride), build)
-        x.cache.put(("coords", x.stride), x.coords)
         feats = spconv_functional.indice_conv(
             x.feats.contiguous(), _krsc(weight, 2), pairs, num, coarse.shape[0], _ALGO, self._timer
         )
@@ -149,8 +152,10 @@ class SpconvBackend:
     def up_conv(self, x: SparseTensor, weight: torch.Tensor) -> SparseTensor:
         """spconv ``SparseInverseConv3d`` onto the sites of the matching ``down_conv``."""
         fine = x.stride // 2
-        _, pairs, num = x.cache[("spconv", "down", fine)]
         fine_coords = x.cache[("coords", fine)]
+        if x.num_sites == 0:
+            return SparseTensor(fine_coords, x.feats.new_zeros(0, weight.shape[2]), fine, x.cache)
+        _, pairs, num = x.cache[("spconv", "down", fine)]
         feats = spconv_functional.indice_inverse_conv(
             x.feats.contiguous(), _krsc(weight, 2), pairs, num, fine_coords.shape[0], _ALGO, self._timer
         )
