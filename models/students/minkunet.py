@@ -40,8 +40,7 @@ from .voxelize import devoxelize, voxelize
 
 @dataclass(frozen=True)
 class MinkUNetConfig:
-    """Widths and depths of a MinkUNet; ``planes`` and ``layers`` have 2 * depth entries (encoder,
-    decoder)."""
+    """Widths and depths of a MinkUNet; ``planes`` and ``layers`` have 2 * depth entries (encoder, decoder)."""
 
     planes: tuple[int, ...] = (16, 32, 64, 128, 128, 64, 48, 48)
     layers: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 1, 1)
@@ -107,8 +106,7 @@ def _blocks(c_in: int, c_out: int, count: int, backend: str, bn_momentum: float)
 
 
 class MinkUNet(nn.Module):
-    """MinkUNet on a :class:`SparseTensor` of stride 1; returns L2-normalised ``out_dim`` features per
-    site."""
+    """MinkUNet on a :class:`SparseTensor` of stride 1; returns L2-normalised ``out_dim`` features per site."""
 
     def __init__(
         self,

@@ -21,8 +21,7 @@ CYLINDRICAL_VOXEL = (0.1, 1.0, 0.1)  # metres, degrees, metres (SLidR)
 
 @dataclass(frozen=True)
 class Voxels:
-    """``coords`` (V, 4) int64 ``(batch, i, j, k)``, ``feats`` (V, C), ``inverse`` (N,) voxel of every
-    point."""
+    """``coords`` (V, 4) int64 ``(batch, i, j, k)``, ``feats`` (V, C), ``inverse`` (N,) voxel of every point."""
 
     coords: torch.Tensor
     feats: torch.Tensor

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 
 def random_sites(batch: int, grid: int, occupancy: float, generator: torch.Generator, low: int = 0) -> torch.Tensor:
-    """Distinct rows ``(b, x, y, z)`` with spatial coordinates in ``[low, low + grid)``, each kept w.p.
-    occupancy."""
+    """Distinct rows ``(b, x, y, z)`` with spatial coordinates in ``[low, low + grid)``, each kept w.p. occupancy."""
     axes = torch.arange(grid)
     cells = torch.cartesian_prod(torch.arange(batch), axes, axes, axes)
     keep = torch.rand(cells.shape[0], generator=generator) < occupancy

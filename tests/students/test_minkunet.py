@@ -46,8 +46,7 @@ def test_bit_for_bit_deterministic():
 
 
 def test_batch_of_scans_equals_scans_alone():
-    """In eval mode a scan's output must not depend on the other scans of its batch (no cross-scan
-    neighbours)."""
+    """In eval mode a scan's output must not depend on the other scans of its batch (no cross-scan neighbours)."""
     torch.manual_seed(1)
     net = MinkUNet(1, 6, TINY).double().eval()
     gen = torch.Generator().manual_seed(2)

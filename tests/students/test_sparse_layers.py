@@ -142,8 +142,7 @@ def test_hand_computed_two_sites():
     feats = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
     weight = torch.arange(27, dtype=torch.float64).view(27, 1, 1)
     y = TorchBackend().submanifold_conv(SparseTensor(coords, feats), weight, 3).feats
-    # site 0 sees itself (offset 13) and site 1 at offset (0, 0, +1) = index 14; site 1 sees site 0 at
-    # index 12.
+    # site 0 sees itself (offset 13) and site 1 at offset (0, 0, +1) = index 14; site 1 sees site 0 at index 12.
     assert y.squeeze(1).tolist() == [13 * 1 + 14 * 2, 12 * 1 + 13 * 2]
 
 

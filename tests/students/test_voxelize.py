@@ -45,6 +45,5 @@ def test_first_reduction_keeps_first_point():
 def test_cylindrical_hand_computed():
     xyz = torch.tensor([[3.0, 4.0, -0.05], [0.0, -2.0, 1.0]], dtype=torch.float64)
     cells = grid_coordinates(xyz, system="cylindrical")
-    # rho = 5 m -> 50 (0.1 m); phi = 53.13 deg -> 53; z = -0.05 -> -1.  rho = 2 -> 20; phi = -90 -> -90;
-    # z -> 10.
+    # rho = 5 m -> 50 (0.1 m); phi = 53.13 deg -> 53; z = -0.05 -> -1.  rho = 2 -> 20; phi = -90 -> -90; z -> 10.
     assert cells.tolist() == [[50, 53, -1], [20, -90, 10]]

@@ -1,7 +1,6 @@
 """Kernel maps of sparse convolutions: which input site feeds which output site through which kernel offset.
 
-Coordinates are integer rows ``(batch, x, y, z)``. A kernel map is built once per resolution and reused
-by every
+Coordinates are integer rows ``(batch, x, y, z)``. A kernel map is built once per resolution and reused by every
 layer at that resolution (MinkowskiEngine's coordinate manager, Choy et al., CVPR 2019, does the same).
 
 Lookup: every coordinate is packed into one int64 key, ``key = ((b * Sx + x') * Sy + y') * Sz + z'`` with
@@ -9,10 +8,8 @@ Lookup: every coordinate is packed into one int64 key, ``key = ((b * Sx + x') * 
 query inside its own batch block, so a kernel offset ``(dx, dy, dz)`` is the constant key shift
 ``(dx * Sy + dy) * Sz + dz``. Queries are answered by ``searchsorted`` in the sorted keys.
 
-Convolutions consume :class:`PairMap` s (input row, output row, grouped by kernel offset); the submanifold
-neighbour table uses the *sentinel* convention: an absent neighbour points at row ``M`` (one past the last input
-row), which
-the convolution reads from an appended zero row, so that every gather is one dense ``index_select``.
+Convolutions consume :class:`PairMap` s: (input row, output row) pairs grouped by kernel offset. The neighbour
+table marks an absent neighbour with row ``M`` (one past the last input row).
 """
 
 from __future__ import annotations
@@ -26,10 +23,8 @@ import torch
 def kernel_offsets(kernel_size: int, device: torch.device | None = None) -> torch.Tensor:
     """Kernel offsets ``(K, 3)`` over (x, y, z), ``K = kernel_size ** 3``.
 
-    Odd kernels: ``itertools.product(range(-r, r + 1), repeat=3)`` with ``r = kernel_size // 2``, so that
-    offset
-    ``k`` pairs with weight ``W[k]`` exactly as ``torch.nn.functional.conv3d`` (cross-correlation,
-    padding ``r``)
+    Odd kernels: ``itertools.product(range(-r, r + 1), repeat=3)`` with ``r = kernel_size // 2``, so that offset
+    ``k`` pairs with weight ``W[k]`` exactly as ``torch.nn.functional.conv3d`` (cross-correlation, padding ``r``)
     pairs input ``p + offset`` with output ``p``. Even kernels:
     ``itertools.product(range(kernel_size), repeat=3)``.
     """
@@ -45,8 +40,7 @@ def kernel_offsets(kernel_size: int, device: torch.device | None = None) -> torc
 
 @dataclass(frozen=True)
 class KeyPacker:
-    """Packs ``(batch, x, y, z)`` rows into int64 keys with ``pad`` empty cells around every spatial
-    extent."""
+    """Packs ``(batch, x, y, z)`` rows into int64 keys with ``pad`` empty cells around every spatial extent."""
 
     low: tuple[int, int, int]
     size: tuple[int, int, int]

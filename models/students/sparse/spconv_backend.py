@@ -1,10 +1,8 @@
-"""Adapter for ``spconv`` 2.x (Yan et al., SECOND, Sensors 2018; github.com/traveller59/spconv), with its
-CPU fixes.
+"""Adapter for ``spconv`` 2.x (Yan et al., SECOND, Sensors 2018; github.com/traveller59/spconv), with its CPU fixes.
 
 spconv 2.3.8's CPU path has two defects, both fixed here and only here (:func:`patch_spconv_cpu`):
 
-1. its backward (``ops.indice_conv_backward``) calls ``torch.cuda.current_stream()`` even for CPU
-tensors, which
+1. its backward (``ops.indice_conv_backward``) calls ``torch.cuda.current_stream()`` even for CPU tensors, which
    raises on CPU-only torch builds -> the stream lookup returns 0 when CUDA is unavailable;
 2. its ``SpconvOps.scatter_add_cpu`` races when more than one thread runs (silently wrong sums) -> replaced by
    ``torch.Tensor.index_add_`` on views of the same memory.

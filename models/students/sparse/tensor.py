@@ -1,5 +1,4 @@
-"""The sparse tensor of the student networks: integer coordinates, features, tensor stride, kernel-map
-cache."""
+"""The sparse tensor of the student networks: integer coordinates, features, tensor stride, kernel-map cache."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ class SparseTensor:
     """Features on active voxels.
 
     ``coords`` (M, 4) int64 rows ``(batch, x, y, z)`` in units of this tensor's own grid (a tensor of stride
-    ``s`` has coordinates ``floor(voxel / s)`` of the stride-1 voxels), ``feats`` (M, C), ``stride`` the
-    tensor
+    ``s`` has coordinates ``floor(voxel / s)`` of the stride-1 voxels), ``feats`` (M, C), ``stride`` the tensor
     stride relative to the input voxels, ``cache`` the kernel maps shared along one forward pass.
     """
 
