@@ -59,7 +59,7 @@ def _snapshots(run: Run) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def _sphere_axes(ax, elev: float, azim: float) -> None:
+def _sphere_axes(ax, elev: float, azim: float, tick_labels: bool = True) -> None:
     u, v = np.mgrid[0 : 2 * np.pi : 25j, 0 : np.pi : 13j]
     ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", linewidth=0.4)
     ax.set_xlim(-1, 1)
@@ -71,6 +71,10 @@ def _sphere_axes(ax, elev: float, azim: float) -> None:
     ax.set_yticks([-1, 0, 1])
     ax.set_zticks([-1, 0, 1])
     ax.tick_params(labelsize=6, pad=0)
+    if not tick_labels:
+        ax.set_xticklabels([])
+        ax.set_yticklabels([])
+        ax.set_zticklabels([])
     for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
         axis.pane.set_alpha(0.0)
 
@@ -121,7 +125,7 @@ def plot_evolution(runs: Sequence[Run], setup: str, out: Path) -> Path:
         traj = run.trajectory
         for col, it in enumerate([*iterations, None]):
             ax = fig.add_subplot(len(chosen), ncols, row * ncols + col + 1, projection="3d")
-            _sphere_axes(ax, elev, azim)
+            _sphere_axes(ax, elev, azim, tick_labels=False)
             if it is None:
                 _scatter(ax, snap["targets"], snap["labels"])
                 src = run.metrics["source"]
@@ -177,7 +181,17 @@ def plot_uniformity(runs: Sequence[Run], out: Path) -> Path:
                 ax.plot(frame.index, frame.mean(axis=1), color=colour, label=f"{label} (n={len(members)})")
                 ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour, alpha=0.15)
             source = np.mean([r.metrics["source"][key] for r in group])
-            ax.axhline(source, color="black", linestyle="--", linewidth=1.2, label=f"source ({source:.2f})")
+            ax.axhline(source, color="black", linestyle="--", linewidth=1.2, label="source (mean over seeds)")
+            ax.annotate(
+                f"source {key} = {source:.2f}",
+                xy=(0.99, source),
+                xycoords=("axes fraction", "data"),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize=8,
+            )
             ax.set_ylabel("uniformity U (higher = more uniform)" if key == "U" else "tolerance T")
             ax.grid(alpha=0.3)
             if row == 0:
