@@ -51,9 +51,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write_bytes(
-        Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
-    )
+    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 
 
 def _json_default(obj: Any) -> Any:

@@ -29,9 +29,7 @@ LossFn = Callable[..., Tensor]
 def _prepare(k: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
     """Check shapes, L2-normalise rows, detach the teacher side."""
     if k.ndim != 2 or q.ndim != 2 or k.shape != q.shape:
-        raise ValueError(
-            f"expected k and q of the same shape (N, D); got {tuple(k.shape)} and {tuple(q.shape)}"
-        )
+        raise ValueError(f"expected k and q of the same shape (N, D); got {tuple(k.shape)} and {tuple(q.shape)}")
     if k.shape[0] < 2:
         raise ValueError(f"a distillation loss needs at least 2 pairs; got N = {k.shape[0]}")
     q = q.detach().to(k.dtype)
