@@ -10,8 +10,9 @@ committed and an optional hard ``limit`` (the bounds the issues state; ``"limit_
 bound without failing on it, for bounds too close to the measured value for a different machine); each file
 states its ``tolerance``, which an entry may override (benchmarks of a few milliseconds are noisier).
 The job fails (exit 1) when a ratio exceeds ``baseline * (1 + tolerance)`` or its limit, or when a baselined
-benchmark did not run (unless it is marked ``optional``, e.g. it needs spconv). Absolute times are printed
-for information only.
+benchmark did not run (unless it is marked ``optional``, e.g. it needs spconv). A benchmark behind a failed
+check is measured once more and the better measurement kept, so a transient stall of a shared machine does not
+fail the job but a real regression does. Absolute times are printed for information only.
 
 Usage::
 
@@ -34,21 +35,26 @@ HERE = Path(__file__).resolve().parent
 BASELINES = HERE / "baselines"
 
 
-def run_benchmarks(json_path: Path, select: str | None) -> None:
-    """Run every benchmark of this folder with pytest-benchmark, writing its JSON report to ``json_path``."""
-    cmd = [sys.executable, "-m", "pytest", str(HERE), "--benchmark-only", f"--benchmark-json={json_path}", "-q"]
-    if select:
-        cmd += ["-k", select]
-    subprocess.run(cmd, check=True, cwd=HERE.parent)
+def run_benchmarks(select: str | None = None, node_ids: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks of this folder (all, a ``-k`` selection, or the given node ids) with pytest-benchmark;
+    returns its JSON report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = Path(tmp) / "benchmarks.json"
+        targets = node_ids or [str(HERE)]
+        cmd = [sys.executable, "-m", "pytest", *targets, "--benchmark-only", f"--benchmark-json={json_path}", "-q"]
+        if select:
+            cmd += ["-k", select]
+        subprocess.run(cmd, check=True, cwd=HERE.parent)
+        return json.loads(json_path.read_text())
 
 
-def measured(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+def measured(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``name -> {seconds, ratio}`` of every benchmark in a pytest-benchmark JSON report."""
     out = {}
     for bench in results["benchmarks"]:
         info = bench.get("extra_info", {})
         seconds = bench["stats"]["min"]
-        entry = {"seconds": seconds}
+        entry: dict[str, Any] = {"seconds": seconds, "fullname": bench.get("fullname", bench["name"])}
         if {"macs", "ref_macs", "ref_seconds"} <= set(info):
             entry["ratio"] = seconds / (info["ref_seconds"] * info["macs"] / info["ref_macs"])
             entry["ref_seconds"] = info["ref_seconds"]
@@ -56,9 +62,21 @@ def measured(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def check(results: dict[str, dict[str, float]], update: bool) -> int:
-    """Compare against every baseline file (rewriting them when ``update``); returns the number of failures."""
-    failures = 0
+def best_of(first: dict[str, dict[str, Any]], second: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per benchmark, the measurement with the lower ratio (or time) of two runs."""
+    merged = dict(first)
+    for name, entry in second.items():
+        old = merged.get(name)
+        key = "ratio" if "ratio" in entry else "seconds"
+        if old is None or entry[key] < old.get(key, float("inf")):
+            merged[name] = entry
+    return merged
+
+
+def check(results: dict[str, dict[str, Any]], update: bool) -> list[str]:
+    """Compare against every baseline file (rewriting them when ``update``); returns the node ids of the
+    benchmarks behind every failed check."""
+    failing: list[str] = []
     print(f"{'benchmark / pair':<52} {'seconds':>9} {'ratio':>8} {'baseline':>9} {'allowed':>8}  status")
     for path in sorted(BASELINES.glob("*.json")):
         spec = json.loads(path.read_text())
@@ -74,7 +92,8 @@ def check(results: dict[str, dict[str, float]], update: bool) -> int:
                     seconds = None
                 if got is None:
                     status = "not run (optional)" if entry.get("optional") else "MISSING"
-                    failures += status == "MISSING"
+                    if status == "MISSING":
+                        failing.append(name)
                     print(f"{name:<52} {'':>9} {'':>8} {entry.get('baseline', 0):9.3f} {'':>8}  {status}")
                     continue
                 entry_tol = float(entry.get("tolerance", tol))
@@ -84,7 +103,9 @@ def check(results: dict[str, dict[str, float]], update: bool) -> int:
                 if limit is not None and enforced:
                     allowed = min(allowed, float(limit))
                 ok = got <= allowed
-                failures += (not ok) and not update
+                if not ok and not update:
+                    involved = [name] if kind == "ratios" else [entry["numerator"], entry["denominator"]]
+                    failing += [results[n]["fullname"] for n in involved if n in results]
                 status = "ok" if ok else "REGRESSION"
                 if ok and limit is not None and not enforced and got > float(limit):
                     status = f"ok, but above the reported bound {limit} (not enforced)"
@@ -96,7 +117,7 @@ def check(results: dict[str, dict[str, float]], update: bool) -> int:
                     entry["baseline"] = round(got, 4)
         if update:
             path.write_text(json.dumps(spec, indent=2) + "\n")
-    return failures
+    return sorted(set(failing))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,13 +134,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.results}: not a readable pytest-benchmark JSON report ({exc})", file=sys.stderr)
             return 2
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            json_path = Path(tmp) / "benchmarks.json"
-            run_benchmarks(json_path, args.select)
-            data = json.loads(json_path.read_text())
-    failures = check(measured(data), args.update)
-    if failures:
-        print(f"{failures} performance check(s) failed", file=sys.stderr)
+        data = run_benchmarks(select=args.select)
+    results = measured(data)
+    failing = check(results, args.update)
+    rerun = [f for f in failing if "::" in f]
+    if rerun and not args.results and not args.update:
+        # A shared machine can stall one benchmark; a real regression survives a second measurement.
+        print(f"re-measuring {len(rerun)} benchmark(s) once to rule out a transient stall: {', '.join(rerun)}")
+        results = best_of(results, measured(run_benchmarks(node_ids=rerun)))
+        failing = check(results, args.update)
+    if failing:
+        print(f"performance checks failed: {', '.join(failing)}", file=sys.stderr)
         return 1
     print("performance checks passed" + (" (baselines updated)" if args.update else ""))
     return 0
