@@ -24,16 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m geomstruct.report",
         description=__doc__.split("\n\n")[0].replace("``", ""),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--runs",
         type=Path,
         nargs="+",
         default=[DEFAULT_RUNS],
-        help="run directories, or folders searched recursively for them (the output folders of bench.run)",
+        help="run directories, or folders searched recursively for them (default: runs/, where bench.run writes)",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder the figures and tables go to")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="folder the figures and tables go to (default: reports/)"
+    )
     return parser
 
 
