@@ -18,7 +18,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench import distributed
+from bench.config import TEACHERS
+from bench.distill import execute_distill, resolve_distill
 from bench.results import TRAJECTORY_FILE, RunConflictError, RunDir, read_json, write_csv, write_npz
+from bench.scenes import DATASETS
 from bench.suites import Suite, available_suites, load_suite, run_name
 
 DEFAULT_OUTPUT_ROOT = Path("runs")
@@ -31,8 +35,13 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0].replace("``", ""),
         epilog=(
             "Suites: toy = the toy experiment of the paper's Figures 2-4 (an MLP onto the sphere under every "
-            "loss, 1 and 3 clusters; about 2 minutes on 2 CPU cores). Examples: python -m bench.run --suite toy; "
-            "python -m bench.run --suite my_suite.yaml --out runs/mine --steps 200."
+            "loss, 1 and 3 clusters; about 2 minutes on 2 CPU cores); smoke = every loss and every protocol on a "
+            "tiny synthetic world (CI); full = the whole study on the synthetic world and teacher. "
+            "Examples: python -m bench.run --suite full --only contrastive; "
+            "python -m bench.run --suite smoke --data nuscenes --dataroot /data/nuscenes --teacher clip "
+            "--clip-checkpoint ViT-B-16.pt --device cuda; python -m bench.run --suite my_suite.yaml --out runs/mine "
+            "--steps 200. Distributed: torchrun --nproc_per_node N -m bench.run --suite ... (DDP, NCCL on GPUs, "
+            "gloo on CPUs; only rank 0 writes)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -45,18 +54,59 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=None, help="override the number of training steps (iterations) of every run"
     )
     parser.add_argument("--only", default=None, help="run only the runs whose name contains this text")
+    data = parser.add_argument_group("data and teacher (distill suites only; default: the suite's values)")
+    data.add_argument(
+        "--data", choices=DATASETS, default=None, help="dataset to distil on and evaluate (synthetic = embedded world)"
+    )
+    data.add_argument(
+        "--dataroot", default=None, help="dataset root folder (nuscenes, semantickitti; synthetic: its scene cache)"
+    )
+    data.add_argument(
+        "--ood-data",
+        choices=DATASETS,
+        default=None,
+        help="dataset of the OOD few-shot protocol (synthetic = ood world)",
+    )
+    data.add_argument("--ood-dataroot", default=None, help="root folder of the OOD dataset")
+    data.add_argument("--teacher", choices=TEACHERS, default=None, help="2D teacher: synthetic (calibrated) or clip")
+    data.add_argument(
+        "--clip-checkpoint", default=None, help="local CLIP weight file (.pt, .safetensors); nothing is downloaded"
+    )
+    data.add_argument("--clip-arch", default=None, help="open_clip architecture of the checkpoint, e.g. ViT-B-16")
+    data.add_argument(
+        "--feature-cache", default=None, help="teacher feature cache folder (filled on first use, then read back)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
-def _apply_overrides(suite: Suite, steps: int | None, only: str | None) -> list[tuple[str, dict[str, Any]]]:
+_DATA_OPTIONS = {
+    "data": "dataset",
+    "dataroot": "dataroot",
+    "ood_data": "ood_dataset",
+    "ood_dataroot": "ood_dataroot",
+    "teacher": "teacher",
+    "clip_checkpoint": "clip_checkpoint",
+    "clip_arch": "clip_arch",
+    "feature_cache": "feature_cache",
+}
+"""Command-line option -> distill run parameter."""
+
+
+def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    steps, only = args.steps, args.only
+    data = {key: getattr(args, opt) for opt, key in _DATA_OPTIONS.items() if getattr(args, opt) is not None}
+    if data and suite.kind != "distill":
+        raise ValueError(
+            f"--{'/--'.join(sorted(data))} apply to distill suites only; suite {suite.name!r} is {suite.kind}"
+        )
     runs = []
     for run in suite.runs:
-        run = dict(run)
+        run = {**run, **data}
         if steps is not None:
             if steps < 1:
                 raise ValueError(f"--steps must be at least 1; got {steps}")
-            run["iterations"] = steps
+            run["steps" if suite.kind == "distill" else "iterations"] = steps
         name = run_name(run)
         if only is None or only in name:
             runs.append((name, run))
@@ -95,20 +145,35 @@ def _execute_toy(resolved: dict[str, Any], run_dir: RunDir, device: torch.device
     return metrics
 
 
-RESOLVERS = {"toy": _resolve_toy}
-EXECUTORS = {"toy": _execute_toy}
+RESOLVERS = {"toy": _resolve_toy, "distill": resolve_distill}
+EXECUTORS = {"toy": _execute_toy, "distill": execute_distill}
+
+
+MIOU_KEYS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+_MIOU_HEADS = ("zs", "lin", "fs", "ood")
+
+
+def _miou_cell(metrics: dict[str, Any], key: str) -> str:
+    value = (metrics.get(key) or {}).get("miou")
+    return f"{100 * value:6.1f}" if isinstance(value, (int, float)) else f"{'-':>6}"
 
 
 def results_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """A plain-text table of the geometry of every run (U, T, G and the structural gap to the source)."""
-    header = f"{'run':<44} {'U':>7} {'T':>7} {'G':>7} {'dU':>7} {'dT':>7} {'S':>7} {'U_src':>7} {'T_src':>7}"
+    """A plain-text table of every run: geometry (U, T, G, structural gap to the 2D side) and mIoUs (%)."""
+    src = "2d" if any(m.get("kind") == "distill" for _, m in rows) else "src"
+    header = f"{'run':<44} {'U':>7} {'T':>7} {'G':>7} {'dU':>7} {'dT':>7} {'S':>7} {'U_' + src:>7} {'T_' + src:>7}"
+    if src == "2d":
+        header += "".join(f" {h:>6}" for h in _MIOU_HEADS)
     lines = [header, "-" * len(header)]
     for name, m in rows:
         g = m["geometry"]
-        lines.append(
+        line = (
             f"{name:<44} {g['U']:7.3f} {g['T']:7.3f} {g['G']:7.3f} {g['dU']:+7.3f} {g['dT']:+7.3f} {g['S']:7.3f} "
             f"{g['U_2d']:7.3f} {g['T_2d']:7.3f}"
         )
+        if src == "2d":
+            line += "".join(f" {_miou_cell(m, k)}" for k in MIOU_KEYS)
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -117,29 +182,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         suite = load_suite(args.suite)
-        runs = [(name, RESOLVERS[suite.kind](run)) for name, run in _apply_overrides(suite, args.steps, args.only)]
+        runs = [(name, RESOLVERS[suite.kind](run)) for name, run in _apply_overrides(suite, args)]
         device = torch.device(args.device)
+        out = args.out if args.out is not None else DEFAULT_OUTPUT_ROOT / suite.name
+        for name, run in runs:  # refuse before anything runs, so that nothing is overwritten
+            RunDir(out / name).check_config(run)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out if args.out is not None else DEFAULT_OUTPUT_ROOT / suite.name
+    device = distributed.init(device)
+    try:
+        return _run_suite(suite, runs, out, device, progress=not args.no_progress and distributed.is_main())
+    finally:
+        distributed.shutdown()
+
+
+def _run_suite(
+    suite: Suite, runs: list[tuple[str, dict[str, Any]]], out: Path, device: torch.device, progress: bool
+) -> int:
+    say = print if distributed.is_main() else (lambda *a, **k: None)
     execute = EXECUTORS[suite.kind]
-    progress = not args.no_progress
     done: list[tuple[str, dict[str, Any]]] = []
     skipped = 0
-    print(f"suite {suite.name} ({suite.description}): {len(runs)} runs -> {out}")
+    say(f"suite {suite.name} ({suite.description}): {len(runs)} runs -> {out}")
     for name, run in tqdm(runs, desc=f"suite {suite.name}", disable=not progress):
         run_dir = RunDir(out / name)
         was_finished = run_dir.finished
         try:
             metrics = execute(run, run_dir, device, progress)
-        except (RunConflictError, ValueError) as exc:
+        except (RunConflictError, ValueError, FileNotFoundError) as exc:
             print(f"error in run {name}: {exc}", file=sys.stderr)
             return 2
         skipped += was_finished
         done.append((name, metrics))
-    print(results_table(done))
-    print(f"{len(done)} runs in {out} ({skipped} already finished, skipped); report: python -m geomstruct.report")
+    say(results_table(done))
+    say(f"{len(done)} runs in {out} ({skipped} already finished, skipped); report: python -m geomstruct.report")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A suite file holds ``name``, ``kind`` (the trainer that runs it), ``description``, ``defaults`` (the parameters
 shared by every run) and ``grid``: every combination of the listed values is one run. A ``loss`` entry is a name
-or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path.
+or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path. Kinds:
+``toy`` (the toy experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 SUITE_DIR = Path(__file__).resolve().parent
-KINDS = ("toy",)
+KINDS = ("toy", "distill")
 
 
 def available_suites() -> list[str]:

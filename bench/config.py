@@ -1,0 +1,132 @@
+"""The configuration of one distillation run (suite kind ``distill``): every choice of METHOD.md is a field.
+
+Defaults follow METHOD.md and SLidR (Sautier et al., CVPR 2022) where they say something, and are marked
+*(choice)* where the harness had to decide (sizes that keep a CPU run short). A suite's ``defaults`` and
+``grid`` set any field; :meth:`DistillConfig.resolved` is what ``config.json`` holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bench.scenes import DATASETS
+from models.losses import LOSSES, get_loss
+
+TEACHERS = ("synthetic", "clip")
+PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run: data, teacher, student, loss, optimisation, probes and evaluation protocols.
+
+    Data: ``dataset`` (``synthetic``, ``nuscenes``, ``semantickitti``) with ``dataroot`` (for synthetic the
+    scene cache folder), synthetic split sizes ``train_scenes`` / ``val_scenes``, ``crop_radius`` metres
+    *(choice; None keeps every point)*, evaluation on the first ``eval_scenes`` scans of the val split (None =
+    all). OOD few-shot on ``ood_dataset`` (``synthetic`` = the ``ood`` variant, or ``semantickitti``).
+
+    Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
+    all valid pairs of the batch of ``batch_size`` scans; ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or
+    ``adamw``; cosine schedule over ``steps``; a checkpoint every ``checkpoint_every`` steps; U, T, G on the
+    probe set (``probe_per_class`` points per class of the first ``probe_scenes`` val scans) every
+    ``probe_every`` steps.
+
+    Evaluation (METHOD.md sections 4-5): geometry on ``features_per_class`` class-balanced paired points of the
+    evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
+    ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on every
+    ``few_shot_every``-th train scan; downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule.
+    """
+
+    loss: str
+    seed: int
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "synthetic"
+    dataroot: str | None = None
+    variant: str = "nuscenes"
+    train_scenes: int = 40
+    val_scenes: int = 8
+    eval_scenes: int | None = None
+    crop_radius: float | None = 20.0
+    ood_dataset: str = "synthetic"
+    ood_dataroot: str | None = None
+    ood_train_scenes: int = 40
+    ood_val_scenes: int = 4
+    few_shot_every: int = 100
+    teacher: str = "synthetic"
+    clip_arch: str = "ViT-B-16"
+    clip_checkpoint: str | None = None
+    feature_cache: str | None = None
+    student: str = "minkunet"
+    preset: str = "small"
+    out_dim: int = 512
+    voxel_size: float = 0.1
+    student_overrides: dict[str, Any] = field(default_factory=dict)
+    steps: int = 500
+    batch_size: int = 2
+    n_pairs: int = 4096
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    checkpoint_every: int = 50
+    probe_every: int = 100
+    probe_scenes: int = 2
+    probe_per_class: int = 200
+    features_per_class: int = 5000
+    geometry_seed: int = 0
+    uniformity_t: float = 2.0
+    protocols: tuple[str, ...] = PROTOCOLS
+    lp_steps: int = 300
+    lp_lr: float = 0.5
+    lp_batch_points: int = 4096
+    lp_points_per_scan: int = 2000
+    ft_steps: int = 60
+    ft_lr: float = 0.05
+    ft_batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            get_loss(self.loss)  # raises, listing the valid names
+        if self.dataset not in DATASETS or self.ood_dataset not in DATASETS:
+            bad = self.dataset if self.dataset not in DATASETS else self.ood_dataset
+            raise ValueError(f"unknown dataset {bad!r}; valid datasets: {', '.join(DATASETS)}")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        unknown = sorted(set(self.protocols) - set(PROTOCOLS))
+        if unknown:
+            raise ValueError(f"unknown protocols {unknown}; valid protocols: {', '.join(PROTOCOLS)}")
+        if self.teacher == "clip" and self.clip_checkpoint is None:
+            raise ValueError("teacher clip needs a local checkpoint (--clip-checkpoint); nothing is downloaded")
+        if self.teacher == "clip" and not Path(str(self.clip_checkpoint)).is_file():
+            raise ValueError(f"CLIP checkpoint {self.clip_checkpoint} does not exist")
+        for name, root in ((self.dataset, self.dataroot), (self.ood_dataset, self.ood_dataroot)):
+            if name != "synthetic" and (root is None or not Path(root).is_dir()):
+                raise ValueError(f"dataset {name} needs a dataroot that exists (--dataroot); got {root!r}")
+        positive = ("steps", "batch_size", "n_pairs", "checkpoint_every", "probe_every", "features_per_class")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+
+    @classmethod
+    def from_run(cls, run: dict[str, Any]) -> DistillConfig:
+        """Build from a suite run (a dict); unknown keys are an error that lists the valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(run) - names)
+        if unknown:
+            raise ValueError(f"unknown distill run parameters {unknown}; valid: {', '.join(sorted(names))}")
+        values = dict(run)
+        if "protocols" in values:
+            values["protocols"] = tuple(values["protocols"])
+        return cls(**values)
+
+    def resolved(self) -> dict[str, Any]:
+        """JSON-ready configuration, with ``kind: distill``."""
+        cfg = asdict(self)
+        cfg["protocols"] = list(self.protocols)
+        cfg["kind"] = "distill"
+        return cfg

@@ -1,0 +1,75 @@
+"""Distributed helpers: the trainer under ``torchrun`` (DistributedDataParallel; NCCL on GPUs, gloo on CPUs).
+
+``torchrun --nproc_per_node N -m bench.run ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
+:func:`init` then joins the process group. Without those variables everything is a single process (rank 0 of
+1) and every helper is a no-op, so the same code runs with and without ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True when the process was started by ``torchrun`` (``WORLD_SIZE`` set)."""
+    return "WORLD_SIZE" in os.environ
+
+
+def init(device: torch.device) -> torch.device:
+    """Join the process group when launched by ``torchrun`` and return this rank's device.
+
+    CUDA devices get the NCCL backend and ``cuda:LOCAL_RANK``; CPUs get gloo.
+    """
+    if not launched() or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def active() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 without a process group)."""
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0, the only rank that writes files."""
+    return rank() == 0
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over all ranks (``x`` itself in a single process); returns a new tensor."""
+    if not active():
+        return x.clone()
+    work = x.cuda() if dist.get_backend() == "nccl" else x.clone()
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(x.device)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if active():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (if any)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,182 @@
+"""Evaluation of a distilled student (METHOD.md section 5): mIoU, zero-shot, linear probe, few-shot fine-tuning.
+
+- **mIoU** from one confusion matrix ``M`` over non-ignored points (rows ground truth, columns prediction):
+  ``IoU_c = M_cc / (sum_j M_cj + sum_i M_ic - M_cc)``; a class absent from both prediction and ground truth
+  has no IoU (NaN) and is left out of the mean; per-class IoU is always reported (``None`` when NaN).
+- **Zero-shot**: ``argmax_c normalize(k) . e_c`` with the teacher's prompt-ensemble text embeddings ``e_c``.
+- **Linear probe**: the backbone frozen in eval mode, a linear head trained with cross-entropy on
+  ``lp_points_per_scan`` random labelled points of every train scan.
+- **Few-shot fine-tuning**: backbone and a new linear head trained together on the 1% split (every 100th
+  train scan, SLidR's rule); the same on the OOD dataset for **OOD few-shot**.
+
+Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule,
+cross-entropy with the ignore index excluded. Predictions are made per voxel by the network and carried back
+to every point (:func:`models.students.devoxelize`), and every point of the evaluation scans is scored. Under
+``torchrun`` the evaluation scans are split over the ranks and the confusion matrices summed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import distributed as dist
+from bench.data.classes import IGNORE_INDEX
+from bench.scenes import Scene, batch_tensors
+from bench.train import cosine_factor, make_optimizer, step_generator
+from models.teachers.base import zero_shot_predict
+
+
+def confusion_matrix(
+    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, n_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """``(C, C)`` int64 counts ``M[t, p]`` of points with ground truth ``t`` predicted ``p``; ignored points and
+    labels outside ``0..C-1`` are skipped."""
+    pred = torch.as_tensor(pred).reshape(-1).cpu().to(torch.int64)
+    target = torch.as_tensor(target).reshape(-1).cpu().to(torch.int64)
+    if pred.shape != target.shape:
+        raise ValueError(f"{pred.numel()} predictions for {target.numel()} labels")
+    keep = (target != ignore_index) & (target >= 0) & (target < n_classes)
+    flat = target[keep] * n_classes + pred[keep].clamp(0, n_classes - 1)
+    return torch.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes).numpy()
+
+
+def miou(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """``{"miou": NaN-mean IoU, "per_class": {name: IoU or None}}`` of a confusion matrix (module docstring)."""
+    conf = np.asarray(confusion, dtype=np.float64)
+    if conf.shape != (len(classes), len(classes)):
+        raise ValueError(f"confusion matrix {conf.shape} does not match {len(classes)} classes")
+    tp = np.diag(conf)
+    union = conf.sum(axis=0) + conf.sum(axis=1) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    present = ~np.isnan(iou)
+    mean = float(iou[present].mean()) if present.any() else float("nan")
+    per_class = {name: (float(v) if ok else None) for name, v, ok in zip(classes, iou, present, strict=True)}
+    return {"miou": mean, "per_class": per_class, "points": int(conf.sum())}
+
+
+PointPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def evaluate_predictor(
+    predict: PointPredictor, scenes: Sequence[Scene], classes: Sequence[str], device: torch.device
+) -> dict[str, Any]:
+    """mIoU of ``predict(points, batch) -> class per point`` over every point of ``scenes`` (split over ranks)."""
+    conf = torch.zeros(len(classes), len(classes), dtype=torch.int64)
+    for scene in scenes[dist.rank() :: dist.world_size()]:
+        points, batch, _ = batch_tensors([scene], device)
+        conf += torch.from_numpy(confusion_matrix(predict(points, batch), scene.labels, len(classes)))
+    return miou(dist.all_reduce_sum(conf).numpy(), classes)
+
+
+def zero_shot(
+    student: nn.Module, scenes: Sequence[Scene], text: torch.Tensor, classes: Sequence[str], device: torch.device
+) -> dict[str, Any]:
+    """Zero-shot mIoU: each point's class is the text embedding nearest to its feature (cosine)."""
+    student.eval()
+    text = text.to(device)
+    return evaluate_predictor(lambda p, b: zero_shot_predict(student(p, b), text), scenes, classes, device)
+
+
+class Segmenter(nn.Module):
+    """A backbone (points -> features) followed by a linear classification head (features -> logits)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, n_classes)
+
+    def forward(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(points, batch))
+
+
+def _labelled(scene: Scene) -> np.ndarray:
+    return np.flatnonzero(scene.labels != IGNORE_INDEX)
+
+
+@torch.no_grad()
+def _frozen_features(
+    student: nn.Module, scenes: Sequence[Scene], per_scan: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    feats, labels = [], []
+    for scene in scenes:
+        idx = _labelled(scene)
+        if len(idx) > per_scan:
+            idx = np.sort(rng.choice(idx, size=per_scan, replace=False))
+        points, batch, _ = batch_tensors([scene], device)
+        feats.append(student(points, batch)[torch.from_numpy(idx).to(device)].cpu())
+        labels.append(torch.from_numpy(scene.labels[idx]))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def linear_probe(
+    student: nn.Module,
+    train: Sequence[Scene],
+    evaluation: Sequence[Scene],
+    classes: Sequence[str],
+    cfg: Any,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Linear-probe mIoU: frozen backbone (eval mode), a linear head trained on its features of the train split.
+
+    ``cfg`` supplies ``lp_points_per_scan``, ``lp_steps``, ``lp_batch_points``, ``lp_lr``, ``momentum``,
+    ``weight_decay`` and ``seed``.
+    """
+    student.eval()
+    feats, labels = _frozen_features(student, train, cfg.lp_points_per_scan, cfg.seed, device)
+    torch.manual_seed(cfg.seed)
+    head = nn.Linear(feats.shape[1], len(classes)).to(device)
+    optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, 0.9, 1e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
+    for step in range(1, cfg.lp_steps + 1):
+        pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
+        loss = F.cross_entropy(head(feats[pick].to(device)), labels[pick].to(device), ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    head.eval()
+    return evaluate_predictor(lambda p, b: head(student(p, b)).argmax(dim=1), evaluation, classes, device)
+
+
+def fine_tune(
+    student: nn.Module,
+    train: Sequence[Scene],
+    evaluation: Sequence[Scene],
+    classes: Sequence[str],
+    cfg: Any,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
+
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim`` and ``seed``. Every rank trains the
+    same model (same seed, same scans); only the evaluation is split over ranks.
+    """
+    if not train:
+        raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
+    torch.manual_seed(cfg.seed)
+    model = Segmenter(copy.deepcopy(student), cfg.out_dim, len(classes)).to(device)
+    optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
+    model.train()
+    for step in range(1, cfg.ft_steps + 1):
+        order = torch.randperm(len(train), generator=step_generator(cfg.seed, step, 11))[: cfg.ft_batch_size]
+        chosen = [train[i] for i in order.tolist()]
+        points, batch, _ = batch_tensors(chosen, device)
+        target = torch.from_numpy(np.concatenate([s.labels for s in chosen])).to(device)
+        loss = F.cross_entropy(model(points, batch), target, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    return evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device)

@@ -1,0 +1,188 @@
+"""The distillation trainer: a 3D student learns to imitate the frozen 2D teacher (METHOD.md sections 2-3).
+
+One step:
+
+1. draw ``batch_size`` scans of the train split (a generator seeded by ``(seed, step)``, so a resumed run draws
+   exactly what an uninterrupted one draws);
+2. run the student on all their points (voxelised inside, :class:`models.students.PointStudent`);
+3. sample ``N = n_pairs`` point-pixel pairs uniformly, without replacement, over all valid pairs of the batch
+   (SLidR's choice, METHOD.md section 2); ``K`` = the student's features of the pairs' points, ``Q`` = the
+   teacher's features at the pairs' pixels;
+4. ``loss(K, Q, **loss_params)`` by name from :data:`models.losses.LOSSES`; one optimiser step; the learning
+   rate follows the cosine schedule ``lr_t = lr * (1 + cos(pi t / T)) / 2`` (SGDR without restarts,
+   Loshchilov & Hutter, ICLR 2017; SLidR's schedule).
+
+Every ``probe_every`` steps (and at steps 0 and T) U, T, G of the student on a fixed probe set go to the
+trajectory; every ``checkpoint_every`` steps (and at T) the model, optimiser, schedule and trajectory are saved
+atomically, and training resumes from that file. Under ``torchrun`` the student is wrapped in
+DistributedDataParallel: the ``batch_size`` scans of a step are split over the ranks (rank r takes scans
+r, r + W, ...) and each rank samples ``n_pairs / W`` pairs of its scans; gradients are averaged by DDP.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from bench import distributed as dist
+from bench.config import DistillConfig
+from bench.probe import GeometrySet
+from bench.results import write_bytes
+from bench.scenes import Scene, batch_tensors
+from models.losses import get_loss
+from models.students import PointStudent, build_student
+
+TRAJECTORY_COLUMNS = ("step", "loss", "lr", "U", "T", "G")
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def build_distill_student(cfg: DistillConfig) -> PointStudent:
+    """The student of a run, with weights drawn from ``torch.manual_seed(cfg.seed)``."""
+    torch.manual_seed(cfg.seed)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.student_overrides.items()}
+    return build_student(
+        cfg.student, out_dim=cfg.out_dim, preset=cfg.preset, voxel_size=cfg.voxel_size, in_channels=1, **overrides
+    )
+
+
+def cosine_factor(step: int, total: int) -> float:
+    """``(1 + cos(pi * step / total)) / 2``: the cosine schedule's multiplier of the base learning rate."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def make_optimizer(
+    params: Sequence[torch.nn.Parameter] | Any, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid optimizers: sgd, adamw")
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on ``(seed, step, stream)``."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + stream) % (2**63))
+
+
+def sample_pairs(scenes: Sequence[Scene], n_pairs: int, generator: torch.Generator) -> list[tuple[int, np.ndarray]]:
+    """``n_pairs`` pairs drawn uniformly without replacement over all pairs of ``scenes`` (all if fewer).
+
+    Returns per scene ``(scene position, rows into scene.pairs)``.
+    """
+    counts = np.array([len(s.pairs) for s in scenes])
+    total = int(counts.sum())
+    if total < 2:
+        raise ValueError(f"a batch of {len(scenes)} scans has {total} point-pixel pairs; a loss needs 2")
+    chosen = torch.randperm(total, generator=generator)[: min(n_pairs, total)].numpy()
+    chosen.sort()
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    out = []
+    for i in range(len(scenes)):
+        rows = chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
+        if len(rows):
+            out.append((i, rows))
+    return out
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (CPU tensors), or None when there is none."""
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def train_student(
+    cfg: DistillConfig,
+    scenes: Sequence[Scene],
+    probe: GeometrySet,
+    device: torch.device,
+    run_path: Path | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[PointStudent, list[dict[str, float]]]:
+    """Distil the teacher into a new student; resumes from ``run_path / checkpoint.pt`` when it exists.
+
+    Args:
+        cfg: the run configuration.
+        scenes: train scenes with teacher grids.
+        probe: the fixed probe set of the trajectory.
+        device: where to train.
+        run_path: the run directory (checkpoints); None trains without checkpoints.
+        on_step: called after every step with its number (progress bars).
+
+    Returns:
+        The trained student (not wrapped) and the trajectory rows (``TRAJECTORY_COLUMNS``).
+    """
+    student = build_distill_student(cfg).to(device)
+    optimizer = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.steps))
+    loss_fn = get_loss(cfg.loss)
+    trajectory: list[dict[str, float]] = []
+    start = 0
+    ckpt_path = run_path / CHECKPOINT_FILE if run_path is not None else None
+    state = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if state is not None:
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        trajectory, start = list(state["trajectory"]), int(state["step"])
+    model: torch.nn.Module = student
+    if dist.active():
+        model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    rank, world = dist.rank(), dist.world_size()
+
+    def record(step: int, loss: float) -> None:
+        geo = probe.geometry(probe.student_features(student, device), t=cfg.uniformity_t)
+        lr = optimizer.param_groups[0]["lr"]
+        trajectory.append({"step": step, "loss": loss, "lr": lr, "U": geo["U"], "T": geo["T"], "G": geo["G"]})
+
+    if start == 0:
+        record(0, float("nan"))
+    model.train()
+    running, seen = 0.0, 0
+    for step in range(start + 1, cfg.steps + 1):
+        order = torch.randperm(len(scenes), generator=step_generator(cfg.seed, step))[: cfg.batch_size].tolist()
+        mine = [scenes[i] for i in order[rank::world]]
+        picks = sample_pairs(mine, max(cfg.n_pairs // world, 2), step_generator(cfg.seed, step, 1 + rank))
+        points, batch, offsets = batch_tensors(mine, device)
+        feats = model(points, batch)
+        index = np.concatenate([mine[i].pairs[rows, 0] + offsets[i] for i, rows in picks])
+        k = feats[torch.from_numpy(index).to(device)]
+        q = torch.cat([mine[i].pair_features(rows) for i, rows in picks]).to(device)
+        loss = loss_fn(k, q, **cfg.loss_params)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running += float(dist.all_reduce_sum(loss.detach().cpu().reshape(1))[0]) / world
+        seen += 1
+        if step % cfg.probe_every == 0 or step == cfg.steps:
+            record(step, running / seen)
+            running, seen = 0.0, 0
+        if ckpt_path is not None and dist.is_main() and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            state = {
+                "step": step,
+                "student": student.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "trajectory": trajectory,
+            }
+            _save_checkpoint(ckpt_path, state)
+        if on_step is not None:
+            on_step(step)
+    student.eval()
+    return student, trajectory
