@@ -1,7 +1,8 @@
 """Suites as data: each YAML file in this folder is a suite, a grid of runs (DESIGN.md section 4).
 
 A suite file holds ``name``, ``kind`` (the trainer that runs it), ``description``, ``defaults`` (the parameters
-shared by every run) and ``grid``: every combination of the listed values is one run. A ``loss`` entry is a name
+shared by every run) and ``grid``: every combination of the listed values is one run (``grid`` may also be a list
+of such grids, whose runs are concatenated). A ``loss`` entry is a name
 or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path. Kinds:
 ``toy`` (the toy experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
 """
@@ -53,6 +54,24 @@ def run_name(run: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
+def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str, Any]]:
+    """Every combination of a grid's values, on top of ``defaults``."""
+    if not isinstance(grid, dict) or "loss" not in grid or "seed" not in grid:
+        raise ValueError(f"{source}: every grid must be a mapping listing at least 'loss' and 'seed'")
+    keys = list(grid)
+    values = [[_loss_entry(v, source) for v in grid[k]] if k == "loss" else list(grid[k]) for k in keys]
+    runs = []
+    for combo in itertools.product(*values):
+        run = dict(defaults)
+        for key, value in zip(keys, combo, strict=True):
+            if key == "loss":
+                run["loss"], run["loss_params"] = value["name"], value["params"]
+            else:
+                run[key] = value
+        runs.append(run)
+    return runs
+
+
 def load_suite(name_or_path: str) -> Suite:
     """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
     path = Path(name_or_path)
@@ -72,20 +91,9 @@ def load_suite(name_or_path: str) -> Suite:
     kind = data.get("kind")
     if kind not in KINDS:
         raise ValueError(f"{path}: unknown suite kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    grid = data.get("grid") or {}
-    if "loss" not in grid or "seed" not in grid:
-        raise ValueError(f"{path}: the grid must list at least 'loss' and 'seed'")
-    keys = list(grid)
-    values = [[_loss_entry(v, path) for v in grid[k]] if k == "loss" else list(grid[k]) for k in keys]
-    runs = []
-    for combo in itertools.product(*values):
-        run = dict(data.get("defaults") or {})
-        for key, value in zip(keys, combo, strict=True):
-            if key == "loss":
-                run["loss"], run["loss_params"] = value["name"], value["params"]
-            else:
-                run[key] = value
-        runs.append(run)
+    grids = data.get("grid") or {}
+    grids = grids if isinstance(grids, list) else [grids]
+    runs = [run for grid in grids for run in _expand(grid, dict(data.get("defaults") or {}), path)]
     return Suite(
         name=str(data.get("name", path.stem)),
         kind=kind,

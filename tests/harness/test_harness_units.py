@@ -1,0 +1,94 @@
+"""Unit tests of the harness: mIoU from a confusion matrix, pair sampling, cropping, the cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data.classes import IGNORE_INDEX
+from bench.evaluate import confusion_matrix, miou
+from bench.scenes import Scene, crop_scan
+from bench.train import cosine_factor, sample_pairs, step_generator
+
+CLASSES = ("a", "b", "c", "d")
+
+
+def test_miou_hand_computed_absent_class_and_ignore_index():
+    target = np.array([0, 0, 1, 1, 2, IGNORE_INDEX])
+    pred = np.array([0, 1, 1, 1, 0, 1])  # the ignored point's prediction (b) must not count
+    conf = confusion_matrix(pred, target, 4)
+    expected = np.zeros((4, 4), dtype=np.int64)
+    expected[0, 0] = expected[0, 1] = expected[2, 0] = 1
+    expected[1, 1] = 2
+    np.testing.assert_array_equal(conf, expected)
+    result = miou(conf, CLASSES)
+    # IoU_a = 1 / (2 + 2 - 1), IoU_b = 2 / (2 + 3 - 2), IoU_c = 0 / (1 + 0 - 0); d absent from both: excluded
+    assert result["per_class"]["a"] == pytest.approx(1 / 3)
+    assert result["per_class"]["b"] == pytest.approx(2 / 3)
+    assert result["per_class"]["c"] == 0.0
+    assert result["per_class"]["d"] is None
+    assert result["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert result["points"] == 5
+
+
+def test_miou_class_only_predicted_counts_as_zero():
+    conf = confusion_matrix(np.array([0, 3]), np.array([0, 0]), 4)
+    result = miou(conf, CLASSES)
+    assert result["per_class"]["a"] == pytest.approx(0.5)
+    assert result["per_class"]["d"] == 0.0  # predicted, never true: IoU 0, in the mean
+    assert result["miou"] == pytest.approx(0.25)
+
+
+def test_miou_of_nothing_is_nan():
+    assert math.isnan(miou(np.zeros((4, 4)), CLASSES)["miou"])
+
+
+def _scene(n_points: int, n_pairs: int) -> Scene:
+    pairs = np.stack([np.arange(n_pairs) % n_points, np.zeros(n_pairs), np.arange(n_pairs), np.zeros(n_pairs)], 1)
+    points = np.zeros((n_points, 4), dtype=np.float32)
+    return Scene("s", points, np.zeros(n_points, dtype=np.int64), pairs.astype(np.int64), None, ((8, 8),))
+
+
+def test_sample_pairs_without_replacement_over_all_pairs_of_the_batch():
+    scenes = [_scene(50, 30), _scene(40, 70)]
+    picks = sample_pairs(scenes, 64, step_generator(0, 1))
+    assert sum(len(rows) for _, rows in picks) == 64
+    for i, rows in picks:
+        assert len(np.unique(rows)) == len(rows) and rows.max() < len(scenes[i].pairs)
+    # uniform over pairs: over many draws, scene 0 holds 30 / 100 of the pairs
+    share = np.mean(
+        [sum(len(r) for i, r in sample_pairs(scenes, 10, step_generator(0, s)) if i == 0) for s in range(400)]
+    )
+    assert share == pytest.approx(3.0, abs=0.3)
+    # fewer pairs than asked: all of them
+    assert sum(len(r) for _, r in sample_pairs(scenes, 1000, step_generator(0, 1))) == 100
+
+
+def test_step_generator_depends_only_on_seed_step_stream():
+    a = torch.randperm(100, generator=step_generator(3, 7))
+    assert torch.equal(a, torch.randperm(100, generator=step_generator(3, 7)))
+    assert not torch.equal(a, torch.randperm(100, generator=step_generator(3, 8)))
+    assert not torch.equal(a, torch.randperm(100, generator=step_generator(3, 7, 1)))
+
+
+def test_crop_scan_reindexes_pairs():
+    from bench.data.synthetic import generate_scene
+
+    scan = generate_scene(0)
+    points, labels, pairs = crop_scan(scan, 10.0)
+    keep = np.hypot(scan.points[:, 0], scan.points[:, 1]) < 10.0
+    np.testing.assert_array_equal(points, scan.points[keep])
+    np.testing.assert_array_equal(labels, scan.labels[keep])
+    full = scan.pairing_table()
+    kept_full = full[keep[full[:, 0]]]
+    np.testing.assert_array_equal(points[pairs[:, 0]], scan.points[kept_full[:, 0]])
+    np.testing.assert_array_equal(pairs[:, 1:], kept_full[:, 1:])
+
+
+def test_cosine_factor():
+    assert cosine_factor(0, 10) == 1.0
+    assert cosine_factor(5, 10) == pytest.approx(0.5)
+    assert cosine_factor(10, 10) == pytest.approx(0.0)
