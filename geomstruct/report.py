@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from geomstruct.figures.distill import plot_gap_vs_performance, plot_pca, plot_trajectories, plot_ut_plane
 from geomstruct.figures.toy import write_toy_report
-from geomstruct.runs import load_runs
+from geomstruct.runs import Run, load_runs
+from geomstruct.summary import students_frame
+from geomstruct.tables import write_tables
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_OUT = Path("reports")
@@ -45,14 +49,39 @@ def build_report(runs_roots: Sequence[Path], out: Path) -> tuple[list[Path], lis
     toy = [r for r in runs if r.kind == "toy"]
     if toy:
         written += write_toy_report(toy, out / "toy")
-    other = [r for r in runs if r.kind != "toy"]
-    if other:
-        problems.append(f"{len(other)} distillation runs found; their figures are not part of this report yet")
+    distill = [r for r in runs if r.kind != "toy"]
+    if distill:
+        written += write_distill_report(distill, out, problems)
     if not runs:
         problems.append(
             "no finished run found under " + ", ".join(map(str, runs_roots)) + " (run python -m bench.run first)"
         )
     return written, problems
+
+
+def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot: int = 10_000) -> list[Path]:
+    """Figures and tables of distillation runs into ``out``; runs of a minority teacher are set aside."""
+    teachers = Counter(str(r.metrics.get("teacher", "?")) for r in runs)
+    if len(teachers) > 1:
+        main_teacher = teachers.most_common(1)[0][0]
+        problems.append(
+            "runs with different teachers ("
+            + ", ".join(f"{t}: {n} runs" for t, n in teachers.items())
+            + f"): their geometry is not comparable; the report uses the {main_teacher} runs only"
+        )
+        runs = [r for r in runs if str(r.metrics.get("teacher", "?")) == main_teacher]
+    out.mkdir(parents=True, exist_ok=True)
+    students = students_frame(runs)
+    written = write_tables(runs, students, out, n_boot=n_boot)
+    for path in (
+        plot_pca(runs, out),
+        plot_ut_plane(students, out),
+        plot_trajectories(runs, out),
+        plot_gap_vs_performance(students, out, n_boot=n_boot),
+    ):
+        if path is not None:
+            written.append(path)
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,59 @@
+"""One row per distillation run: loss, parameters, seed, geometry and segmentation scores (for tables and plots).
+
+Reads the ``metrics.json`` schema of distillation runs (README, "Run directories"): ``geometry`` {U, T, G, A,
+dU, dT, S, U_2d, T_2d} and, per protocol (``zero_shot``, ``linear_probe``, ``few_shot``, ``few_shot_ood``),
+``miou`` as a fraction. Scores are reported in percent here. A protocol a run did not evaluate is NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from geomstruct.runs import Run
+
+GEOMETRY_COLUMNS = ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
+PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+PROTOCOL_TITLES = {
+    "zero_shot": "zero-shot",
+    "linear_probe": "linear probe",
+    "few_shot": "few-shot (1%)",
+    "few_shot_ood": "OOD few-shot (1%)",
+}
+LOSS_ORDER = ("contrastive", "similarity", "relational", "relational_cross", "relational_intra")
+
+
+def loss_rank(label: str) -> tuple[int, str]:
+    """Sort key of a loss label: the registry's order, then the label (so temperatures sort together)."""
+    name = label.split(" ")[0]
+    return (LOSS_ORDER.index(name) if name in LOSS_ORDER else len(LOSS_ORDER), label)
+
+
+def students_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """A row per run with ``run, loss, label, tau, seed, teacher, dataset``, the geometry columns and one
+    mIoU column (percent) per protocol."""
+    rows = []
+    for run in runs:
+        m = run.metrics
+        geo = m.get("geometry") or {}
+        row = {
+            "run": run.name,
+            "loss": run.loss,
+            "label": run.loss_label,
+            "tau": (m.get("params") or {}).get("tau", np.nan),
+            "seed": run.seed,
+            "teacher": m.get("teacher", ""),
+            "dataset": m.get("dataset", ""),
+        }
+        row.update({k: float(geo.get(k, np.nan)) for k in GEOMETRY_COLUMNS})
+        for protocol in PROTOCOLS:
+            score = (m.get(protocol) or {}).get("miou")
+            row[protocol] = 100.0 * float(score) if score is not None else np.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["_rank"] = frame["label"].map(loss_rank)
+    return frame.sort_values(["_rank", "seed"]).drop(columns="_rank").reset_index(drop=True)

@@ -1,0 +1,117 @@
+"""The distillation part of geomstruct.report on run directories written in the documented schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from geomstruct import report as geo_report
+from geomstruct.metrics import geometry
+
+PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+CLASSES = [f"c{i}" for i in range(4)]
+
+
+def _write_run(root, name, loss, params, seed, teacher="synthetic-abc", rng=None):
+    rng = rng or np.random.default_rng(seed)
+    folder = root / name
+    folder.mkdir(parents=True)
+    labels = np.repeat(np.arange(4), 30)
+    q2d = np.eye(8)[labels] + 0.6 * rng.standard_normal((120, 8))
+    k3d = q2d + rng.uniform(0.2, 1.5) * rng.standard_normal((120, 8))
+    k3d, q2d = k3d.astype(np.float16), q2d.astype(np.float16)
+    np.savez(folder / "features.npz", k3d=k3d, q2d=q2d, labels=labels)
+    geo = geometry(k3d.astype(np.float32), q2d.astype(np.float32), labels)
+    metrics = {"kind": "distill", "loss": loss, "params": params, "seed": seed, "teacher": teacher,
+               "dataset": "synthetic", "geometry": geo, "class_names": CLASSES}  # fmt: skip
+    for protocol in PROTOCOLS:
+        ious = rng.uniform(0.1, 0.9, 4)
+        metrics[protocol] = {"miou": float(ious.mean()), "per_class": dict(zip(CLASSES, ious.tolist(), strict=True))}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "config.json").write_text(json.dumps({"kind": "distill", "loss": loss, "seed": seed}))
+    steps = np.array([0, 10, 20])
+    pd.DataFrame({"step": steps, "loss": [np.nan, 1.0, 0.5], "U": rng.uniform(1, 2, 3), "T": rng.uniform(0.5, 1, 3),
+                  "G": rng.uniform(0, 1, 3)}).to_csv(folder / "trajectory.csv", index=False)  # fmt: skip
+    return metrics
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    spec = [
+        ("contrastive", {"tau": 0.07}),
+        ("contrastive", {"tau": 0.5}),
+        ("similarity", {}),
+        ("relational", {"lam": 1.0}),
+    ]
+    metrics = {}
+    for loss, params in spec:
+        for seed in (0, 1):
+            suffix = "".join(f"-{k}{v}" for k, v in params.items())
+            name = f"{loss}{suffix}-s{seed}"
+            metrics[name] = _write_run(root, name, loss, params, seed)
+    return root, metrics
+
+
+def test_distill_report_files_tables_and_correlations(runs_dir, tmp_path):
+    root, metrics = runs_dir
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    for name in (
+        "pca.png",
+        "uniformity_tolerance.png",
+        "trajectories.png",
+        "gap_vs_performance.png",
+        "summary.md",
+        "summary.tex",
+        "summary.csv",
+        "correlations.md",
+        "correlations.tex",
+        "correlations.csv",
+    ):
+        assert (out / name).stat().st_size > 0, name  # fmt: skip
+    for protocol in PROTOCOLS:
+        assert (out / f"per_class_{protocol}.csv").is_file()
+
+    summary = pd.read_csv(out / "summary.csv").set_index("label")
+    row = summary.loc["contrastive (tau=0.5)"]
+    pair = [metrics[f"contrastive-tau0.5-s{s}"] for s in (0, 1)]
+    assert row["n"] == 2
+    assert row["S_mean"] == pytest.approx(np.mean([m["geometry"]["S"] for m in pair]), rel=1e-5)
+    assert row["U_std"] == pytest.approx(np.std([m["geometry"]["U"] for m in pair], ddof=1), rel=1e-5)
+    assert row["few_shot_mean"] == pytest.approx(100 * np.mean([m["few_shot"]["miou"] for m in pair]), rel=1e-5)
+    assert "\\toprule" in (out / "summary.tex").read_text() and "$\\pm$" in (out / "summary.tex").read_text()
+    assert (out / "summary.md").read_text().startswith("Per loss, mean ± std")
+
+    per_class = pd.read_csv(out / "per_class_zero_shot.csv").set_index("label")
+    sim = [metrics[f"similarity-s{s}"]["zero_shot"]["per_class"]["c2"] for s in (0, 1)]
+    assert per_class.loc["similarity", "c2"] == pytest.approx(100 * np.mean(sim), rel=1e-5)
+
+    corr = pd.read_csv(out / "correlations.csv")
+    ordered = sorted(metrics.values(), key=lambda m: (m["loss"], m["seed"]))
+    s = np.array([m["geometry"]["S"] for m in ordered])
+    zs = np.array([100 * m["zero_shot"]["miou"] for m in ordered])
+    got = corr[(corr["gap"] == "S") & (corr["protocol"] == "zero_shot")].iloc[0]
+    assert got["n"] == 8
+    assert got["pearson_r"] == pytest.approx(stats.pearsonr(s, zs)[0], abs=1e-9)
+    assert got["spearman_rho"] == pytest.approx(stats.spearmanr(s, zs)[0], abs=1e-9)
+
+
+def test_different_teachers_and_missing_files_still_draw(runs_dir, tmp_path, capsys):
+    root, _ = runs_dir
+    _write_run(root, "similarity-clip-s0", "similarity", {}, 0, teacher="clip-ViT-B-16-123")
+    (root / "relational-lam1.0-s1" / "trajectory.csv").unlink()
+    (root / "unfinished").mkdir()
+    (root / "unfinished" / "config.json").write_text("{}")
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "different teachers" in err and "uses the synthetic-abc runs only" in err
+    assert "no trajectory.csv" in err and "unfinished" in err
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["n"].sum() == 8  # the CLIP-teacher run is set aside
+    assert (out / "trajectories.png").is_file()
