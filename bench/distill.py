@@ -101,10 +101,11 @@ def run_distill(
     val = scenes_of(cfg, "val", teacher, progress)
     evaluation = val if cfg.eval_scenes is None else val[: cfg.eval_scenes]
     probe = GeometrySet.draw(val[: cfg.probe_scenes], cfg.probe_per_class, cfg.geometry_seed)
-    path = run_dir.path if run_dir is not None and dist.is_main() else None
+    run_path = run_dir.path if run_dir is not None else None
+    path = run_path if dist.is_main() else None  # where files are written: rank 0 only
     name = run_dir.path.name if run_dir is not None else "run"
     with tqdm(total=cfg.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
-        student, trajectory = train_student(cfg, train, probe, device, path, on_step=lambda _: bar.update())
+        student, trajectory = train_student(cfg, train, probe, device, run_path, on_step=lambda _: bar.update())
 
     metrics: dict[str, Any] = {
         "kind": "distill",

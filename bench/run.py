@@ -215,7 +215,8 @@ def _run_suite(
             return 2
         skipped += was_finished
         done.append((name, metrics))
-    say(results_table(done))
+    if distributed.is_main():
+        print(results_table(done))
     say(f"{len(done)} runs in {out} ({skipped} already finished, skipped); report: python -m geomstruct.report")
     return 0
 

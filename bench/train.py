@@ -121,7 +121,7 @@ def train_student(
         scenes: train scenes with teacher grids.
         probe: the fixed probe set of the trajectory.
         device: where to train.
-        run_path: the run directory (checkpoints); None trains without checkpoints.
+        run_path: the run directory (checkpoints, written by rank 0 only); None trains without checkpoints.
         on_step: called after every step with its number (progress bars).
 
     Returns:
@@ -132,7 +132,7 @@ def train_student(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.steps))
     loss_fn = get_loss(cfg.loss)
     trajectory: list[dict[str, float]] = []
-    start = 0
+    start, running, seen = 0, 0.0, 0
     ckpt_path = run_path / CHECKPOINT_FILE if run_path is not None else None
     state = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if state is not None:
@@ -140,6 +140,7 @@ def train_student(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         trajectory, start = list(state["trajectory"]), int(state["step"])
+        running, seen = state["running_loss"]
     model: torch.nn.Module = student
     if dist.active():
         model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
@@ -153,7 +154,6 @@ def train_student(
     if start == 0:
         record(0, float("nan"))
     model.train()
-    running, seen = 0.0, 0
     for step in range(start + 1, cfg.steps + 1):
         order = torch.randperm(len(scenes), generator=step_generator(cfg.seed, step))[: cfg.batch_size].tolist()
         mine = [scenes[i] for i in order[rank::world]]
@@ -174,12 +174,14 @@ def train_student(
             record(step, running / seen)
             running, seen = 0.0, 0
         if ckpt_path is not None and dist.is_main() and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            # every rank reads the checkpoint when it resumes; only rank 0 writes it
             state = {
                 "step": step,
                 "student": student.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "trajectory": trajectory,
+                "running_loss": (running, seen),
             }
             _save_checkpoint(ckpt_path, state)
         if on_step is not None:

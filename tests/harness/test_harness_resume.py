@@ -1,0 +1,67 @@
+"""An interrupted run resumes from its last checkpoint: kill ``python -m bench.run`` mid-training (SIGKILL),
+run the same command again, and get exactly what an uninterrupted run gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.run import main
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = "contrastive-tau0.07-s0"
+
+
+def _argv(suite: Path, out: Path) -> list[str]:
+    return ["--suite", str(suite), "--out", str(out), "--only", "contrastive", "--steps", "40", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_suite, tmp_path):
+    out = tmp_path / "killed"
+    ckpt = out / RUN / "checkpoint.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", *_argv(tiny_suite, out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert ckpt.is_file(), "the run never wrote a checkpoint"
+    assert not (out / RUN / "metrics.json").exists(), "the run finished before it could be killed"
+    stopped_at = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < stopped_at < 40
+
+    assert main(_argv(tiny_suite, out)) == 0  # resumes
+    reference = tmp_path / "uninterrupted"
+    assert main(_argv(tiny_suite, reference)) == 0
+
+    resumed = json.loads((out / RUN / "metrics.json").read_text())
+    straight = json.loads((reference / RUN / "metrics.json").read_text())
+    for key, value in straight["geometry"].items():
+        assert resumed["geometry"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert resumed["zero_shot"]["miou"] == pytest.approx(straight["zero_shot"]["miou"], abs=1e-9)
+    assert (out / RUN / "trajectory.csv").read_text().splitlines()[0] == "step,loss,lr,U,T,G"
+    rows_resumed = (out / RUN / "trajectory.csv").read_text().splitlines()
+    rows_straight = (reference / RUN / "trajectory.csv").read_text().splitlines()
+    assert len(rows_resumed) == len(rows_straight) == 1 + 1 + 10
+    for a, b in zip(rows_resumed[1:], rows_straight[1:], strict=True):
+        assert [float(x) for x in a.split(",")] == pytest.approx(
+            [float(x) for x in b.split(",")], rel=1e-6, nan_ok=True
+        )
