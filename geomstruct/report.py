@@ -16,6 +16,7 @@ from pathlib import Path
 
 from geomstruct.figures.distill import plot_gap_vs_performance, plot_pca, plot_trajectories, plot_ut_plane
 from geomstruct.figures.toy import write_toy_report
+from geomstruct.html import write_index
 from geomstruct.runs import Run, load_runs
 from geomstruct.summary import students_frame
 from geomstruct.tables import write_tables
@@ -56,6 +57,8 @@ def build_report(runs_roots: Sequence[Path], out: Path) -> tuple[list[Path], lis
         problems.append(
             "no finished run found under " + ", ".join(map(str, runs_roots)) + " (run python -m bench.run first)"
         )
+    if written:
+        written.append(write_index(out, runs, problems))
     return written, problems
 
 

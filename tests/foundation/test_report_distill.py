@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -115,3 +117,38 @@ def test_different_teachers_and_missing_files_still_draw(runs_dir, tmp_path, cap
     summary = pd.read_csv(out / "summary.csv")
     assert summary["n"].sum() == 8  # the CLIP-teacher run is set aside
     assert (out / "trajectories.png").is_file()
+
+
+def test_index_html_links_every_figure_and_inlines_every_table(runs_dir, tmp_path):
+    root, _ = runs_dir
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    for figure in ("pca.png", "uniformity_tolerance.png", "trajectories.png", "gap_vs_performance.png"):
+        assert f"src='{figure}'" in page
+    assert page.count("<table>") == 6  # summary, correlations, four per-class tables
+    assert "How these runs were produced" in page and "8 runs (8 distill)" in page
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+def test_index_html_renders_in_headless_chromium(runs_dir, tmp_path):
+    from PIL import Image
+
+    root, _ = runs_dir
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    shot = tmp_path / "index.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,3000", f"--screenshot={shot}",
+         (out / "index.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    image = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert image.shape == (3000, 1280)
+    # rendered figures, not a blank or error page: many dark pixels spread over the page height
+    dark_rows = np.flatnonzero((image < 128).sum(axis=1) > 20)
+    assert dark_rows.size > 300 and dark_rows.max() - dark_rows.min() > 1500

@@ -1,0 +1,123 @@
+"""``reports/index.html``: one self-contained page with every figure and table of a report.
+
+Figures are linked relatively (the page and its PNGs travel together), tables are inlined from the Markdown
+files the report wrote, and a paragraph says how the runs were produced (suites, configuration, package
+versions, device, git commit), read from the run directories' ``config.json`` and ``environment.json``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from geomstruct.runs import Run
+
+FIGURE_CAPTIONS = {
+    "pca.png": "Figure 1 — the 2D teacher space and every loss's 3D space, first two principal components.",
+    "uniformity_tolerance.png": "Every student in the uniformity–tolerance plane, with the 2D teacher.",
+    "trajectories.png": "U, T and G of the students over training, the teacher's values as dashed lines.",
+    "gap_vs_performance.png": "Structural gap (S, ΔU, ΔT) against segmentation mIoU, with correlations.",
+    "toy/toy_initial_outputs.png": "Toy experiment (Figure 3): the initial MLP outputs and the targets.",
+    "toy/toy_evolution_1cluster.png": "Toy experiment (Figure 2), one cluster: the predicted space over training.",
+    "toy/toy_evolution_3clusters.png": "Toy experiment (Figure 2), three clusters: the predicted space over training.",
+    "toy/toy_uniformity.png": "Toy experiment (Figure 4): uniformity and tolerance over training per loss.",
+}
+TABLE_ORDER = ("summary.md", "correlations.md", "per_class_zero_shot.md", "per_class_linear_probe.md",
+               "per_class_few_shot.md", "per_class_few_shot_ood.md", "toy/toy_table.md")  # fmt: skip
+
+
+def markdown_table_to_html(text: str) -> str:
+    """The caption paragraph and the pipe table of a Markdown file written by :mod:`geomstruct.tables`."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    caption = [line for line in lines if not line.startswith("|")]
+    rows = [line.strip().strip("|").split("|") for line in lines if line.startswith("|")]
+    rows = [r for r in rows if not all(set(c.strip()) <= {"-", ":"} for c in r)]
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+    cap = html.escape(" ".join(caption))
+    return f"<p class='caption'>{cap}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def provenance(runs: Sequence[Run]) -> str:
+    """A paragraph on how the runs were produced: suites, data, teachers, steps, versions, device, commit."""
+    if not runs:
+        return "No run could be read."
+    suites = Counter(r.path.parent.name for r in runs)
+    kinds = Counter(r.kind for r in runs)
+    teachers = Counter(str(r.metrics.get("teacher", "–")) for r in runs if r.kind != "toy")
+    datasets = Counter(str(r.metrics.get("dataset", "–")) for r in runs if r.kind != "toy")
+    envs = []
+    for run in runs:
+        env_path = run.path / "environment.json"
+        if env_path.is_file():
+            try:
+                envs.append(json.loads(env_path.read_text()))
+            except json.JSONDecodeError:
+                continue
+    commits = Counter(str(e.get("git_commit") or "unknown")[:12] for e in envs)
+    devices = Counter(str(e.get("device", "?")) for e in envs)
+    packages = envs[0].get("packages", {}) if envs else {}
+    parts = [
+        f"{len(runs)} runs ({', '.join(f'{n} {k}' for k, n in kinds.items())}) from the output folders "
+        + ", ".join(f"<code>{html.escape(s)}/</code> ({n})" for s, n in suites.items())
+        + ", each written by <code>python -m bench.run --suite NAME</code> into its own directory with its "
+        "resolved <code>config.json</code>.",
+    ]
+    if teachers:
+        parts.append(
+            "Teachers: " + ", ".join(f"<code>{html.escape(t)}</code> ({n})" for t, n in teachers.items())
+            + "; data: " + ", ".join(f"{html.escape(d)} ({n})" for d, n in datasets.items()) + "."
+        )  # fmt: skip
+    parts.append(
+        "Devices: " + ", ".join(f"{html.escape(d)} ({n})" for d, n in devices.items())
+        + "; git commits: " + ", ".join(f"<code>{html.escape(c)}</code> ({n})" for c, n in commits.items()) + "."
+    )  # fmt: skip
+    if packages:
+        parts.append("Versions: " + ", ".join(f"{html.escape(k)} {html.escape(str(v))}" for k, v in packages.items()
+                                               if v) + ".")  # fmt: skip
+    return " ".join(parts)
+
+
+def write_index(out: Path, runs: Sequence[Run], problems: Sequence[str]) -> Path:
+    """Write ``out/index.html`` linking every figure and inlining every table present under ``out``."""
+    figures = [name for name in FIGURE_CAPTIONS if (out / name).is_file()]
+    tables = [name for name in TABLE_ORDER if (out / name).is_file()]
+    sections = []
+    for name in figures:
+        sections.append(
+            f"<figure><img src='{html.escape(name)}' alt='{html.escape(FIGURE_CAPTIONS[name])}'>"
+            f"<figcaption>{html.escape(FIGURE_CAPTIONS[name])}</figcaption></figure>"
+        )
+    for name in tables:
+        sections.append(f"<section><h3>{html.escape(name)}</h3>{markdown_table_to_html((out / name).read_text())}"
+                        "</section>")  # fmt: skip
+    notes = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Image-to-lidar distillation: geometry report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
+figcaption, .caption {{ color: #555; font-size: 0.9em; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+</style></head>
+<body>
+<h1>Image-to-lidar distillation: geometry report</h1>
+<h2>How these runs were produced</h2>
+<p>{provenance(runs)}</p>
+{"<h2>Warnings</h2><ul>" + notes + "</ul>" if notes else ""}
+<h2>Figures</h2>
+{"".join(sections[: len(figures)]) or "<p>No figure could be drawn.</p>"}
+<h2>Tables</h2>
+{"".join(sections[len(figures) :]) or "<p>No table could be written.</p>"}
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page)
+    return path
