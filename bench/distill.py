@@ -65,6 +65,7 @@ def scenes_of(
     )
     identity = teacher.identity if teacher is not None else None
     key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.crop_radius, identity)
+    key += (cfg.feature_cache if teacher is not None else None,)
     if key not in _SCENES:
         dataset = open_dataset(name, split, root, variant, sizes, cfg.few_shot_every, progress)
         features = None
