@@ -118,9 +118,9 @@ def run_distill(
         "steps": cfg.steps,
         "final_loss": trajectory[-1]["loss"],
     }
+    geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed)
+    k3d = half_precision(geo_set.student_features(student, device))  # on every rank: gathered over ranks
     if dist.is_main():
-        geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed)
-        k3d = half_precision(geo_set.student_features(student, device))
         q2d = half_precision(geo_set.q2d)
         geo_set.q2d = q2d
         metrics["geometry"] = geo_set.geometry(k3d, t=cfg.uniformity_t)
@@ -142,14 +142,16 @@ def run_distill(
         text = zero_shot_classifier(teacher, "semantickitti" if cfg.dataset == "semantickitti" else "nuscenes")
         metrics["zero_shot"] = zero_shot(student, evaluation, text, classes, device)
     if "linear_probe" in cfg.protocols:
-        metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device)
+        metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress)
     if "few_shot" in cfg.protocols:
         few = scenes_of(cfg, "train_1pct", None, progress)
-        metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device)
+        metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device, progress)
     if "few_shot_ood" in cfg.protocols:
         few_ood = scenes_of(cfg, "train_1pct", None, progress, ood=True)
         val_ood = scenes_of(cfg, "val", None, progress, ood=True)
-        metrics["few_shot_ood"] = fine_tune(student, few_ood, val_ood, _class_names(cfg.ood_dataset), cfg, device)
+        metrics["few_shot_ood"] = fine_tune(
+            student, few_ood, val_ood, _class_names(cfg.ood_dataset), cfg, device, progress
+        )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
     for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
         if key in metrics:

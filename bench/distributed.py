@@ -63,6 +63,15 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return work.to(x.device)
 
 
+def all_gather_objects(obj: object) -> list[object]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in a single process)."""
+    if not active():
+        return [obj]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if active():

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
@@ -125,6 +126,7 @@ def linear_probe(
     classes: Sequence[str],
     cfg: Any,
     device: torch.device,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Linear-probe mIoU: frozen backbone (eval mode), a linear head trained on its features of the train split.
 
@@ -137,7 +139,7 @@ def linear_probe(
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
     optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, 0.9, 1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
-    for step in range(1, cfg.lp_steps + 1):
+    for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
         pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
         loss = F.cross_entropy(head(feats[pick].to(device)), labels[pick].to(device), ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
@@ -155,6 +157,7 @@ def fine_tune(
     classes: Sequence[str],
     cfg: Any,
     device: torch.device,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
@@ -168,7 +171,7 @@ def fine_tune(
     optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
     model.train()
-    for step in range(1, cfg.ft_steps + 1):
+    for step in tqdm(range(1, cfg.ft_steps + 1), desc="fine-tune", leave=False, disable=not progress):
         order = torch.randperm(len(train), generator=step_generator(cfg.seed, step, 11))[: cfg.ft_batch_size]
         chosen = [train[i] for i in order.tolist()]
         points, batch, _ = batch_tensors(chosen, device)

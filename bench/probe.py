@@ -4,7 +4,8 @@ A :class:`GeometrySet` is drawn from the paired points of some scenes (choice: o
 a camera, so both the 3D and the 2D feature exist; one pixel per point, its first pairing): up to
 ``n_per_class`` points of every class (:func:`geomstruct.sampling.balanced_sample`, fixed seed). It holds the
 teacher's 2D features of those points; :meth:`GeometrySet.student_features` runs a student on the scenes and
-reads its 3D features at the same points. The trainer's trajectory probe and the final geometry both use it.
+reads its 3D features at the same points (split over the ranks under ``torchrun`` and gathered). The trainer's
+trajectory probe and the final geometry both use it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
 from bench.scenes import Scene, batch_tensors
 from geomstruct.metrics import geometry
@@ -51,17 +53,22 @@ class GeometrySet:
 
     @torch.no_grad()
     def student_features(self, student: torch.nn.Module, device: torch.device) -> torch.Tensor:
-        """``(n, D)`` float32 CPU features of the student (in eval mode) at the set's points, scene by scene."""
+        """``(n, D)`` float32 CPU features of the student (in eval mode) at the set's points.
+
+        Under ``torchrun`` every rank runs the student on its share of the scenes (scene i on rank
+        ``i mod W``) and the parts are gathered, in scene order, on every rank; call it on all ranks.
+        """
         was_training = student.training
         student.eval()
-        parts = []
-        for scene, index in zip(self.scenes, self.point_index, strict=True):
-            if len(index) == 0:
-                continue
-            points, batch, _ = batch_tensors([scene], device)
-            parts.append(student(points, batch)[torch.from_numpy(index).to(device)].float().cpu())
+        mine = {}
+        for i in range(dist.rank(), len(self.scenes), dist.world_size()):
+            if len(self.point_index[i]):
+                points, batch, _ = batch_tensors([self.scenes[i]], device)
+                index = torch.from_numpy(self.point_index[i]).to(device)
+                mine[i] = student(points, batch)[index].float().cpu()
         student.train(was_training)
-        return torch.cat(parts)
+        parts = {i: f for gathered in dist.all_gather_objects(mine) for i, f in gathered.items()}
+        return torch.cat([parts[i] for i in sorted(parts)])
 
     def geometry(self, k3d: torch.Tensor, t: float = 2.0) -> dict[str, float]:
         """:func:`geomstruct.metrics.geometry` of ``k3d`` against the set's 2D features."""

@@ -103,7 +103,7 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path`` (CPU tensors), or None when there is none."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def train_student(
