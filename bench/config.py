@@ -107,6 +107,11 @@ class DistillConfig:
         for name, root in ((self.dataset, self.dataroot), (self.ood_dataset, self.ood_dataroot)):
             if name != "synthetic" and (root is None or not Path(root).is_dir()):
                 raise ValueError(f"dataset {name} needs a dataroot that exists (--dataroot); got {root!r}")
+        if self.teacher == "synthetic" and self.dataset != "synthetic":
+            raise ValueError(
+                f"the synthetic teacher reads the synthetic world's rendered class maps; dataset {self.dataset} "
+                "needs --teacher clip --clip-checkpoint FILE"
+            )
         positive = ("steps", "batch_size", "n_pairs", "checkpoint_every", "probe_every", "features_per_class")
         for name in positive:
             if getattr(self, name) < 1:

@@ -86,6 +86,7 @@ def test_output_folder_with_a_different_config_is_refused(tiny_runs, tiny_suite,
         (["--suite", "no_such_suite"], "valid suites: full, smoke, toy"),
         (["--suite", "smoke", "--data", "nuscenes", "--dataroot", "/no/such/folder"], "needs a dataroot that exists"),
         (["--suite", "smoke", "--teacher", "clip", "--clip-checkpoint", "/no/such.pt"], "does not exist"),
+        (["--suite", "smoke", "--data", "nuscenes", "--dataroot", "tests/data"], "needs --teacher clip"),
         (["--suite", "toy", "--teacher", "synthetic"], "distill suites only"),
     ],
 )
