@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -177,6 +178,37 @@ def results_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+SEED_TABLE_KEYS = ("U", "T", "G", "S", *MIOU_KEYS)
+
+
+def seed_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """Mean ± sample standard deviation over seeds of every configuration run with more than one seed.
+
+    Runs are grouped by their name without the ``-s<seed>`` suffix; U, T, G, S from ``geometry``, the mIoUs in %.
+    Returns an empty string when no configuration has several seeds.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for name, m in rows:
+        groups.setdefault(name.rsplit("-s", 1)[0], []).append(m)
+    header = f"{'configuration (seeds)':<36}" + "".join(f" {k:>15}" for k in ("U", "T", "G", "S", *_MIOU_HEADS))
+    lines = [header, "-" * len(header)]
+    for config, ms in groups.items():
+        if len(ms) < 2:
+            continue
+        cells = []
+        for key in SEED_TABLE_KEYS:
+            scale = 100.0 if key in MIOU_KEYS else 1.0
+            src = [m.get(key) or {} for m in ms] if key in MIOU_KEYS else [m["geometry"] for m in ms]
+            values = [v.get("miou" if key in MIOU_KEYS else key) for v in src]
+            if any(not isinstance(v, (int, float)) for v in values):
+                cells.append(f"{'-':>15}")
+                continue
+            arr = scale * np.asarray(values, dtype=np.float64)
+            cells.append(f"{arr.mean():8.3f} ± {arr.std(ddof=1):<5.3f}")
+        lines.append(f"{config + f' ({len(ms)})':<36}" + "".join(f" {c:>15}" for c in cells))
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 on success, 2 on bad input or a failed run)."""
     args = _parser().parse_args(argv)
@@ -217,6 +249,9 @@ def _run_suite(
         done.append((name, metrics))
     if distributed.is_main():
         print(results_table(done))
+        seeds = seed_table(done)
+        if seeds:
+            print(seeds)
     say(f"{len(done)} runs in {out} ({skipped} already finished, skipped); report: python -m geomstruct.report")
     return 0
 

@@ -92,3 +92,24 @@ def test_cosine_factor():
     assert cosine_factor(0, 10) == 1.0
     assert cosine_factor(5, 10) == pytest.approx(0.5)
     assert cosine_factor(10, 10) == pytest.approx(0.0)
+
+
+def test_seed_table_mean_and_std_over_seeds():
+    from bench.run import seed_table
+
+    def metrics(u, zs):
+        geo = {"U": u, "T": 0.5, "G": 1.0, "S": 0.2}
+        return {"geometry": geo, "zero_shot": {"miou": zs}, "linear_probe": {"miou": None}}
+
+    rows = [
+        ("similarity-s0", metrics(1.0, 0.10)),
+        ("similarity-s1", metrics(2.0, 0.20)),
+        ("similarity-s2", metrics(3.0, 0.30)),
+        ("relational_cross-s0", metrics(9.0, 0.9)),  # one seed: not in the table
+    ]
+    table = seed_table(rows)
+    (line,) = [row for row in table.splitlines() if row.startswith("similarity (3)")]
+    assert "2.000 ± 1.000" in line  # U: mean 2, sample std 1
+    assert "20.000 ± 10.000" in line  # zero-shot mIoU in %
+    assert "relational_cross" not in table
+    assert seed_table(rows[3:]) == ""
