@@ -7,7 +7,9 @@
 - **Linear probe**: the backbone frozen in eval mode, a linear head trained with cross-entropy on
   ``lp_points_per_scan`` random labelled points of every train scan.
 - **Few-shot fine-tuning**: backbone and a new linear head trained together on the 1% split (every 100th
-  train scan, SLidR's rule); the same on the OOD dataset for **OOD few-shot**.
+  train scan, SLidR's rule); the same on the OOD dataset for **OOD few-shot**. The head reads the student's
+  projection before its L2 normalisation (choice, as SLidR's downstream network: unit-norm inputs give the new
+  head near-uniform logits that a short schedule does not get out of).
 
 Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule,
 cross-entropy with the ignore index excluded. Predictions are made per voxel by the network and carried back
@@ -167,7 +169,11 @@ def fine_tune(
     if not train:
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
     torch.manual_seed(cfg.seed)
-    model = Segmenter(copy.deepcopy(student), cfg.out_dim, len(classes)).to(device)
+    backbone = copy.deepcopy(student)
+    network = getattr(backbone, "network", None)
+    if network is not None and hasattr(network, "normalize"):
+        network.normalize = False  # the head reads the projection before L2 normalisation (SLidR's downstream)
+    model = Segmenter(backbone, cfg.out_dim, len(classes)).to(device)
     optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
     model.train()
