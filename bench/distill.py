@@ -115,6 +115,7 @@ def run_distill(
         "seed": cfg.seed,
         "dataset": cfg.dataset,
         "teacher": teacher.identity,
+        "class_names": list(_class_names(cfg.dataset)),  # label id -> name, for the report's legends
         "steps": cfg.steps,
         "final_loss": trajectory[-1]["loss"],
     }
