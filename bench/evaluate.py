@@ -139,7 +139,7 @@ def linear_probe(
     feats, labels = _frozen_features(student, train, cfg.lp_points_per_scan, cfg.seed, device)
     torch.manual_seed(cfg.seed)
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
-    optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, 0.9, 1e-4)
+    optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
     for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
         pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
