@@ -38,8 +38,37 @@ LOSS_STYLE = {
 }
 
 
+CONTRASTIVE_SHADES = ("#67000d", "#d62728", "#fb6a4a", "#f4a582", "#a50f15", "#ef3b2c")
+CONTRASTIVE_MARKERS = ("o", "p", "h", "8", "P", "X")
+
+
 def _style(loss: str) -> tuple[str, str]:
     return LOSS_STYLE.get(loss, ("#333333", "x"))
+
+
+def label_styles(labels: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, str, str]]:
+    """``{label: (colour, marker, linestyle)}`` for ``(label, loss, tau)`` triples.
+
+    One colour and marker per loss; the contrastive temperatures get their own shade of red and marker (in
+    increasing tau), and every tau but 0.07 a dashed line, so that a temperature sweep stays readable.
+    """
+    styles: dict[str, tuple[str, str, str]] = {}
+    taus = sorted({tau for _, loss, tau in labels if loss == "contrastive" and np.isfinite(tau)})
+    for label, loss, tau in labels:
+        colour, marker = _style(loss)
+        linestyle = "-"
+        if loss == "contrastive" and np.isfinite(tau) and len(taus) > 1:
+            rank = taus.index(tau)
+            colour = CONTRASTIVE_SHADES[rank % len(CONTRASTIVE_SHADES)]
+            marker = CONTRASTIVE_MARKERS[rank % len(CONTRASTIVE_MARKERS)]
+            linestyle = "-" if np.isclose(tau, 0.07) else "--"
+        styles[label] = (colour, marker, linestyle)
+    return styles
+
+
+def _frame_styles(students: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
+    rows = students.drop_duplicates("label")
+    return label_styles(list(zip(rows["label"], rows["loss"], rows["tau"].astype(float), strict=True)))
 
 
 def _one_per_label(runs: Sequence[Run]) -> list[Run]:
@@ -112,8 +141,9 @@ def plot_ut_plane(students: pd.DataFrame, out: Path) -> Path:
     """Every student in the (U, T) plane, the teacher's point, and a dashed line from the teacher to each loss's
     mean (the structural gap)."""
     fig, ax = plt.subplots(figsize=(7.0, 5.6))
+    styles = _frame_styles(students)
     for label, group in students.groupby("label", sort=False):
-        colour, marker = _style(group["loss"].iloc[0])
+        colour, marker, _ = styles[label]
         ax.scatter(
             group["U"],
             group["T"],
@@ -161,12 +191,17 @@ def plot_trajectories(runs: Sequence[Run], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.6))
     teacher = {"U": np.mean([r.metrics["geometry"]["U_2d"] for r in runs]),
                "T": np.mean([r.metrics["geometry"]["T_2d"] for r in runs])}  # fmt: skip
+    styles = label_styles(
+        [
+            (label, m[0].loss, float((m[0].metrics.get("params") or {}).get("tau", np.nan)))
+            for label, m in per_label.items()
+        ]
+    )
     for ax, key in zip(axes, ("U", "T", "G"), strict=True):
         for label in sorted(per_label, key=loss_rank):
             members = per_label[label]
             frame = pd.concat([m.trajectory.set_index("step")[key] for m in members], axis=1)
-            colour, _ = _style(members[0].loss)
-            linestyle = "-" if members[0].loss != "contrastive" or "0.07" in label else "--"
+            colour, _, linestyle = styles[label]
             ax.plot(frame.index, frame.mean(axis=1), color=colour, linestyle=linestyle, label=label)
             ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour, alpha=0.12)
         if key in teacher:
@@ -190,14 +225,15 @@ def plot_gap_vs_performance(students: pd.DataFrame, out: Path, n_boot: int = 10_
     if not protocols:
         return None
     gaps = ("S", "dU", "dT")
-    fig, axes = plt.subplots(len(gaps), len(protocols), figsize=(4.3 * len(protocols), 3.7 * len(gaps)),
+    fig, axes = plt.subplots(len(gaps), len(protocols), figsize=(4.6 * len(protocols), 4.0 * len(gaps)),
                              squeeze=False)  # fmt: skip
+    styles = _frame_styles(students)
     for i, gap in enumerate(gaps):
         for j, protocol in enumerate(protocols):
             ax = axes[i, j]
             for label, group in students.groupby("label", sort=False):
-                colour, marker = _style(group["loss"].iloc[0])
-                ax.scatter(group[gap], group[protocol], color=colour, marker=marker, s=30, label=label,
+                colour, marker, _ = styles[label]
+                ax.scatter(group[gap], group[protocol], color=colour, marker=marker, s=40, label=label,
                            edgecolors="black", linewidths=0.3)  # fmt: skip
             x, y = students[gap].to_numpy(float), students[protocol].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
@@ -206,8 +242,7 @@ def plot_gap_vs_performance(students: pd.DataFrame, out: Path, n_boot: int = 10_
                 xs = np.linspace(x[ok].min(), x[ok].max(), 2)
                 ax.plot(xs, slope * xs + intercept, color="black", linewidth=1.0)
             p, s = pearson(x, y, n_boot=n_boot), spearman(x, y, n_boot=n_boot)
-            ax.text(0.02, 0.98, f"{p}\n{s}", transform=ax.transAxes, va="top", fontsize=7,
-                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})  # fmt: skip
+            ax.set_title(f"{p}\n{s}", fontsize=7, loc="left")  # above the axes: never hides a student
             ax.set_xlabel({"S": "structural gap S", "dU": "ΔU = U_3D − U_2D", "dT": "ΔT = T_3D − T_2D"}[gap])
             ax.set_ylabel(f"{PROTOCOL_TITLES[protocol]} mIoU (%)")
             ax.grid(alpha=0.3)

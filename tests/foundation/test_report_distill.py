@@ -152,3 +152,20 @@ def test_index_html_renders_in_headless_chromium(runs_dir, tmp_path):
     # rendered figures, not a blank or error page: many dark pixels spread over the page height
     dark_rows = np.flatnonzero((image < 128).sum(axis=1) > 20)
     assert dark_rows.size > 300 and dark_rows.max() - dark_rows.min() > 1500
+
+
+def test_label_styles_tell_contrastive_temperatures_apart():
+    from geomstruct.figures.distill import label_styles
+
+    labels = [(f"contrastive (tau={t})", "contrastive", t) for t in (1.0, 0.07, 0.2, 0.01)]
+    labels += [("similarity", "similarity", float("nan")), ("relational (lam=1.0)", "relational", float("nan"))]
+    styles = label_styles(labels)
+    contrastive = [styles[label] for label, _, _ in labels[:4]]
+    assert len({(c, m) for c, m, _ in contrastive}) == 4  # every temperature its own colour and marker
+    assert styles["contrastive (tau=0.07)"][2] == "-" and styles["contrastive (tau=0.2)"][2] == "--"
+    assert styles["similarity"] != styles["relational (lam=1.0)"]
+    # a single temperature keeps the loss's own style
+    assert label_styles([("contrastive (tau=0.07)", "contrastive", 0.07)])["contrastive (tau=0.07)"][:2] == (
+        "#d62728",
+        "o",
+    )
