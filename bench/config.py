@@ -7,11 +7,12 @@ Defaults follow METHOD.md and SLidR (Sautier et al., CVPR 2022) where they say s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bench.scenes import DATASETS
+from bench.segmentation_loss import SEGMENTATION_LOSSES
 from models.losses import LOSSES, get_loss
 
 TEACHERS = ("synthetic", "clip")
@@ -37,7 +38,8 @@ class DistillConfig:
     Evaluation (METHOD.md sections 4-5): geometry on ``features_per_class`` class-balanced paired points of the
     evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
     ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on every
-    ``few_shot_every``-th train scan; downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule.
+    ``few_shot_every``-th train scan; downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule, loss
+    ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax).
     """
 
     loss: str
@@ -86,6 +88,7 @@ class DistillConfig:
     ft_steps: int = 60
     ft_lr: float = 0.05
     ft_batch_size: int = 1
+    seg_loss: str = "ce"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -97,6 +100,8 @@ class DistillConfig:
             raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.seg_loss not in SEGMENTATION_LOSSES:
+            raise ValueError(f"unknown seg_loss {self.seg_loss!r}; valid: {', '.join(SEGMENTATION_LOSSES)}")
         unknown = sorted(set(self.protocols) - set(PROTOCOLS))
         if unknown:
             raise ValueError(f"unknown protocols {unknown}; valid protocols: {', '.join(PROTOCOLS)}")
@@ -128,6 +133,11 @@ class DistillConfig:
         if "protocols" in values:
             values["protocols"] = tuple(values["protocols"])
         return cls(**values)
+
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """Every field with a plain default value: what a run directory written before that field existed used."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     def resolved(self) -> dict[str, Any]:
         """JSON-ready configuration, with ``kind: distill``."""

@@ -164,11 +164,11 @@ def run_distill(
 def execute_distill(resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool) -> dict[str, Any]:
     """Run (or skip, when finished) one distill run of a suite and return its metrics."""
     if run_dir.finished:
-        run_dir.check_config(resolved)
+        run_dir.check_config(resolved, DistillConfig.field_defaults())
         return read_json(run_dir.path / "metrics.json")
     cfg = DistillConfig.from_run({k: v for k, v in resolved.items() if k != "kind"})
     if dist.is_main():
-        run_dir.start(resolved, device)
+        run_dir.start(resolved, device, DistillConfig.field_defaults())
     metrics = run_distill(cfg, run_dir, device, progress)
     if dist.is_main():
         run_dir.finish(metrics)

@@ -12,7 +12,8 @@
   head near-uniform logits that a short schedule does not get out of).
 
 Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule,
-cross-entropy with the ignore index excluded. Predictions are made per voxel by the network and carried back
+cross-entropy with the ignore index excluded (``seg_loss = "ce+lovasz"`` adds Lovász-softmax,
+:mod:`bench.segmentation_loss`). Predictions are made per voxel by the network and carried back
 to every point (:func:`models.students.devoxelize`), and every point of the evaluation scans is scored. Under
 ``torchrun`` the evaluation scans are split over the ranks and the confusion matrices summed.
 """
@@ -25,13 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
 from bench.scenes import Scene, batch_tensors
+from bench.segmentation_loss import segmentation_loss
 from bench.train import cosine_factor, make_optimizer, step_generator
 from models.teachers.base import zero_shot_predict
 
@@ -133,7 +134,7 @@ def linear_probe(
     """Linear-probe mIoU: frozen backbone (eval mode), a linear head trained on its features of the train split.
 
     ``cfg`` supplies ``lp_points_per_scan``, ``lp_steps``, ``lp_batch_points``, ``lp_lr``, ``momentum``,
-    ``weight_decay`` and ``seed``.
+    ``weight_decay``, ``seg_loss`` and ``seed``.
     """
     student.eval()
     feats, labels = _frozen_features(student, train, cfg.lp_points_per_scan, cfg.seed, device)
@@ -143,7 +144,8 @@ def linear_probe(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
     for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
         pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
-        loss = F.cross_entropy(head(feats[pick].to(device)), labels[pick].to(device), ignore_index=IGNORE_INDEX)
+        logits = head(feats[pick].to(device))
+        loss = segmentation_loss(logits, labels[pick].to(device), cfg.seg_loss, IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -163,8 +165,8 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim`` and ``seed``. Every rank trains the
-    same model (same seed, same scans); only the evaluation is split over ranks.
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim``, ``seg_loss`` and ``seed``. Every
+    rank trains the same model (same seed, same scans); only the evaluation is split over ranks.
     """
     if not train:
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
@@ -182,7 +184,7 @@ def fine_tune(
         chosen = [train[i] for i in order.tolist()]
         points, batch, _ = batch_tensors(chosen, device)
         target = torch.from_numpy(np.concatenate([s.labels for s in chosen])).to(device)
-        loss = F.cross_entropy(model(points, batch), target, ignore_index=IGNORE_INDEX)
+        loss = segmentation_loss(model(points, batch), target, cfg.seg_loss, IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -138,13 +138,21 @@ class RunDir:
         """True when ``metrics.json`` exists (it is written last)."""
         return (self.path / METRICS_FILE).is_file()
 
-    def check_config(self, config: Mapping[str, Any]) -> None:
-        """Raise :class:`RunConflictError` when the folder holds a run of a different configuration."""
+    def check_config(self, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
+        """Raise :class:`RunConflictError` when the folder holds a run of a different configuration.
+
+        A key missing from the stored configuration is no difference when ``config`` holds its value from
+        ``defaults`` (a parameter added to the code after the run was written, at the value the run used).
+        """
         existing = self.path / CONFIG_FILE
         if not existing.is_file():
             return
         old = read_json(existing)
         new = json.loads(json.dumps(config, sort_keys=True, default=_json_default))
+        known = json.loads(json.dumps(dict(defaults or {}), sort_keys=True, default=_json_default))
+        for key in set(new) - set(old):
+            if key in known and known[key] == new[key]:
+                old[key] = new[key]
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise RunConflictError(
@@ -152,9 +160,9 @@ class RunDir:
                 "choose another output folder or remove that run — nothing was overwritten"
             )
 
-    def start(self, config: Mapping[str, Any], device: torch.device) -> None:
-        """Write ``config.json`` and ``environment.json`` (after :meth:`check_config`)."""
-        self.check_config(config)
+    def start(self, config: Mapping[str, Any], device: torch.device, defaults: Mapping[str, Any] | None = None) -> None:
+        """Write ``config.json`` and ``environment.json`` (after :meth:`check_config` with ``defaults``)."""
+        self.check_config(config, defaults)
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.path / CONFIG_FILE, config)
         write_json(self.path / ENVIRONMENT_FILE, environment(device))

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bench import distributed
-from bench.config import TEACHERS
+from bench.config import TEACHERS, DistillConfig
 from bench.distill import execute_distill, resolve_distill
 from bench.results import TRAJECTORY_FILE, RunConflictError, RunDir, read_json, write_csv, write_npz
 from bench.scenes import DATASETS
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = torch.device(args.device)
         out = args.out if args.out is not None else DEFAULT_OUTPUT_ROOT / suite.name
         for name, run in runs:  # refuse before anything runs, so that nothing is overwritten
-            RunDir(out / name).check_config(run)
+            RunDir(out / name).check_config(run, DistillConfig.field_defaults() if suite.kind == "distill" else None)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -88,9 +88,11 @@ def test_protocols_score_an_oracle_student_perfectly():
     assert result["points"] == sum(int((s.labels != IGNORE_INDEX).sum()) for s in scenes)
     cfg = SimpleNamespace(
         seed=0, lp_points_per_scan=400, lp_steps=200, lp_batch_points=512, lp_lr=5.0, ft_steps=50, ft_batch_size=1,
-        ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
+        seg_loss="ce", ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
     )  # fmt: skip
     assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
+    with_lovasz = SimpleNamespace(**{**vars(cfg), "seg_loss": "ce+lovasz"})
+    assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, with_lovasz, cpu)["miou"] == 1.0
     assert fine_tune(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
     # a wrong classifier (classes permuted) scores 0 in zero-shot
     assert zero_shot(oracle, scenes, text.roll(1, dims=0), NUSCENES_CLASSES, cpu)["miou"] == 0.0

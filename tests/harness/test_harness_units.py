@@ -113,3 +113,18 @@ def test_seed_table_mean_and_std_over_seeds():
     assert "20.000 ± 10.000" in line  # zero-shot mIoU in %
     assert "relational_cross" not in table
     assert seed_table(rows[3:]) == ""
+
+
+def test_run_written_before_a_parameter_existed_matches_its_default(tmp_path):
+    from bench.config import DistillConfig
+    from bench.results import RunConflictError, RunDir, write_json
+
+    current = DistillConfig(loss="similarity", seed=0).resolved()
+    older = {k: v for k, v in current.items() if k != "seg_loss"}  # written before seg_loss existed
+    write_json(tmp_path / "config.json", older)
+    run = RunDir(tmp_path)
+    run.check_config(current, DistillConfig.field_defaults())  # the default is what the old run used
+    with pytest.raises(RunConflictError, match="differs in: seg_loss"):
+        run.check_config({**current, "seg_loss": "ce+lovasz"}, DistillConfig.field_defaults())
+    with pytest.raises(RunConflictError, match="differs in: seg_loss"):
+        run.check_config(current)  # without defaults every missing key is a difference
