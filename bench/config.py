@@ -17,6 +17,8 @@ from models.losses import LOSSES, get_loss
 
 TEACHERS = ("synthetic", "clip")
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
+"""Protocols that score (or train on) the labels of the main dataset."""
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -25,9 +27,13 @@ class DistillConfig:
     """One distillation run: data, teacher, student, loss, optimisation, probes and evaluation protocols.
 
     Data: ``dataset`` (``synthetic``, ``nuscenes``, ``semantickitti``) with ``dataroot`` (for synthetic the
-    scene cache folder), synthetic split sizes ``train_scenes`` / ``val_scenes``, ``crop_radius`` metres
-    *(choice; None keeps every point)*, evaluation on the first ``eval_scenes`` scans of the val split (None =
-    all). OOD few-shot on ``ood_dataset`` (``synthetic`` = the ``ood`` variant, or ``semantickitti``).
+    scene cache folder; for nuScenes the table ``version``, ``v1.0-trainval`` or ``v1.0-mini``), synthetic split
+    sizes ``train_scenes`` / ``val_scenes``, ``crop_radius`` metres *(choice; None keeps every point)*;
+    distillation and downstream training on ``train_split``, evaluation on the first ``eval_scenes`` scans of
+    ``eval_split`` (None = all; nuScenes roles ``train``/``val``, and ``train_fit``/``holdout`` for
+    hyper-parameter selection, :mod:`bench.data.nuscenes`). OOD few-shot on ``ood_dataset`` (``synthetic`` = the
+    ``ood`` variant, or ``semantickitti``). Teacher features are read from the cache ``feature_cache`` (default
+    ``cache/features``), filled before the first step.
 
     Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
     all valid pairs of the batch of ``batch_size`` scans; ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or
@@ -37,8 +43,9 @@ class DistillConfig:
 
     Evaluation (METHOD.md sections 4-5): geometry on ``features_per_class`` class-balanced paired points of the
     evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
-    ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on every
-    ``few_shot_every``-th train scan; downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule, loss
+    ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on the 1% split
+    (nuScenes and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th
+    train scene); downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule, loss
     ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax).
     """
 
@@ -47,6 +54,9 @@ class DistillConfig:
     loss_params: dict[str, Any] = field(default_factory=dict)
     dataset: str = "synthetic"
     dataroot: str | None = None
+    version: str = "v1.0-trainval"
+    train_split: str = "train"
+    eval_split: str = "val"
     variant: str = "nuscenes"
     train_scenes: int = 40
     val_scenes: int = 8
@@ -85,6 +95,7 @@ class DistillConfig:
     lp_lr: float = 0.5
     lp_batch_points: int = 4096
     lp_points_per_scan: int = 2000
+    lp_max_points: int = 500_000
     ft_steps: int = 60
     ft_lr: float = 0.05
     ft_batch_size: int = 1
@@ -117,10 +128,39 @@ class DistillConfig:
                 f"the synthetic teacher reads the synthetic world's rendered class maps; dataset {self.dataset} "
                 "needs --teacher clip --clip-checkpoint FILE"
             )
-        positive = ("steps", "batch_size", "n_pairs", "checkpoint_every", "probe_every", "features_per_class")
+        if self.dataset == "nuscenes":
+            self._check_nuscenes()
+        positive = (
+            "steps",
+            "batch_size",
+            "n_pairs",
+            "checkpoint_every",
+            "probe_every",
+            "features_per_class",
+            "lp_max_points",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+
+    def _check_nuscenes(self) -> None:
+        """The dataroot holds the table version; protocols that need labels need nuScenes-lidarseg."""
+        from bench.data.nuscenes import dataroot_info, split_scene_names
+
+        try:
+            info = dataroot_info(str(self.dataroot), self.version)
+            for split in (self.train_split, self.eval_split):
+                split_scene_names(split, self.version)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        needs = [p for p in LABEL_PROTOCOLS if p in self.protocols]
+        if needs and not info.has_lidarseg:
+            raise ValueError(
+                f"nuScenes dataroot {self.dataroot} has no lidarseg labels ({info.dataroot / self.version}/"
+                f"lidarseg.json is missing): protocols {', '.join(needs)} need the nuScenes-lidarseg add-on "
+                "extracted into the dataroot; without it, run --protocols none (or few_shot_ood) to distil and "
+                "measure the label-free geometry"
+            )
 
     @classmethod
     def from_run(cls, run: dict[str, Any]) -> DistillConfig:

@@ -17,18 +17,22 @@ import torch
 
 from bench import distributed as dist
 from bench.config import DistillConfig
+from bench.data.base import ScanDataset
 from bench.evaluate import fine_tune, linear_probe, zero_shot
+from bench.features import FeatureCache, text_embeddings
 from bench.probe import GeometrySet, half_precision
 from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_npz
-from bench.scenes import Scene, TeacherFeatures, load_scenes, open_dataset
+from bench.scenes import SceneDataset, open_dataset
 from bench.train import TRAJECTORY_COLUMNS, train_student
-from models.teachers.base import Teacher, build_teacher, zero_shot_classifier
-from models.teachers.cache import FeatureCache
+from models.teachers.base import Teacher, build_teacher
 
 FEATURES_FILE = "features.npz"
+DEFAULT_FEATURE_CACHE = "cache/features"
+"""Feature cache folder when a run sets none (relative to the working directory)."""
 
 _TEACHERS: dict[tuple, Teacher] = {}
-_SCENES: dict[tuple, list[Scene]] = {}
+_DATASETS: dict[tuple, ScanDataset] = {}
+_FILLED: set[tuple] = set()
 
 
 def make_teacher(cfg: DistillConfig, device: torch.device) -> Teacher:
@@ -48,14 +52,21 @@ def make_teacher(cfg: DistillConfig, device: torch.device) -> Teacher:
     return _TEACHERS[key]
 
 
-def scenes_of(
+def feature_root(cfg: DistillConfig) -> str:
+    """The run's feature cache folder (:data:`DEFAULT_FEATURE_CACHE` when the configuration sets none)."""
+    return cfg.feature_cache or DEFAULT_FEATURE_CACHE
+
+
+def scene_data(
     cfg: DistillConfig,
     split: str,
     teacher: Teacher | None,
     progress: bool,
     ood: bool = False,
-) -> list[Scene]:
-    """Scenes of a split (cached in the process, so the runs of a suite share them)."""
+    workers: int = 0,
+) -> SceneDataset:
+    """The scans of a split, streamed with teacher grids when ``teacher`` is given (its feature cache is filled
+    first, with ``workers`` DataLoader workers, split over the ranks; the size and fill rate are printed)."""
     name, root = (cfg.ood_dataset, cfg.ood_dataroot) if ood else (cfg.dataset, cfg.dataroot)
     variant = "ood" if ood else cfg.variant
     sizes = (
@@ -63,20 +74,24 @@ def scenes_of(
         if ood
         else {"train": cfg.train_scenes, "val": cfg.val_scenes}
     )
-    identity = teacher.identity if teacher is not None else None
-    key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.crop_radius, identity)
-    key += (cfg.feature_cache if teacher is not None else None,)
-    if key not in _SCENES:
-        dataset = open_dataset(name, split, root, variant, sizes, cfg.few_shot_every, progress)
-        features = None
-        if teacher is not None:
-            cache = None
-            if cfg.feature_cache is not None:
-                cache = FeatureCache(cfg.feature_cache, name, teacher.identity)
-                cache.fill(dataset, teacher, progress=progress)
-            features = TeacherFeatures(teacher, cache)
-        _SCENES[key] = load_scenes(dataset, features, cfg.crop_radius, progress=progress)
-    return _SCENES[key]
+    key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.version)
+    if key not in _DATASETS:  # only rank 0 generates synthetic scenes; the others wait, then read them
+        if dist.is_main():
+            _DATASETS[key] = open_dataset(name, split, root, variant, sizes, cfg.few_shot_every, progress, cfg.version)
+        dist.barrier()
+        if not dist.is_main():
+            _DATASETS[key] = open_dataset(name, split, root, variant, sizes, cfg.few_shot_every, False, cfg.version)
+    dataset = _DATASETS[key]
+    cache = None
+    if teacher is not None:
+        cache = FeatureCache(feature_root(cfg), dataset.cache_key, teacher.identity)
+        filled = (cache.folder, split, key)
+        if filled not in _FILLED:
+            report = cache.fill(dataset, teacher, workers, progress=progress)
+            if dist.is_main() and (report.written or progress):
+                print(report.summary(cache.folder))
+            _FILLED.add(filled)
+    return SceneDataset(dataset, cfg.crop_radius, cache)
 
 
 def _class_names(name: str) -> tuple[str, ...]:
@@ -90,23 +105,30 @@ def _json_float(x: float) -> float | None:
 
 
 def run_distill(
-    cfg: DistillConfig, run_dir: RunDir | None, device: torch.device, progress: bool = True
+    cfg: DistillConfig, run_dir: RunDir | None, device: torch.device, progress: bool = True, workers: int = 0
 ) -> dict[str, Any]:
-    """Train and evaluate one student; returns ``metrics`` (and writes the run directory when given)."""
+    """Train and evaluate one student; returns ``metrics`` (and writes the run directory when given).
+
+    ``workers``: DataLoader worker processes reading scans ahead of the student (0: in the main process);
+    they change the speed, never the result.
+    """
     from tqdm import tqdm
 
     teacher = make_teacher(cfg, device)
     if teacher.dim != cfg.out_dim:
         raise ValueError(f"student out_dim {cfg.out_dim} differs from the teacher's feature dimension {teacher.dim}")
-    train = scenes_of(cfg, "train", teacher, progress)
-    val = scenes_of(cfg, "val", teacher, progress)
-    evaluation = val if cfg.eval_scenes is None else val[: cfg.eval_scenes]
-    probe = GeometrySet.draw(val[: cfg.probe_scenes], cfg.probe_per_class, cfg.geometry_seed)
+    classes = _class_names(cfg.dataset)
+    train = scene_data(cfg, cfg.train_split, teacher, progress, workers=workers)
+    val = scene_data(cfg, cfg.eval_split, teacher, progress, workers=workers)
+    evaluation = val.head(cfg.eval_scenes)
+    probe = GeometrySet.draw(val.head(cfg.probe_scenes), cfg.probe_per_class, cfg.geometry_seed, len(classes), workers)
     run_path = run_dir.path if run_dir is not None else None
     path = run_path if dist.is_main() else None  # where files are written: rank 0 only
     name = run_dir.path.name if run_dir is not None else "run"
     with tqdm(total=cfg.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
-        student, trajectory = train_student(cfg, train, probe, device, run_path, on_step=lambda _: bar.update())
+        student, trajectory = train_student(
+            cfg, train, probe, device, run_path, on_step=lambda _: bar.update(), workers=workers
+        )
 
     metrics: dict[str, Any] = {
         "kind": "distill",
@@ -119,8 +141,8 @@ def run_distill(
         "steps": cfg.steps,
         "final_loss": trajectory[-1]["loss"],
     }
-    geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed)
-    k3d = half_precision(geo_set.student_features(student, device))  # on every rank: gathered over ranks
+    geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed, len(classes), workers)
+    k3d = half_precision(geo_set.student_features(student, device, workers))  # on every rank: gathered
     if dist.is_main():
         q2d = half_precision(geo_set.q2d)
         geo_set.q2d = q2d
@@ -138,20 +160,20 @@ def run_distill(
                 q2d=q2d.numpy().astype(np.float16),
                 labels=geo_set.labels.astype(np.int64),
             )
-    classes = _class_names(cfg.dataset)
     if "zero_shot" in cfg.protocols:
-        text = zero_shot_classifier(teacher, "semantickitti" if cfg.dataset == "semantickitti" else "nuscenes")
-        metrics["zero_shot"] = zero_shot(student, evaluation, text, classes, device)
+        vocabulary = "semantickitti" if cfg.dataset == "semantickitti" else "nuscenes"
+        text = text_embeddings(teacher, vocabulary, feature_root(cfg))
+        metrics["zero_shot"] = zero_shot(student, evaluation, text, classes, device, workers)
     if "linear_probe" in cfg.protocols:
-        metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress)
+        metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress, workers)
     if "few_shot" in cfg.protocols:
-        few = scenes_of(cfg, "train_1pct", None, progress)
-        metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device, progress)
+        few = scene_data(cfg, "train_1pct", None, progress)
+        metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
     if "few_shot_ood" in cfg.protocols:
-        few_ood = scenes_of(cfg, "train_1pct", None, progress, ood=True)
-        val_ood = scenes_of(cfg, "val", None, progress, ood=True)
+        few_ood = scene_data(cfg, "train_1pct", None, progress, ood=True)
+        val_ood = scene_data(cfg, "val", None, progress, ood=True)
         metrics["few_shot_ood"] = fine_tune(
-            student, few_ood, val_ood, _class_names(cfg.ood_dataset), cfg, device, progress
+            student, few_ood, val_ood, _class_names(cfg.ood_dataset), cfg, device, progress, workers
         )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
     for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
@@ -161,7 +183,9 @@ def run_distill(
     return metrics
 
 
-def execute_distill(resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool) -> dict[str, Any]:
+def execute_distill(
+    resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool, workers: int = 0
+) -> dict[str, Any]:
     """Run (or skip, when finished) one distill run of a suite and return its metrics."""
     if run_dir.finished:
         run_dir.check_config(resolved, DistillConfig.field_defaults())
@@ -169,7 +193,7 @@ def execute_distill(resolved: dict[str, Any], run_dir: RunDir, device: torch.dev
     cfg = DistillConfig.from_run({k: v for k, v in resolved.items() if k != "kind"})
     if dist.is_main():
         run_dir.start(resolved, device, DistillConfig.field_defaults())
-    metrics = run_distill(cfg, run_dir, device, progress)
+    metrics = run_distill(cfg, run_dir, device, progress, workers)
     if dist.is_main():
         run_dir.finish(metrics)
     dist.barrier()

@@ -4,8 +4,12 @@
   ``IoU_c = M_cc / (sum_j M_cj + sum_i M_ic - M_cc)``; a class absent from both prediction and ground truth
   has no IoU (NaN) and is left out of the mean; per-class IoU is always reported (``None`` when NaN).
 - **Zero-shot**: ``argmax_c normalize(k) . e_c`` with the teacher's prompt-ensemble text embeddings ``e_c``.
-- **Linear probe**: the backbone frozen in eval mode, a linear head trained with cross-entropy on
-  ``lp_points_per_scan`` random labelled points of every train scan.
+- **Linear probe**: the backbone frozen in eval mode, a linear head trained with cross-entropy on the frozen
+  features of a uniform sample of labelled train points: ``p = min(lp_points_per_scan, lp_max_points // n_scans)``
+  random labelled points of every train scan (choice: the probe sees every train scan but a bounded number of
+  its points, so its memory, ``lp_max_points x D`` floats, does not grow with the train split; SLidR trains the
+  head on every point for many epochs, which this approximates by a uniform sample of at most
+  ``lp_max_points`` points).
 - **Few-shot fine-tuning**: backbone and a new linear head trained together on the 1% split (every 100th
   train scan, SLidR's rule); the same on the OOD dataset for **OOD few-shot**. The head reads the student's
   projection before its L2 normalisation (choice, as SLidR's downstream network: unit-norm inputs give the new
@@ -14,8 +18,9 @@
 Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule,
 cross-entropy with the ignore index excluded (``seg_loss = "ce+lovasz"`` adds Lovász-softmax,
 :mod:`bench.segmentation_loss`). Predictions are made per voxel by the network and carried back
-to every point (:func:`models.students.devoxelize`), and every point of the evaluation scans is scored. Under
-``torchrun`` the evaluation scans are split over the ranks and the confusion matrices summed.
+to every point (:func:`models.students.devoxelize`), and every point of the evaluation scans is scored. Every
+split is streamed through a ``DataLoader`` (:func:`bench.scenes.scene_loader`), one scan at a time for
+evaluation. Under ``torchrun`` the evaluation scans are split over the ranks and the confusion matrices summed.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
-from bench.scenes import Scene, batch_tensors
+from bench.scenes import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
 from bench.segmentation_loss import segmentation_loss
-from bench.train import cosine_factor, make_optimizer, step_generator
+from bench.train import cosine_factor, make_optimizer
 from models.teachers.base import zero_shot_predict
 
 
@@ -71,23 +76,27 @@ PointPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def evaluate_predictor(
-    predict: PointPredictor, scenes: Sequence[Scene], classes: Sequence[str], device: torch.device
+    predict: PointPredictor, scenes: SceneDataset, classes: Sequence[str], device: torch.device, workers: int = 0
 ) -> dict[str, Any]:
     """mIoU of ``predict(points, batch) -> class per point`` over every point of ``scenes`` (split over ranks)."""
     conf = torch.zeros(len(classes), len(classes), dtype=torch.int64)
-    for scene in scenes[dist.rank() :: dist.world_size()]:
-        points, batch, _ = batch_tensors([scene], device)
-        conf += torch.from_numpy(confusion_matrix(predict(points, batch), scene.labels, len(classes)))
+    for batch in scene_loader(scenes.without_features(), ShardSampler(len(scenes)), workers, device):
+        conf += torch.from_numpy(confusion_matrix(predict(*batch.inputs(device)), batch.labels, len(classes)))
     return miou(dist.all_reduce_sum(conf).numpy(), classes)
 
 
 def zero_shot(
-    student: nn.Module, scenes: Sequence[Scene], text: torch.Tensor, classes: Sequence[str], device: torch.device
+    student: nn.Module,
+    scenes: SceneDataset,
+    text: torch.Tensor,
+    classes: Sequence[str],
+    device: torch.device,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Zero-shot mIoU: each point's class is the text embedding nearest to its feature (cosine)."""
     student.eval()
     text = text.to(device)
-    return evaluate_predictor(lambda p, b: zero_shot_predict(student(p, b), text), scenes, classes, device)
+    return evaluate_predictor(lambda p, b: zero_shot_predict(student(p, b), text), scenes, classes, device, workers)
 
 
 class Segmenter(nn.Module):
@@ -102,42 +111,50 @@ class Segmenter(nn.Module):
         return self.head(self.backbone(points, batch))
 
 
-def _labelled(scene: Scene) -> np.ndarray:
-    return np.flatnonzero(scene.labels != IGNORE_INDEX)
+def probe_points_per_scan(n_scans: int, per_scan: int, max_points: int) -> int:
+    """Labelled points per train scan of the linear probe: ``min(per_scan, max_points // n_scans)``, at least 1."""
+    return max(1, min(per_scan, max_points // max(n_scans, 1)))
 
 
 @torch.no_grad()
-def _frozen_features(
-    student: nn.Module, scenes: Sequence[Scene], per_scan: int, seed: int, device: torch.device
+def frozen_features(
+    student: nn.Module, scenes: SceneDataset, per_scan: int, seed: int, device: torch.device, workers: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``(n, D)`` (CPU) and labels ``(n,)`` of up to ``per_scan`` random labelled points of every scan,
+    streamed (one scan in memory at a time, plus the ``n x D`` result)."""
     rng = np.random.default_rng(seed)
     feats, labels = [], []
-    for scene in scenes:
-        idx = _labelled(scene)
+    for batch in scene_loader(scenes.without_features(), ShardSampler(len(scenes), shard=False), workers, device):
+        scene_labels = batch.labels.numpy()
+        idx = np.flatnonzero(scene_labels != IGNORE_INDEX)
         if len(idx) > per_scan:
             idx = np.sort(rng.choice(idx, size=per_scan, replace=False))
-        points, batch, _ = batch_tensors([scene], device)
-        feats.append(student(points, batch)[torch.from_numpy(idx).to(device)].cpu())
-        labels.append(torch.from_numpy(scene.labels[idx]))
+        feats.append(student(*batch.inputs(device))[torch.from_numpy(idx).to(device)].cpu())
+        labels.append(torch.from_numpy(scene_labels[idx]))
+    if not feats or not sum(len(x) for x in labels):
+        raise ValueError(f"the linear probe found no labelled point in the {len(scenes)} train scans")
     return torch.cat(feats), torch.cat(labels)
 
 
 def linear_probe(
     student: nn.Module,
-    train: Sequence[Scene],
-    evaluation: Sequence[Scene],
+    train: SceneDataset,
+    evaluation: SceneDataset,
     classes: Sequence[str],
     cfg: Any,
     device: torch.device,
     progress: bool = False,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Linear-probe mIoU: frozen backbone (eval mode), a linear head trained on its features of the train split.
 
-    ``cfg`` supplies ``lp_points_per_scan``, ``lp_steps``, ``lp_batch_points``, ``lp_lr``, ``momentum``,
-    ``weight_decay``, ``seg_loss`` and ``seed``.
+    ``cfg`` supplies ``lp_points_per_scan``, ``lp_max_points``, ``lp_steps``, ``lp_batch_points``, ``lp_lr``,
+    ``momentum``, ``weight_decay``, ``seg_loss`` and ``seed``. Every rank computes the same head (same scans,
+    same seed); only the evaluation is split over ranks.
     """
     student.eval()
-    feats, labels = _frozen_features(student, train, cfg.lp_points_per_scan, cfg.seed, device)
+    per_scan = probe_points_per_scan(len(train), cfg.lp_points_per_scan, cfg.lp_max_points)
+    feats, labels = frozen_features(student, train, per_scan, cfg.seed, device, workers)
     torch.manual_seed(cfg.seed)
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
     optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
@@ -151,24 +168,25 @@ def linear_probe(
         optimizer.step()
         schedule.step()
     head.eval()
-    return evaluate_predictor(lambda p, b: head(student(p, b)).argmax(dim=1), evaluation, classes, device)
+    return evaluate_predictor(lambda p, b: head(student(p, b)).argmax(dim=1), evaluation, classes, device, workers)
 
 
 def fine_tune(
     student: nn.Module,
-    train: Sequence[Scene],
-    evaluation: Sequence[Scene],
+    train: SceneDataset,
+    evaluation: SceneDataset,
     classes: Sequence[str],
     cfg: Any,
     device: torch.device,
     progress: bool = False,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
     ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim``, ``seg_loss`` and ``seed``. Every
     rank trains the same model (same seed, same scans); only the evaluation is split over ranks.
     """
-    if not train:
+    if not len(train):
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
     torch.manual_seed(cfg.seed)
     backbone = copy.deepcopy(student)
@@ -179,15 +197,14 @@ def fine_tune(
     optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
     model.train()
-    for step in tqdm(range(1, cfg.ft_steps + 1), desc="fine-tune", leave=False, disable=not progress):
-        order = torch.randperm(len(train), generator=step_generator(cfg.seed, step, 11))[: cfg.ft_batch_size]
-        chosen = [train[i] for i in order.tolist()]
-        points, batch, _ = batch_tensors(chosen, device)
-        target = torch.from_numpy(np.concatenate([s.labels for s in chosen])).to(device)
-        loss = segmentation_loss(model(points, batch), target, cfg.seg_loss, IGNORE_INDEX)
+    sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=False)
+    loader = scene_loader(train.without_features(), sampler, workers, device)
+    for batch in tqdm(loader, desc="fine-tune", leave=False, disable=not progress):
+        target = batch.labels.to(device, non_blocking=True)
+        loss = segmentation_loss(model(*batch.inputs(device)), target, cfg.seg_loss, IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
     model.eval()
-    return evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device)
+    return evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device, workers)

@@ -1,16 +1,21 @@
 """Class-balanced point sets for the geometry of a student against the teacher (METHOD.md section 4).
 
-A :class:`GeometrySet` is drawn from the paired points of some scenes (choice: only points that project into
+A :class:`GeometrySet` is drawn from the paired points of some scans (choice: only points that project into
 a camera, so both the 3D and the 2D feature exist; one pixel per point, its first pairing): up to
-``n_per_class`` points of every class (:func:`geomstruct.sampling.balanced_sample`, fixed seed). It holds the
-teacher's 2D features of those points; :meth:`GeometrySet.student_features` runs a student on the scenes and
-reads its 3D features at the same points (split over the ranks under ``torchrun`` and gathered). The trainer's
-trajectory probe and the final geometry both use it.
+``n_per_class`` points of every class (:func:`geomstruct.sampling.balanced_sample`, fixed seed). It is drawn by
+streaming the scans twice (labels of the paired points, then the teacher's features of the chosen points) and
+keeps only the chosen points (their scans, indices, labels and 2D features), so its memory is bounded by
+``n_per_class x classes`` whatever the number of scans. :meth:`GeometrySet.student_features` streams the
+scans again through a student and reads its 3D features at the same points (split over the ranks under
+``torchrun`` and gathered). The trainer's trajectory probe and the final geometry both use it.
+
+Without labels (a nuScenes dataroot without lidarseg) the set is a uniform sample of
+``n_per_class x n_classes`` paired points (same seed) and only the label-free geometry is measured
+(U, G, A and U of the 2D side; T, ΔT and S are None).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,64 +23,90 @@ import torch
 
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
-from bench.scenes import Scene, batch_tensors
-from geomstruct.metrics import geometry
+from bench.scenes import SceneDataset, ShardSampler, scene_loader
+from geomstruct.metrics import alignment, geometry, modality_gap, uniformity
 from geomstruct.sampling import balanced_sample
 
 
 @dataclass
 class GeometrySet:
-    """Balanced points: per scene the chosen point indices, their labels and the teacher's features."""
+    """Chosen points: the scans holding them (positions in ``data``), per scan the point indices, the points'
+    labels and the teacher's 2D features, in scan order."""
 
-    scenes: list[Scene]
+    data: SceneDataset
+    positions: list[int]
     point_index: list[np.ndarray]
     labels: np.ndarray
     q2d: torch.Tensor
     counts: dict[int, int]
     seed: int
+    labelled: bool
 
     @classmethod
-    def draw(cls, scenes: Sequence[Scene], n_per_class: int, seed: int) -> GeometrySet:
-        """Up to ``n_per_class`` paired points per class over ``scenes`` (ignored labels excluded)."""
-        rows = [s.first_pairs() for s in scenes]
-        points = [s.pairs[r, 0] for s, r in zip(scenes, rows, strict=True)]
-        labels = np.concatenate([s.labels[p] for s, p in zip(scenes, points, strict=True)])
-        scene_of = np.concatenate([np.full(len(p), i) for i, p in enumerate(points)])
-        chosen = balanced_sample(labels, n_per_class, seed=seed, ignore_index=IGNORE_INDEX)
-        order = np.sort(chosen.indices)  # scene-major order: features can be read scene by scene
-        starts = np.cumsum([0] + [len(p) for p in points])
+    def draw(
+        cls, data: SceneDataset, n_per_class: int, seed: int, n_classes: int, workers: int = 0
+    ) -> GeometrySet:
+        """Up to ``n_per_class`` paired points per class over the scans of ``data`` (ignored labels excluded)."""
+        labels_of = []
+        for batch in scene_loader(data.without_features(), ShardSampler(len(data), shard=False), workers):
+            scene = batch.scenes[0]
+            labels_of.append(scene.labels[scene.pairs[scene.first_pairs(), 0]].astype(np.uint8))
+        labels = np.concatenate(labels_of) if labels_of else np.zeros(0, dtype=np.uint8)
+        labelled = bool((labels != IGNORE_INDEX).any())
+        if labelled:
+            chosen = balanced_sample(labels, n_per_class, seed=seed, ignore_index=IGNORE_INDEX)
+            indices, counts = chosen.indices, chosen.counts
+        else:
+            take = min(len(labels), n_per_class * n_classes)
+            indices = np.random.default_rng(seed).choice(len(labels), size=take, replace=False)
+            counts = {}
+        order = np.sort(indices)  # scan-major order: features can be read scan by scan
+        starts = np.cumsum([0] + [len(x) for x in labels_of])
+        scan_of = np.searchsorted(starts, order, side="right") - 1
+        positions = np.unique(scan_of).tolist()
+        local = {p: order[scan_of == p] - starts[p] for p in positions}
         point_index, q_parts = [], []
-        for i, scene in enumerate(scenes):
-            local = order[scene_of[order] == i] - starts[i]
-            point_index.append(points[i][local])
-            q_parts.append(scene.pair_features(rows[i][local]))
-        return cls(list(scenes), point_index, labels[order], torch.cat(q_parts), chosen.counts, seed)
+        for batch in scene_loader(data, ShardSampler(len(data), positions, shard=False), workers):
+            scene = batch.scenes[0]
+            position = positions[len(point_index)]
+            rows = scene.first_pairs()[local[position]]
+            point_index.append(scene.pairs[rows, 0])
+            q_parts.append(scene.pair_features(rows))
+        q2d = torch.cat(q_parts) if q_parts else torch.zeros(0, 0)
+        return cls(data, positions, point_index, labels[order].astype(np.int64), q2d, counts, seed, labelled)
 
     @torch.no_grad()
-    def student_features(self, student: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    def student_features(self, student: torch.nn.Module, device: torch.device, workers: int = 0) -> torch.Tensor:
         """``(n, D)`` float32 CPU features of the student (in eval mode) at the set's points.
 
-        Under ``torchrun`` every rank runs the student on its share of the scenes (scene i on rank
-        ``i mod W``) and the parts are gathered, in scene order, on every rank; call it on all ranks.
+        Under ``torchrun`` every rank runs the student on its share of the scans (the ``i``-th scan of the set
+        on rank ``i mod W``) and the parts are gathered, in scan order, on every rank; call it on all ranks.
         """
         was_training = student.training
         student.eval()
         mine = {}
-        for i in range(dist.rank(), len(self.scenes), dist.world_size()):
-            if len(self.point_index[i]):
-                points, batch, _ = batch_tensors([self.scenes[i]], device)
-                index = torch.from_numpy(self.point_index[i]).to(device)
-                mine[i] = student(points, batch)[index].float().cpu()
+        slots = list(range(len(self.positions)))[dist.rank() :: dist.world_size()]
+        sampler = ShardSampler(len(self.data), [self.positions[i] for i in slots], shard=False)
+        data = self.data.without_features()
+        for slot, batch in zip(slots, scene_loader(data, sampler, workers, device), strict=True):
+            index = torch.from_numpy(self.point_index[slot]).to(device)
+            mine[slot] = student(*batch.inputs(device))[index].float().cpu()
         student.train(was_training)
         parts = {i: f for gathered in dist.all_gather_objects(mine) for i, f in gathered.items()}
         return torch.cat([parts[i] for i in sorted(parts)])
 
-    def geometry(self, k3d: torch.Tensor, t: float = 2.0) -> dict[str, float]:
-        """:func:`geomstruct.metrics.geometry` of ``k3d`` against the set's 2D features."""
-        return geometry(k3d, self.q2d, self.labels, t=t)
+    def geometry(self, k3d: torch.Tensor, t: float = 2.0) -> dict[str, float | None]:
+        """:func:`geomstruct.metrics.geometry` of ``k3d`` against the set's 2D features (label-free part only
+        when the set has no labels)."""
+        if self.labelled:
+            return geometry(k3d, self.q2d, self.labels, t=t)
+        u3, u2 = uniformity(k3d, t=t), uniformity(self.q2d, t=t)
+        g, a = modality_gap(k3d, self.q2d), alignment(k3d, self.q2d)
+        return {"U": u3, "T": None, "G": g, "A": a, "dU": u3 - u2, "dT": None, "S": None, "U_2d": u2, "T_2d": None}
 
 
 def half_precision(x: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to float16 and back to float32: the values ``features.npz`` stores, so that the geometry
     recomputed from the file equals the geometry in ``metrics.json``."""
     return x.to(torch.float16).to(torch.float32)
+

@@ -69,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
         help="dataset of the OOD few-shot protocol (synthetic = ood world)",
     )
     data.add_argument("--ood-dataroot", default=None, help="root folder of the OOD dataset")
+    data.add_argument(
+        "--version",
+        default=None,
+        help="nuScenes table version: v1.0-trainval (splits train / val) or v1.0-mini (mini_train / mini_val)",
+    )
+    data.add_argument(
+        "--protocols",
+        default=None,
+        help="comma-separated evaluation protocols (zero_shot, linear_probe, few_shot, few_shot_ood) or 'none' "
+        "(distillation and geometry only, e.g. on a nuScenes dataroot without lidarseg labels)",
+    )
     data.add_argument("--teacher", choices=TEACHERS, default=None, help="2D teacher: synthetic (calibrated) or clip")
     data.add_argument(
         "--clip-checkpoint", default=None, help="local CLIP weight file (.pt, .safetensors); nothing is downloaded"
@@ -76,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--clip-arch", default=None, help="open_clip architecture of the checkpoint, e.g. ViT-B-16")
     data.add_argument(
         "--feature-cache", default=None, help="teacher feature cache folder (filled on first use, then read back)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes reading scans ahead of the network and filling the feature cache "
+        "(default: 0 on a CPU device, where workers compete with PyTorch's threads; 4 on CUDA); never changes "
+        "a result",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
@@ -90,6 +109,8 @@ _DATA_OPTIONS = {
     "clip_checkpoint": "clip_checkpoint",
     "clip_arch": "clip_arch",
     "feature_cache": "feature_cache",
+    "version": "version",
+    "protocols": "protocols",
 }
 """Command-line option -> distill run parameter."""
 
@@ -97,6 +118,9 @@ _DATA_OPTIONS = {
 def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     steps, only = args.steps, args.only
     data = {key: getattr(args, opt) for opt, key in _DATA_OPTIONS.items() if getattr(args, opt) is not None}
+    if "protocols" in data:
+        text = data["protocols"].strip()
+        data["protocols"] = [] if text == "none" else [p.strip() for p in text.split(",") if p.strip()]
     if data and suite.kind != "distill":
         raise ValueError(
             f"--{'/--'.join(sorted(data))} apply to distill suites only; suite {suite.name!r} is {suite.kind}"
@@ -131,7 +155,9 @@ def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(exc.args[0]) from None
 
 
-def _execute_toy(resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool) -> dict[str, Any]:
+def _execute_toy(
+    resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool, workers: int = 0
+) -> dict[str, Any]:
     from bench.toy.experiment import TRAJECTORY_COLUMNS, run_toy
 
     if run_dir.finished:
@@ -159,6 +185,11 @@ def _miou_cell(metrics: dict[str, Any], key: str) -> str:
     return f"{100 * value:6.1f}" if isinstance(value, (int, float)) else f"{'-':>6}"
 
 
+def _number(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``, or a dash when it is missing (e.g. T without labels)."""
+    return format(value, spec) if isinstance(value, (int, float)) else f"{'-':>7}"
+
+
 def results_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """A plain-text table of every run: geometry (U, T, G, structural gap to the 2D side) and mIoUs (%)."""
     src = "2d" if any(m.get("kind") == "distill" for _, m in rows) else "src"
@@ -168,9 +199,10 @@ def results_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     lines = [header, "-" * len(header)]
     for name, m in rows:
         g = m["geometry"]
-        line = (
-            f"{name:<44} {g['U']:7.3f} {g['T']:7.3f} {g['G']:7.3f} {g['dU']:+7.3f} {g['dT']:+7.3f} {g['S']:7.3f} "
-            f"{g['U_2d']:7.3f} {g['T_2d']:7.3f}"
+        signed = ("dU", "dT")
+        line = f"{name:<44}" + "".join(
+            f" {_number(g.get(k), '+7.3f' if k in signed else '7.3f')}"
+            for k in ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
         )
         if src == "2d":
             line += "".join(f" {_miou_cell(m, k)}" for k in MIOU_KEYS)
@@ -224,13 +256,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     device = distributed.init(device)
     try:
-        return _run_suite(suite, runs, out, device, progress=not args.no_progress and distributed.is_main())
+        workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
+        if workers < 0:
+            print(f"error: --workers must be at least 0; got {workers}", file=sys.stderr)
+            return 2
+        return _run_suite(suite, runs, out, device, not args.no_progress and distributed.is_main(), workers)
     finally:
         distributed.shutdown()
 
 
 def _run_suite(
-    suite: Suite, runs: list[tuple[str, dict[str, Any]]], out: Path, device: torch.device, progress: bool
+    suite: Suite,
+    runs: list[tuple[str, dict[str, Any]]],
+    out: Path,
+    device: torch.device,
+    progress: bool,
+    workers: int = 0,
 ) -> int:
     say = print if distributed.is_main() else (lambda *a, **k: None)
     execute = EXECUTORS[suite.kind]
@@ -241,7 +282,7 @@ def _run_suite(
         run_dir = RunDir(out / name)
         was_finished = run_dir.finished
         try:
-            metrics = execute(run, run_dir, device, progress)
+            metrics = execute(run, run_dir, device, progress, workers)
         except (RunConflictError, ValueError, FileNotFoundError) as exc:
             print(f"error in run {name}: {exc}", file=sys.stderr)
             return 2

@@ -1,4 +1,4 @@
-"""Scenes as the harness uses them: points, labels, point-pixel pairs and the teacher's patch grids, in memory.
+"""Scans as the harness streams them: one ``torch.utils.data`` path for every dataset.
 
 A :class:`Scene` is a :class:`~bench.data.scan.Scan` reduced to what distillation and evaluation read:
 
@@ -6,30 +6,36 @@ A :class:`Scene` is a :class:`~bench.data.scan.Scan` reduced to what distillatio
   (``crop_radius``, a choice to keep CPU runs small; ``None`` keeps every point);
 - ``pairs`` (M, 4) int64 rows ``(point index, camera index, row, col)``: every valid point-pixel pair of every
   camera (the devkit's pairing rule, :func:`bench.data.scan.project_points`), re-indexed after the crop;
-- ``grids`` (n_cameras, D, h, w) float16: the teacher's patch-grid features of every camera, from the feature
-  cache (:class:`models.teachers.cache.FeatureCache`) or computed on the fly; the features of a pair are the
-  bilinear upsampling at its pixel (:func:`models.teachers.base.sample`, MaskCLIP's interpolation).
+- ``grids`` (n_cameras, D, h, w) float16: the teacher's patch-grid features of every camera, read from the
+  memory-mapped feature cache (:class:`bench.features.FeatureCache`); the features of a pair are the bilinear
+  upsampling at its pixel (:func:`models.teachers.base.sample`, MaskCLIP's interpolation).
 
-Keeping patch grids (not per-pair features) in memory costs ``6 x 512 x 14 x 26 x 2`` bytes = 2.2 MB per
-synthetic scene, so a whole small split stays resident while training.
+:class:`SceneDataset` is a ``torch.utils.data.Dataset`` of the scan ids of one split whose items are read on
+demand (from the dataset's files and the feature cache), so resident memory does not grow with the number of
+scans; :func:`scene_loader` batches them with :func:`collate_scenes` in a ``DataLoader`` (worker processes,
+pinned memory on CUDA) under one of two batch samplers: :class:`StepSampler` (the scans of training step ``t``
+drawn by a generator seeded with ``(seed, t)``, so a resumed run reads exactly what an uninterrupted one reads;
+under ``torchrun`` rank ``r`` takes scans ``r, r + W, ...`` of every step) and :class:`ShardSampler` (one pass
+over given scans, one scan per batch, scan ``i`` of the list on rank ``i mod W``). The synthetic world, nuScenes
+and SemanticKITTI all go through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bench import distributed as dist
 from bench.data.base import ScanDataset
 from bench.data.classes import IGNORE_INDEX
-from bench.data.fewshot import few_shot_ids
 from bench.data.scan import Scan
-from models.teachers.base import Teacher, sample
-from models.teachers.cache import FeatureCache
+from bench.features import FeatureCache
+from models.teachers.base import sample
 
 DATASETS = ("synthetic", "nuscenes", "semantickitti")
 """Datasets the harness can train and evaluate on."""
@@ -37,7 +43,7 @@ DATASETS = ("synthetic", "nuscenes", "semantickitti")
 
 @dataclass
 class Scene:
-    """One scan as the harness keeps it in memory (see the module docstring)."""
+    """One scan as the harness reads it (see the module docstring)."""
 
     scan_id: str
     points: np.ndarray
@@ -46,22 +52,31 @@ class Scene:
     grids: torch.Tensor | None
     image_sizes: tuple[tuple[int, int], ...]
 
-    def pair_features(self, rows: np.ndarray | None = None) -> torch.Tensor:
-        """Teacher features ``(M', D)`` float32 of ``pairs[rows]`` (all pairs when ``rows`` is None)."""
+    def pair_features(self, rows: np.ndarray | None = None, device: torch.device | None = None) -> torch.Tensor:
+        """Teacher features ``(M', D)`` float32 of ``pairs[rows]`` (all pairs when ``rows`` is None), on ``device``
+        (default: the CPU)."""
         if self.grids is None:
             raise ValueError(f"scene {self.scan_id} was loaded without teacher features")
+        device = torch.device("cpu") if device is None else device
         chosen = self.pairs if rows is None else self.pairs[rows]
-        out = torch.empty(len(chosen), self.grids.shape[1], dtype=torch.float32)
+        out = torch.empty(len(chosen), self.grids.shape[1], dtype=torch.float32, device=device)
         for cam in np.unique(chosen[:, 1]):
             sel = np.flatnonzero(chosen[:, 1] == cam)
-            grid = self.grids[int(cam)].float()
-            out[torch.from_numpy(sel)] = sample(grid, chosen[sel, 2], chosen[sel, 3], self.image_sizes[int(cam)])
+            grid = self.grids[int(cam)].to(device, non_blocking=True).float()
+            feats = sample(grid, chosen[sel, 2], chosen[sel, 3], self.image_sizes[int(cam)])
+            out[torch.from_numpy(sel).to(device)] = feats
         return out
 
     def first_pairs(self) -> np.ndarray:
         """Row indices into ``pairs`` keeping the first pair of every paired point (one pixel per point)."""
         _, first = np.unique(self.pairs[:, 0], return_index=True)
         return np.sort(first)
+
+    def pin_memory(self) -> Scene:
+        """The scene with its teacher grids in pinned memory (``DataLoader(pin_memory=True)``)."""
+        if self.grids is not None:
+            self.grids = self.grids.pin_memory()
+        return self
 
 
 def crop_scan(scan: Scan, radius: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,36 +93,154 @@ def crop_scan(scan: Scan, radius: float | None) -> tuple[np.ndarray, np.ndarray,
     return scan.points[keep], labels[keep].astype(np.int64), pairs
 
 
-class TeacherFeatures:
-    """Patch grids of a scan's cameras: read from a feature cache when given, else computed by the teacher."""
+class SceneDataset(Dataset):
+    """The scans of one split as :class:`Scene` items, read on demand.
 
-    def __init__(self, teacher: Teacher, cache: FeatureCache | None = None) -> None:
-        self.teacher, self.cache = teacher, cache
+    Args:
+        dataset: the split's scans (any :class:`~bench.data.base.ScanDataset`).
+        crop_radius: horizontal crop in metres (None: every point).
+        cache: the teacher's feature cache, filled for every id (None: items without teacher grids).
+        ids: a subset of the dataset's ids (default: all, in the dataset's order).
+    """
 
-    def grids(self, scan: Scan) -> torch.Tensor:
-        """``(n_cameras, D, h, w)`` float16 on the CPU."""
-        if self.cache is not None and self.cache.has(scan.scan_id):
-            return torch.from_numpy(np.array(self.cache.load(scan.scan_id)))
-        with torch.no_grad():
-            return self.teacher.scan_features(scan).to("cpu", dtype=torch.float16)
+    def __init__(
+        self,
+        dataset: ScanDataset,
+        crop_radius: float | None,
+        cache: FeatureCache | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.crop_radius = crop_radius
+        self.cache = cache
+        self.ids = list(dataset.ids if ids is None else ids)
 
+    @property
+    def name(self) -> str:
+        """The dataset's name."""
+        return self.dataset.name
 
-def load_scenes(
-    dataset: ScanDataset,
-    features: TeacherFeatures | None,
-    crop_radius: float | None,
-    ids: Sequence[str] | None = None,
-    progress: bool = True,
-) -> list[Scene]:
-    """Load ``ids`` (default: every scan) of ``dataset`` as :class:`Scene` records, with teacher grids if given."""
-    scenes = []
-    for scan_id in tqdm(list(ids or dataset.ids), desc=f"load {dataset.name} {dataset.split}", disable=not progress):
-        scan = dataset.load(scan_id)
-        points, labels, pairs = crop_scan(scan, crop_radius)
-        grids = features.grids(scan) if features is not None and scan.cameras else None
+    def head(self, n: int | None) -> SceneDataset:
+        """The first ``n`` scans (all when ``n`` is None)."""
+        return SceneDataset(self.dataset, self.crop_radius, self.cache, self.ids[:n] if n is not None else None)
+
+    def without_features(self) -> SceneDataset:
+        """The same scans without teacher grids (cheaper items)."""
+        return SceneDataset(self.dataset, self.crop_radius, None, self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Scene:
+        scan = self.dataset.load(self.ids[index])
+        points, labels, pairs = crop_scan(scan, self.crop_radius)
+        grids = None
+        if self.cache is not None and scan.cameras:
+            grids = torch.from_numpy(np.array(self.cache.load(scan.scan_id)))
         sizes = tuple(cam.size for cam in scan.cameras)
-        scenes.append(Scene(scan_id, points, labels, pairs, grids, sizes))
-    return scenes
+        return Scene(scan.scan_id, points, labels, pairs, grids, sizes)
+
+
+def batch_tensors(scenes: Sequence[Scene], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Concatenated points ``(sum N, 4)``, scan index per point and the point offset of every scene."""
+    offsets = np.cumsum([0] + [len(s.points) for s in scenes])
+    points = torch.from_numpy(np.concatenate([s.points for s in scenes])).to(device)
+    batch = torch.cat([torch.full((len(s.points),), i, dtype=torch.int64) for i, s in enumerate(scenes)]).to(device)
+    return points, batch, offsets
+
+
+@dataclass
+class SceneBatch:
+    """Scans batched by :func:`collate_scenes`: concatenated points and labels, scan index per point."""
+
+    scenes: list[Scene]
+    points: torch.Tensor
+    batch: torch.Tensor
+    labels: torch.Tensor
+    offsets: np.ndarray
+
+    def pin_memory(self) -> SceneBatch:
+        """Pinned copies of the tensors (called by ``DataLoader(pin_memory=True)``)."""
+        return SceneBatch(
+            [s.pin_memory() for s in self.scenes],
+            self.points.pin_memory(),
+            self.batch.pin_memory(),
+            self.labels.pin_memory(),
+            self.offsets,
+        )
+
+    def inputs(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(points, batch)`` on ``device``: the student's input."""
+        return self.points.to(device, non_blocking=True), self.batch.to(device, non_blocking=True)
+
+
+def collate_scenes(scenes: Sequence[Scene]) -> SceneBatch:
+    """Batch scans: points ``(sum N, 4)``, the scan index of every point, labels ``(sum N,)``, point offsets."""
+    points, batch, offsets = batch_tensors(scenes, torch.device("cpu"))
+    labels = torch.from_numpy(np.concatenate([s.labels for s in scenes])) if scenes else torch.zeros(0)
+    return SceneBatch(list(scenes), points, batch, labels, offsets)
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on ``(seed, step, stream)``."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + stream) % (2**63))
+
+
+class StepSampler(Sampler[list[int]]):
+    """Scans of steps ``start + 1 .. steps``: ``randperm(n, step_generator(seed, t, stream))[:batch_size]``.
+
+    With ``shard=True`` (the distillation trainer under ``torchrun``) rank ``r`` of ``W`` yields positions
+    ``r, r + W, ...`` of every step's draw; otherwise every rank yields the whole draw.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start: int, steps: int, stream: int = 0, shard: bool = True
+    ) -> None:
+        if n < 1:
+            raise ValueError("a training split needs at least one scan")
+        self.n, self.batch_size, self.seed, self.start, self.steps, self.stream = n, batch_size, seed, start, steps, stream
+        self.rank, self.world = (dist.rank(), dist.world_size()) if shard else (0, 1)
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start + 1, self.steps + 1):
+            order = torch.randperm(self.n, generator=step_generator(self.seed, step, self.stream))[: self.batch_size]
+            yield order.tolist()[self.rank :: self.world]
+
+
+class ShardSampler(Sampler[list[int]]):
+    """One pass over ``positions`` (default ``0 .. n-1``), one scan per batch; rank ``r`` of ``W`` takes list
+    entries ``r, r + W, ...``."""
+
+    def __init__(self, n: int, positions: Sequence[int] | None = None, shard: bool = True) -> None:
+        positions = list(range(n)) if positions is None else list(positions)
+        rank, world = (dist.rank(), dist.world_size()) if shard else (0, 1)
+        self.positions = positions[rank::world]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for position in self.positions:
+            yield [position]
+
+
+def scene_loader(
+    data: SceneDataset, sampler: Sampler[list[int]], workers: int = 0, device: torch.device | None = None
+) -> DataLoader:
+    """A ``DataLoader`` of :class:`SceneBatch` es: ``workers`` processes read scans ahead (2 batches each),
+    pinned memory when ``device`` is CUDA."""
+    return DataLoader(
+        data,
+        batch_sampler=sampler,
+        collate_fn=collate_scenes,
+        num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda",
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
 
 
 def open_dataset(
@@ -118,41 +251,36 @@ def open_dataset(
     sizes: dict[str, int] | None = None,
     few_shot_every: int = 100,
     progress: bool = True,
+    version: str = "v1.0-trainval",
 ) -> ScanDataset:
-    """A dataset split by name; ``split="train_1pct"`` keeps every ``few_shot_every``-th train scan (SLidR).
+    """A dataset split by name.
 
-    For ``synthetic`` the dataroot is the scene cache (scenes are generated into it on first use) and ``sizes``
-    sets the scenes per split. ``nuscenes`` and ``semantickitti`` need an existing dataroot.
+    ``split="train_1pct"`` is SLidR's 1% few-shot subset: for nuScenes and SemanticKITTI the scenes (scans) of
+    the shipped split files (:mod:`bench.data.fewshot`; nuScenes versions without a file: every 100th train
+    scene); for the synthetic world (one keyframe per scene) every ``few_shot_every``-th train scene. For
+    ``synthetic`` the dataroot is the scene cache (scenes are generated into it on first use) and ``sizes`` sets
+    the scenes per split. ``nuscenes`` (table ``version``) and ``semantickitti`` need an existing dataroot.
     """
-    base = "train" if split == "train_1pct" else split
     if name == "synthetic":
+        from bench.data.fewshot import few_shot_ids
         from bench.data.synthetic import SyntheticDataset
 
+        base = "train" if split == "train_1pct" else split
         dataset: ScanDataset = SyntheticDataset(
             Path(dataroot or "cache/synthetic"), base, variant=variant, sizes=sizes, progress=progress
         )
-    elif name in ("nuscenes", "semantickitti"):
+        if split == "train_1pct":
+            dataset.split = "train_1pct"
+            dataset.ids = few_shot_ids(dataset.ids, few_shot_every)
+        return dataset
+    if name in ("nuscenes", "semantickitti"):
         if dataroot is None or not Path(dataroot).is_dir():
             raise ValueError(f"{name} needs --dataroot pointing to an existing folder; got {dataroot!r}")
         if name == "nuscenes":
             from bench.data.nuscenes import NuScenesDataset
 
-            dataset = NuScenesDataset(dataroot, split=base)
-        else:
-            from bench.data.semantickitti import SemanticKITTIDataset
+            return NuScenesDataset(dataroot, split=split, version=version)
+        from bench.data.semantickitti import SemanticKITTIDataset
 
-            dataset = SemanticKITTIDataset(dataroot, split=base)
-    else:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    if split == "train_1pct":
-        dataset.split = "train_1pct"
-        dataset.ids = few_shot_ids(dataset.ids, few_shot_every)
-    return dataset
-
-
-def batch_tensors(scenes: Sequence[Scene], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Concatenated points ``(sum N, 4)``, scan index per point and the point offset of every scene."""
-    offsets = np.cumsum([0] + [len(s.points) for s in scenes])
-    points = torch.from_numpy(np.concatenate([s.points for s in scenes])).to(device)
-    batch = torch.cat([torch.full((len(s.points),), i, dtype=torch.int64) for i, s in enumerate(scenes)]).to(device)
-    return points, batch, offsets
+        return SemanticKITTIDataset(dataroot, split=split)
+    raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")

@@ -3,7 +3,9 @@
 One step:
 
 1. draw ``batch_size`` scans of the train split (a generator seeded by ``(seed, step)``, so a resumed run draws
-   exactly what an uninterrupted one draws);
+   exactly what an uninterrupted one draws); a ``DataLoader`` reads them ahead in worker processes
+   (:class:`bench.scenes.StepSampler`, :func:`bench.scenes.scene_loader`), so only the scans of the next steps
+   are in memory;
 2. run the student on all their points (voxelised inside, :class:`models.students.PointStudent`);
 3. sample ``N = n_pairs`` point-pixel pairs uniformly, without replacement, over all valid pairs of the batch
    (SLidR's choice, METHOD.md section 2); ``K`` = the student's features of the pairs' points, ``Q`` = the
@@ -35,7 +37,7 @@ from bench import distributed as dist
 from bench.config import DistillConfig
 from bench.probe import GeometrySet
 from bench.results import write_bytes
-from bench.scenes import Scene, batch_tensors
+from bench.scenes import Scene, SceneDataset, StepSampler, scene_loader, step_generator
 from models.losses import get_loss
 from models.students import PointStudent, build_student
 
@@ -66,11 +68,6 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; valid optimizers: sgd, adamw")
-
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator that depends only on ``(seed, step, stream)``."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + stream) % (2**63))
 
 
 def sample_pairs(scenes: Sequence[Scene], n_pairs: int, generator: torch.Generator) -> list[tuple[int, np.ndarray]]:
@@ -108,21 +105,23 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 def train_student(
     cfg: DistillConfig,
-    scenes: Sequence[Scene],
+    scenes: SceneDataset,
     probe: GeometrySet,
     device: torch.device,
     run_path: Path | None = None,
     on_step: Callable[[int], None] | None = None,
+    workers: int = 0,
 ) -> tuple[PointStudent, list[dict[str, float]]]:
     """Distil the teacher into a new student; resumes from ``run_path / checkpoint.pt`` when it exists.
 
     Args:
         cfg: the run configuration.
-        scenes: train scenes with teacher grids.
+        scenes: the train split, with teacher grids.
         probe: the fixed probe set of the trajectory.
         device: where to train.
         run_path: the run directory (checkpoints, written by rank 0 only); None trains without checkpoints.
         on_step: called after every step with its number (progress bars).
+        workers: DataLoader worker processes reading the scans ahead (0: in this process).
 
     Returns:
         The trained student (not wrapped) and the trajectory rows (``TRAJECTORY_COLUMNS``).
@@ -147,22 +146,21 @@ def train_student(
     rank, world = dist.rank(), dist.world_size()
 
     def record(step: int, loss: float) -> None:
-        geo = probe.geometry(probe.student_features(student, device), t=cfg.uniformity_t)
+        geo = probe.geometry(probe.student_features(student, device, workers), t=cfg.uniformity_t)
         lr = optimizer.param_groups[0]["lr"]
         trajectory.append({"step": step, "loss": loss, "lr": lr, "U": geo["U"], "T": geo["T"], "G": geo["G"]})
 
     if start == 0:
         record(0, float("nan"))
     model.train()
-    for step in range(start + 1, cfg.steps + 1):
-        order = torch.randperm(len(scenes), generator=step_generator(cfg.seed, step))[: cfg.batch_size].tolist()
-        mine = [scenes[i] for i in order[rank::world]]
+    loader = scene_loader(scenes, StepSampler(len(scenes), cfg.batch_size, cfg.seed, start, cfg.steps), workers, device)
+    for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
+        mine = batch.scenes
         picks = sample_pairs(mine, max(cfg.n_pairs // world, 2), step_generator(cfg.seed, step, 1 + rank))
-        points, batch, offsets = batch_tensors(mine, device)
-        feats = model(points, batch)
-        index = np.concatenate([mine[i].pairs[rows, 0] + offsets[i] for i, rows in picks])
+        feats = model(*batch.inputs(device))
+        index = np.concatenate([mine[i].pairs[rows, 0] + batch.offsets[i] for i, rows in picks])
         k = feats[torch.from_numpy(index).to(device)]
-        q = torch.cat([mine[i].pair_features(rows) for i, rows in picks]).to(device)
+        q = torch.cat([mine[i].pair_features(rows, device) for i, rows in picks])
         loss = loss_fn(k, q, **cfg.loss_params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

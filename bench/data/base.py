@@ -39,6 +39,11 @@ class ScanDataset(ABC):
     def load(self, scan_id: str) -> Scan:
         """Load the scan with id ``scan_id``."""
 
+    @property
+    def cache_key(self) -> str:
+        """The key of this dataset's scans in a feature cache (:mod:`bench.features`): scan ids are unique under it."""
+        return self.name
+
     def __len__(self) -> int:
         return len(self.ids)
 

@@ -1,6 +1,8 @@
 """Frozen 2D teachers: the calibrated synthetic teacher and the CLIP dense teacher, behind one interface."""
 
 from models.teachers.base import (
+    CameraInput,
+    ScanInput,
     Teacher,
     build_teacher,
     class_phrases,
@@ -12,6 +14,8 @@ from models.teachers.base import (
 )
 
 __all__ = [
+    "CameraInput",
+    "ScanInput",
     "Teacher",
     "build_teacher",
     "class_phrases",

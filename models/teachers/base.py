@@ -1,14 +1,26 @@
 """The teacher interface: frozen 2D feature extractors distilled into lidar students (DESIGN.md section 2).
 
-A teacher gives, for one camera of a :class:`~bench.data.scan.Scan`, pixel features on a patch grid
-``(D, h, w)`` (stride ``s``: ``h = H / s``, ``w = W / s``) and the bilinear upsampling of that grid to pixels,
-and, for a list of classes, text embeddings over a prompt ensemble (CLIP, Radford et al., ICML 2021):
+A teacher gives, for one camera of a scan, pixel features on a patch grid ``(D, h, w)`` (stride ``s``:
+``h = H / s``, ``w = W / s``) and the bilinear upsampling of that grid to pixels, and, for a list of classes,
+text embeddings over a prompt ensemble (CLIP, Radford et al., ICML 2021):
 
     e_c = normalize( mean_{t in templates, p in phrases(c)} normalize(text(t.format(p))) )
 
 Templates and class phrases are data (``data/prompts.json``); :func:`zero_shot_classifier` builds the ``(C, D)``
 classifier of a dataset's classes. Each teacher has a stable :attr:`Teacher.identity` (name, configuration and
-checkpoint hash), the key of the feature cache (:mod:`models.teachers.cache`).
+checkpoint hash), the key of the benchmark's feature cache (``bench/features.py``).
+
+Inputs are typed by the protocols :class:`ScanInput` and :class:`CameraInput` (and the narrower
+:class:`PairedCameraInput`, :class:`RenderedCameraInput`), which the benchmark's ``Scan`` and ``CameraView``
+satisfy structurally; ``models`` never imports the benchmark.
+
+Feature computation is split in two, so that data-loader worker processes can do the CPU half:
+
+    scan_features(scan) = encode(preprocessor()(scan))
+
+:meth:`Teacher.preprocessor` returns a small picklable callable (no network weights) that turns a scan into the
+teacher's input tensor on the CPU, for all its cameras; :meth:`Teacher.encode` maps that tensor to the patch-grid
+features ``(n_cameras, D, h, w)`` float32 on :attr:`Teacher.device`.
 
 Upsampling (MaskCLIP's, Zhou et al., ECCV 2022): ``torch.nn.functional.interpolate(mode="bilinear",
 align_corners=False)``, i.e. pixel ``(r, c)`` of an ``H x W`` image reads the patch grid at
@@ -21,19 +33,100 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data.scan import Scan
-
 PROMPTS_FILE = "prompts.json"
+
+
+class CameraInput(Protocol):
+    """One camera image as a teacher reads it (the benchmark's ``CameraView`` satisfies it).
+
+    Attributes:
+        name: camera channel, e.g. ``"CAM_FRONT"``.
+        image: ``(H, W, 3)`` uint8 RGB image (may be read lazily on access).
+        size: ``(H, W)`` of the image, available without reading it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def image(self) -> np.ndarray: ...
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+
+
+class PairedCameraInput(CameraInput, Protocol):
+    """A camera with its point-to-pixel pairing: ``(M, 3)`` int64 rows ``(point index, row, col)``."""
+
+    @property
+    def pairing(self) -> np.ndarray: ...
+
+
+class RenderedCameraInput(CameraInput, Protocol):
+    """A rendered camera (synthetic world): class and instance id of every pixel, ``None`` when not rendered.
+
+    Attributes:
+        class_map: ``(H, W)`` uint8 class per pixel (a teacher-documented value where the ray hits nothing).
+        instance_map: ``(H, W)`` integer instance id per pixel (0 = no instance).
+    """
+
+    @property
+    def class_map(self) -> np.ndarray | None: ...
+
+    @property
+    def instance_map(self) -> np.ndarray | None: ...
+
+
+class ScanInput(Protocol):
+    """A scan as a teacher reads it: an id unique within its dataset and its camera views, in order."""
+
+    @property
+    def scan_id(self) -> str: ...
+
+    @property
+    def cameras(self) -> Sequence[CameraInput]: ...
+
+
+@dataclass(frozen=True)
+class SingleCameraScan:
+    """A :class:`ScanInput` holding one camera of another scan (same ``scan_id``)."""
+
+    scan_id: str
+    cameras: tuple[CameraInput, ...]
+
+
+def camera_view(scan: ScanInput, camera: int | str) -> CameraInput:
+    """Camera ``camera`` of ``scan``: by index into ``scan.cameras`` or by name.
+
+    Raises:
+        KeyError: no camera has that name.
+    """
+    if isinstance(camera, int):
+        return scan.cameras[camera]
+    for view in scan.cameras:
+        if view.name == camera:
+            return view
+    names = [view.name for view in scan.cameras]
+    raise KeyError(f"scan {scan.scan_id} has no camera {camera!r}; it has {names}")
+
+
+def patch_grid(image_size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Patch grid ``(h, w) = (H / stride, W / stride)`` of an ``(H, W)`` image; both must be multiples of it."""
+    height, width = image_size
+    if height % stride or width % stride:
+        raise ValueError(f"image size {height}x{width} is not a multiple of the teacher's stride {stride}")
+    return height // stride, width // stride
 
 
 @lru_cache(maxsize=1)
@@ -93,7 +186,8 @@ def sample(
 
 
 class Teacher(ABC):
-    """A frozen 2D teacher. Subclasses implement :meth:`camera_features` and :meth:`_embed_prompts`.
+    """A frozen 2D teacher. Subclasses implement :meth:`preprocessor`, :meth:`encode`, :attr:`identity` and
+    :meth:`_embed_prompts`; every feature method goes through ``encode(preprocessor()(scan))``.
 
     Attributes:
         name: short name (``"synthetic"``, ``"clip"``).
@@ -113,8 +207,17 @@ class Teacher(ABC):
         """Stable string naming the teacher, its configuration and its weights (a file-name-safe cache key)."""
 
     @abstractmethod
-    def camera_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
-        """Patch-grid features ``(D, H / stride, W / stride)`` float32 of camera ``camera`` (index or name)."""
+    def preprocessor(self) -> Callable[[ScanInput], torch.Tensor]:
+        """The CPU half: a small picklable callable (no network weights), scan -> input tensor of :meth:`encode`.
+
+        It may run in a ``torch.utils.data.DataLoader`` worker process; it reads every camera of the scan, in
+        order, and returns a CPU tensor whose first axis is the camera.
+        """
+
+    @abstractmethod
+    def encode(self, prepared: torch.Tensor) -> torch.Tensor:
+        """The device half: patch-grid features ``(n_cameras, D, h, w)`` float32 on :attr:`device` of a
+        :meth:`preprocessor` output."""
 
     @abstractmethod
     def _embed_prompts(self, phrase: str, prompts: Sequence[str]) -> torch.Tensor:
@@ -122,23 +225,27 @@ class Teacher(ABC):
 
     def grid_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """Patch grid ``(h, w)`` of an ``(H, W)`` image; ``H`` and ``W`` must be multiples of :attr:`stride`."""
-        height, width = image_size
-        if height % self.stride or width % self.stride:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the teacher's stride {self.stride}")
-        return height // self.stride, width // self.stride
+        return patch_grid(image_size, self.stride)
 
-    def scan_features(self, scan: Scan) -> torch.Tensor:
-        """Patch-grid features of every camera of ``scan``, ``(n_cameras, D, h, w)``."""
-        return torch.stack([self.camera_features(scan, k) for k in range(len(scan.cameras))])
+    def scan_features(self, scan: ScanInput) -> torch.Tensor:
+        """Features ``(n_cameras, D, h, w)`` of every camera of ``scan``: ``encode(preprocessor()(scan))``."""
+        return self.encode(self.preprocessor()(scan))
 
-    def pixel_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
+    def camera_features(self, scan: ScanInput, camera: int | str) -> torch.Tensor:
+        """Patch-grid features ``(D, h, w)`` float32 of camera ``camera`` (index or name) alone."""
+        view = camera_view(scan, camera)
+        return self.scan_features(SingleCameraScan(scan.scan_id, (view,)))[0]
+
+    def pixel_features(self, scan: ScanInput, camera: int | str) -> torch.Tensor:
         """Features ``(D, H, W)`` of every pixel of a camera image: :meth:`camera_features` upsampled."""
-        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
-        return upsample(self.camera_features(scan, camera), view.size)
+        return upsample(self.camera_features(scan, camera), camera_view(scan, camera).size)
 
-    def paired_features(self, scan: Scan, camera: int | str) -> tuple[np.ndarray, torch.Tensor]:
-        """The camera's pairing: point indices ``(M,)`` and the features ``(M, D)`` of their pixels."""
-        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
+    def paired_features(self, scan: ScanInput, camera: int | str) -> tuple[np.ndarray, torch.Tensor]:
+        """The camera's pairing: point indices ``(M,)`` and the features ``(M, D)`` of their pixels.
+
+        The camera must be a :class:`PairedCameraInput` (have a ``pairing``).
+        """
+        view = cast(PairedCameraInput, camera_view(scan, camera))
         feats = self.camera_features(scan, camera)
         return view.pairing[:, 0], sample(feats, view.pairing[:, 1], view.pairing[:, 2], view.size)
 

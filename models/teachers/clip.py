@@ -12,7 +12,10 @@ bilinearly to pixels (:func:`~models.teachers.base.upsample`). The positional em
 bicubically to the grid of the input size (224 x 416 for ViT-B/16 gives a 14 x 26 grid).
 
 Preprocessing, without torchvision's compiled operators: ``uint8 RGB / 255``, bilinear (antialiased) resize with
-``torch.nn.functional.interpolate`` to ``image_size``, then ``(x - mean) / std`` with the model's statistics.
+``torch.nn.functional.interpolate`` to ``image_size``, then ``(x - mean) / std`` with the model's statistics
+(:func:`preprocess_images`). :meth:`CLIPTeacher.preprocessor` does it on the CPU for every camera of a scan
+(:class:`CLIPPreprocessor`, picklable and weight-free, for data-loader workers); :meth:`CLIPTeacher.encode` runs
+the network on the result, on the teacher's device.
 
 Weights come from a local file only (no network): an open_clip/PyTorch state dict (``.pt``, ``.pth``, ``.bin``,
 optionally under a ``"state_dict"`` key, ``"module."`` prefixes removed), a ``.safetensors`` file, or OpenAI's
@@ -26,15 +29,15 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data.scan import Scan
 from models.teachers._torchvision_shim import import_open_clip
-from models.teachers.base import Teacher, file_sha256
+from models.teachers.base import ScanInput, Teacher, file_sha256
 
 DEFAULT_ARCH = "ViT-B-16"
 DEFAULT_IMAGE_SIZE = (224, 416)
@@ -132,6 +135,55 @@ def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int], new_grid: tu
     return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1)])
 
 
+def preprocess_images(
+    images: np.ndarray | torch.Tensor, image_size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB -> ``(B, 3, H', W')`` normalised float32 at ``image_size``.
+
+    ``x = (resize(rgb / 255) - mean) / std`` with ``resize`` the antialiased bilinear
+    ``F.interpolate(align_corners=False, antialias=True)`` (skipped when the image already has ``image_size``);
+    computed on the device of ``mean`` (``(3, 1, 1)``, like ``std``).
+    """
+    x = torch.as_tensor(images, device=mean.device)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (B, H, W, 3) or (H, W, 3) RGB; got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float() / 255.0
+    if tuple(x.shape[-2:]) != tuple(image_size):
+        x = F.interpolate(x, size=tuple(image_size), mode="bilinear", align_corners=False, antialias=True)
+    return (x - mean) / std
+
+
+@dataclass(frozen=True, eq=False)
+class CLIPPreprocessor:
+    """The CPU half of :class:`CLIPTeacher`: a scan's camera images -> ``(n_cameras, 3, H, W)`` float32.
+
+    Reads ``view.image`` of every camera (decoding it when it is read lazily) and applies
+    :func:`preprocess_images`. Holds only the image size and the normalisation statistics, not the network, so it
+    pickles in a few hundred bytes (for ``torch.utils.data.DataLoader`` workers).
+
+    Attributes:
+        image_size: ``(H, W)`` images are resized to.
+        mean: ``(3, 1, 1)`` float32 per-channel mean of the model, on the CPU.
+        std: ``(3, 1, 1)`` float32 per-channel standard deviation, on the CPU.
+    """
+
+    image_size: tuple[int, int]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """:func:`preprocess_images` of ``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB, on the CPU."""
+        return preprocess_images(images, self.image_size, self.mean, self.std)
+
+    def __call__(self, scan: ScanInput) -> torch.Tensor:
+        """Every camera of ``scan``, in order, preprocessed: ``(n_cameras, 3, H, W)`` float32 (CPU)."""
+        if not len(scan.cameras):
+            raise ValueError(f"scan {scan.scan_id} has no camera")
+        return torch.cat([self.images(view.image) for view in scan.cameras])
+
+
 class CLIPTeacher(Teacher):
     """A frozen open_clip model giving MaskCLIP dense features and text embeddings (module docstring).
 
@@ -195,16 +247,20 @@ class CLIPTeacher(Teacher):
             raise RuntimeError("the CLIP teacher must stay frozen (eval mode, no parameter requiring grad)")
 
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB -> ``(B, 3, H', W')`` normalised float32 at ``image_size``."""
-        x = torch.as_tensor(images, device=self.device)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"images must be (B, H, W, 3) or (H, W, 3) RGB; got {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        if tuple(x.shape[-2:]) != self.image_size:
-            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.mean) / self.std
+        """``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB -> ``(B, 3, H', W')`` normalised float32 at ``image_size``,
+        on :attr:`device` (:func:`preprocess_images`)."""
+        return preprocess_images(images, self.image_size, self.mean, self.std)
+
+    def preprocessor(self) -> CLIPPreprocessor:
+        """The CPU half (:class:`CLIPPreprocessor`): image size and normalisation statistics, no weights."""
+        return CLIPPreprocessor(self.image_size, self.mean.cpu(), self.std.cpu())
+
+    def encode(self, prepared: torch.Tensor) -> torch.Tensor:
+        """Dense features ``(n_cameras, D, h, w)`` on :attr:`device` of a :class:`CLIPPreprocessor` output
+        ``(n_cameras, 3, H, W)`` (:meth:`dense_features`)."""
+        if prepared.ndim != 4 or prepared.shape[1] != 3:
+            raise ValueError(f"prepared images must be (B, 3, H, W); got {tuple(prepared.shape)}")
+        return self.dense_features(prepared)
 
     @torch.no_grad()
     def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -240,16 +296,6 @@ class CLIPTeacher(Teacher):
     def encode_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Dense features ``(B, D, h, w)`` of uint8 RGB images: :meth:`preprocess` then :meth:`dense_features`."""
         return self.dense_features(self.preprocess(images))
-
-    def camera_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
-        """Dense features ``(D, h, w)`` of the camera's image (the grid of ``image_size``)."""
-        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
-        return self.encode_images(view.image)[0]
-
-    def scan_features(self, scan: Scan) -> torch.Tensor:
-        """Dense features of all cameras in one batch, ``(n_cameras, D, h, w)``."""
-        pixels = torch.cat([self.preprocess(view.image) for view in scan.cameras])
-        return self.dense_features(pixels)
 
     @torch.no_grad()
     def _embed_prompts(self, phrase: str, prompts: Sequence[str]) -> torch.Tensor:

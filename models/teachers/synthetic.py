@@ -27,10 +27,16 @@ Text: a prompt ``q`` built from a phrase of class ``c`` embeds as
 ``t = p_c + gap m + sigma_phrase B zeta(phrase) + sigma_prompt nu(q)`` with seeded Gaussian ``zeta`` (per phrase,
 shared by every template: a bias ensembling cannot remove) and ``nu ~ N(0, I/D)`` (per prompt).
 
-Only ``beta`` (``common``) and ``sigma`` (``noise``) are calibrated, by :mod:`models.teachers.calibrate`, so that
-a class-balanced sample of paired pixel features measures the paper's CLIP values ``U = 1.54``, ``T = 0.73``
+Only ``beta`` (``common``) and ``sigma`` (``noise``) are calibrated, by the benchmark's
+``python -m bench.teacher_calibration`` (it needs the synthetic world, so it lives in ``bench``), so that a
+class-balanced sample of paired pixel features measures the paper's CLIP values ``U = 1.54``, ``T = 0.73``
 (METHOD.md section 4); every other number is a documented choice in :class:`SyntheticTeacherParams`, stored with
 the calibrated ones in ``data/synthetic_teacher.json``.
+
+Inputs: a camera's rendered ``class_map`` (labels ``0 .. 15`` in the order of :data:`CLASSES`, :data:`NO_HIT_CLASS`
+where the ray hits nothing) and ``instance_map`` (:class:`~models.teachers.base.RenderedCameraInput`). The whole
+grid is computed in numpy by :class:`SyntheticPreprocessor` (the teacher's CPU half, picklable for data-loader
+workers); :meth:`SyntheticTeacher.encode` only moves it to the device.
 
 Determinism: the features of a camera depend only on the parameters, the scene id and the camera name.
 """
@@ -48,16 +54,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
-from bench.data.scan import Scan
-from models.teachers.base import Teacher, class_phrases, sample, stable_hash
+from models.teachers.base import CameraInput, ScanInput, Teacher, class_phrases, patch_grid, stable_hash
 
 PARAMS_FILE = "synthetic_teacher.json"
 
+CLASSES: tuple[str, ...] = tuple(class_phrases("nuscenes"))
+"""The 16 nuScenes classes in label order (the keys of ``data/prompts.json``): class-map value ``k`` is
+``CLASSES[k]`` (the same as the benchmark's ``bench.data.classes.NUSCENES_CLASSES``)."""
+
+NO_HIT_CLASS: int = 255
+"""Class-map value of pixels whose ray hits nothing (the benchmark's ignore label,
+``bench.data.classes.IGNORE_INDEX``); they take the :data:`SKY` prototype."""
+
 SKY = "sky"
-"""The 17th prototype, for pixels whose ray hits nothing (``class_map == IGNORE_INDEX``)."""
+"""The 17th prototype, for pixels whose ray hits nothing (``class_map == NO_HIT_CLASS``)."""
 
 HIERARCHY: dict[str, tuple[str, str]] = {
     "car": ("thing", "vehicle"),
@@ -159,7 +170,7 @@ def load_params(path: str | Path | None = None) -> SyntheticTeacherParams:
     path = default_params_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"synthetic teacher parameters not found: {path} (run python -m models.teachers.calibrate)"
+            f"synthetic teacher parameters not found: {path} (run python -m bench.teacher_calibration)"
         )
     return SyntheticTeacherParams.from_dict(json.loads(path.read_text()))
 
@@ -188,74 +199,40 @@ def _smooth(field_: np.ndarray, sigma: float) -> np.ndarray:
     return out / float(np.sum(k**2))  # each axis multiplies the variance by sum(k^2): std by sum(k^2) in all
 
 
-class SyntheticTeacher(Teacher):
-    """Pixel features and text embeddings of the synthetic world (module docstring).
+@dataclass(frozen=True, eq=False)
+class SyntheticPreprocessor:
+    """The synthetic teacher's CPU half: the patch-grid features of every camera of a scan, in numpy.
 
-    Args:
-        params: the teacher's parameters (:func:`load_params` for the committed, calibrated ones).
-        device: where features are returned.
+    Holds the parameters and the directions it needs (a few hundred kB to pickle, for data-loader workers);
+    ``__call__(scan)`` is ``(n_cameras, D, h, w)`` float32 on the CPU, ``f`` of the module docstring.
+
+    Attributes:
+        params: the teacher's parameters.
+        u0: ``(D,)`` shared direction.
+        hierarchy: ``(17, D)`` unit rows ``h_c`` (:data:`CLASSES`, then :data:`SKY`).
+        semantic_basis: ``(K, D)`` orthonormal super-group, group and class directions ``B``.
     """
 
-    name = "synthetic"
+    params: SyntheticTeacherParams
+    u0: np.ndarray
+    hierarchy: np.ndarray
+    semantic_basis: np.ndarray
 
-    def __init__(self, params: SyntheticTeacherParams, device: torch.device | str = "cpu") -> None:
-        self.params = params
-        self.dim = params.dim
-        self.stride = params.stride
-        self.device = torch.device(device)
-        self.class_names: tuple[str, ...] = (*NUSCENES_CLASSES, SKY)
-        supers = sorted({a for a, _ in HIERARCHY.values()})
-        groups = sorted({g for _, g in HIERARCHY.values()})
-        n_dirs = 1 + len(supers) + len(groups) + len(self.class_names) + 1
-        if n_dirs > params.dim:
-            raise ValueError(f"dim {params.dim} is smaller than the {n_dirs} directions the teacher needs")
-        rng = np.random.default_rng([params.seed, stable_hash("directions")])
-        q, _ = np.linalg.qr(rng.standard_normal((params.dim, n_dirs)))
-        dirs = q.T  # (n_dirs, D) orthonormal rows
-        self.u0 = dirs[0]
-        self.gap_direction = dirs[-1]
-        e_super = dict(zip(supers, dirs[1 : 1 + len(supers)], strict=True))
-        e_group = dict(zip(groups, dirs[1 + len(supers) : 1 + len(supers) + len(groups)], strict=True))
-        e_class = dirs[1 + len(supers) + len(groups) : -1]
-        self.semantic_basis = dirs[1:-1]  # (K, D): super-groups, groups, classes
-        w_a, w_g, w_c = params.hierarchy_weights
-        self.hierarchy = np.stack(
-            [
-                math.sqrt(w_a) * e_super[HIERARCHY[c][0]]
-                + math.sqrt(w_g) * e_group[HIERARCHY[c][1]]
-                + math.sqrt(w_c) * e
-                for c, e in zip(self.class_names, e_class, strict=True)
-            ]
-        )  # (17, D) unit rows h_c
-        self.prototypes = math.sqrt(params.common) * self.u0 + math.sqrt(1 - params.common) * self.hierarchy
-        self._phrase_class = {
-            p: c for c, phrases in class_phrases("nuscenes").items() for p in (c, c.replace("_", " "), *phrases)
-        }
-
-    @classmethod
-    def from_file(cls, params_file: str | Path | None = None, device: torch.device | str = "cpu") -> SyntheticTeacher:
-        """The teacher with parameters read from ``params_file`` (default: the committed calibration)."""
-        return cls(load_params(params_file), device)
-
-    @property
-    def identity(self) -> str:
-        """``synthetic-<first 12 hex digits of SHA-256 of the feature-determining parameters>``."""
-        key = json.dumps(self.params.physics_key(), sort_keys=True)
-        return f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-    def components(self, scan_id: str, camera_name: str, class_map: np.ndarray, instance_map: np.ndarray):
+    def components(
+        self, scan_id: str, camera_name: str, class_map: np.ndarray, instance_map: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The two parts of the patch grid: ``semantic = mean_P h_class`` and ``noise`` (both ``(D, h, w)`` float64).
 
         ``f = sqrt(beta) u0 + sqrt(1 - beta) semantic + sigma noise`` (the calibration varies ``beta`` and
         ``sigma`` without recomputing these).
         """
         p = self.params
-        h, w = self.grid_size(class_map.shape)
-        s = self.stride
-        n_cls = len(self.class_names)
-        cls = np.where(class_map == IGNORE_INDEX, n_cls - 1, class_map).astype(np.int64)
+        h, w = patch_grid((class_map.shape[0], class_map.shape[1]), p.stride)
+        s = p.stride
+        n_cls = len(self.hierarchy)
+        cls = np.where(class_map == NO_HIT_CLASS, n_cls - 1, class_map).astype(np.int64)
         if cls.max() >= n_cls:
-            raise ValueError(f"class map of {scan_id}/{camera_name} has values outside 0..{n_cls - 2} and ignore")
+            raise ValueError(f"class map of {scan_id}/{camera_name} has values outside 0..{n_cls - 2} and no-hit")
         patch = (np.arange(h * s)[:, None] // s) * w + np.arange(w * s)[None, :] // s  # (H, W) patch index
         area = float(s * s)
         frac = np.bincount((patch * n_cls + cls).ravel(), minlength=h * w * n_cls).reshape(h * w, n_cls) / area
@@ -297,13 +274,100 @@ class SyntheticTeacher(Teacher):
             + self.params.noise * noise
         )
 
-    def camera_features(self, scan: Scan, camera: int | str) -> torch.Tensor:
-        """Patch-grid features ``(D, h, w)`` float32 of a synthetic camera (needs its ``class_map``)."""
-        view = scan.cameras[camera] if isinstance(camera, int) else scan.camera(camera)
-        if view.class_map is None or view.instance_map is None:
-            raise ValueError(f"camera {view.name} of {scan.scan_id} has no rendered class/instance map")
-        semantic, noise = self.components(scan.scan_id, view.name, view.class_map, view.instance_map)
-        return torch.from_numpy(self.combine(semantic, noise).astype(np.float32)).to(self.device)
+    def camera(self, scan_id: str, view: CameraInput) -> np.ndarray:
+        """Patch-grid features ``(D, h, w)`` float32 of one camera; it needs ``class_map`` and ``instance_map``
+        (:class:`~models.teachers.base.RenderedCameraInput`)."""
+        class_map = getattr(view, "class_map", None)
+        instance_map = getattr(view, "instance_map", None)
+        if class_map is None or instance_map is None:
+            raise ValueError(f"camera {view.name} of {scan_id} has no rendered class/instance map")
+        semantic, noise = self.components(scan_id, view.name, class_map, instance_map)
+        return self.combine(semantic, noise).astype(np.float32)
+
+    def __call__(self, scan: ScanInput) -> torch.Tensor:
+        """Features ``(n_cameras, D, h, w)`` float32 (CPU) of every camera of ``scan``, in order."""
+        if not len(scan.cameras):
+            raise ValueError(f"scan {scan.scan_id} has no camera")
+        return torch.from_numpy(np.stack([self.camera(scan.scan_id, view) for view in scan.cameras]))
+
+
+class SyntheticTeacher(Teacher):
+    """Pixel features and text embeddings of the synthetic world (module docstring).
+
+    Features are computed by :meth:`preprocessor` (:class:`SyntheticPreprocessor`, on the CPU);
+    :meth:`encode` moves them to :attr:`device`.
+
+    Args:
+        params: the teacher's parameters (:func:`load_params` for the committed, calibrated ones).
+        device: where features are returned.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, params: SyntheticTeacherParams, device: torch.device | str = "cpu") -> None:
+        self.params = params
+        self.dim = params.dim
+        self.stride = params.stride
+        self.device = torch.device(device)
+        self.class_names: tuple[str, ...] = (*CLASSES, SKY)
+        supers = sorted({a for a, _ in HIERARCHY.values()})
+        groups = sorted({g for _, g in HIERARCHY.values()})
+        n_dirs = 1 + len(supers) + len(groups) + len(self.class_names) + 1
+        if n_dirs > params.dim:
+            raise ValueError(f"dim {params.dim} is smaller than the {n_dirs} directions the teacher needs")
+        rng = np.random.default_rng([params.seed, stable_hash("directions")])
+        q, _ = np.linalg.qr(rng.standard_normal((params.dim, n_dirs)))
+        dirs = q.T  # (n_dirs, D) orthonormal rows
+        self.u0 = dirs[0]
+        self.gap_direction = dirs[-1]
+        e_super = dict(zip(supers, dirs[1 : 1 + len(supers)], strict=True))
+        e_group = dict(zip(groups, dirs[1 + len(supers) : 1 + len(supers) + len(groups)], strict=True))
+        e_class = dirs[1 + len(supers) + len(groups) : -1]
+        self.semantic_basis = dirs[1:-1]  # (K, D): super-groups, groups, classes
+        w_a, w_g, w_c = params.hierarchy_weights
+        self.hierarchy = np.stack(
+            [
+                math.sqrt(w_a) * e_super[HIERARCHY[c][0]]
+                + math.sqrt(w_g) * e_group[HIERARCHY[c][1]]
+                + math.sqrt(w_c) * e
+                for c, e in zip(self.class_names, e_class, strict=True)
+            ]
+        )  # (17, D) unit rows h_c
+        self.prototypes = math.sqrt(params.common) * self.u0 + math.sqrt(1 - params.common) * self.hierarchy
+        self._phrase_class = {
+            p: c for c, phrases in class_phrases("nuscenes").items() for p in (c, c.replace("_", " "), *phrases)
+        }
+
+    @classmethod
+    def from_file(cls, params_file: str | Path | None = None, device: torch.device | str = "cpu") -> SyntheticTeacher:
+        """The teacher with parameters read from ``params_file`` (default: the committed calibration)."""
+        return cls(load_params(params_file), device)
+
+    @property
+    def identity(self) -> str:
+        """``synthetic-<first 12 hex digits of SHA-256 of the feature-determining parameters>``."""
+        key = json.dumps(self.params.physics_key(), sort_keys=True)
+        return f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+    def preprocessor(self) -> SyntheticPreprocessor:
+        """The CPU half, with the current :attr:`params` (:class:`SyntheticPreprocessor`)."""
+        return SyntheticPreprocessor(self.params, self.u0, self.hierarchy, self.semantic_basis)
+
+    def encode(self, prepared: torch.Tensor) -> torch.Tensor:
+        """The :class:`SyntheticPreprocessor` output ``(n_cameras, D, h, w)`` float32, moved to :attr:`device`."""
+        if prepared.ndim != 4 or prepared.shape[1] != self.dim:
+            raise ValueError(f"prepared features must be (n_cameras, {self.dim}, h, w); got {tuple(prepared.shape)}")
+        return prepared.to(self.device, dtype=torch.float32)
+
+    def components(
+        self, scan_id: str, camera_name: str, class_map: np.ndarray, instance_map: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`SyntheticPreprocessor.components`: ``semantic`` and ``noise`` ``(D, h, w)`` float64."""
+        return self.preprocessor().components(scan_id, camera_name, class_map, instance_map)
+
+    def combine(self, semantic: np.ndarray, noise: np.ndarray, axis: int = 0) -> np.ndarray:
+        """:meth:`SyntheticPreprocessor.combine`: ``sqrt(beta) u0 + sqrt(1 - beta) semantic + sigma noise``."""
+        return self.preprocessor().combine(semantic, noise, axis)
 
     def _embed_prompts(self, phrase: str, prompts: Sequence[str]) -> torch.Tensor:
         """``t = p_c + gap m + sigma_phrase B zeta(phrase) + sigma_prompt nu(prompt)`` per prompt (module docstring)."""
@@ -324,93 +388,3 @@ class SyntheticTeacher(Teacher):
             for q in prompts
         ]
         return torch.from_numpy(np.stack(rows).astype(np.float32)).to(self.device)
-
-
-@dataclass
-class PairedComponents:
-    """Semantic and noise components (``(M, D)`` float64 each) of paired pixels, with their point labels."""
-
-    semantic: np.ndarray
-    noise: np.ndarray
-    labels: np.ndarray
-    scene_seeds: list[int]
-
-
-def balanced_scene_seeds(seed: int, n_scenes: int) -> list[int]:
-    """Scene seeds of :func:`sample_balanced_features`: ``n_scenes`` distinct seeds in ``[0, 10^6)`` drawn with
-    ``seed`` (outside the synthetic val/test splits, which start at ``10^6``)."""
-    drawn = np.random.default_rng([seed, stable_hash("scenes")]).choice(10**6, n_scenes, replace=False)
-    return sorted(int(s) for s in drawn)
-
-
-def paired_components(
-    teacher: SyntheticTeacher,
-    n_per_class: int,
-    seed: int,
-    n_scenes: int = 64,
-    variant: str = "nuscenes",
-    progress: bool = False,
-) -> PairedComponents:
-    """Components of a class-balanced sample of paired pixels (the data of :func:`sample_balanced_features`).
-
-    Scenes :func:`balanced_scene_seeds` are generated; every (point, camera) pairing with a labelled point is a
-    candidate labelled by its *point's* class (so parallax errors count, as for real data); up to
-    ``n_per_class`` candidates per class are drawn with ``geomstruct.sampling.balanced_sample(seed)``.
-    """
-    from tqdm import tqdm
-
-    from bench.data.synthetic import generate_scene
-    from geomstruct.sampling import balanced_sample
-
-    seeds = balanced_scene_seeds(seed, n_scenes)
-    maps: list[tuple[str, str, np.ndarray, np.ndarray]] = []
-    pairs: list[np.ndarray] = []  # rows: camera slot, row, col, label
-    for scene_seed in tqdm(seeds, desc="synthetic scenes", disable=not progress):
-        scan = generate_scene(scene_seed, variant)
-        for view in scan.cameras:
-            labels = scan.labels[view.pairing[:, 0]]
-            ok = labels != IGNORE_INDEX
-            slot = np.full(int(ok.sum()), len(maps))
-            pairs.append(np.stack([slot, view.pairing[ok, 1], view.pairing[ok, 2], labels[ok]], axis=1))
-            maps.append((scan.scan_id, view.name, view.class_map, view.instance_map))
-    table = np.concatenate(pairs)
-    chosen = balanced_sample(table[:, 3], n_per_class, seed, classes=range(len(NUSCENES_CLASSES))).indices
-    table = table[chosen]
-    semantic = np.zeros((len(table), teacher.dim))
-    noise = np.zeros((len(table), teacher.dim))
-    for slot in np.unique(table[:, 0]):
-        rows = np.flatnonzero(table[:, 0] == slot)
-        scan_id, name, class_map, instance_map = maps[slot]
-        sem, noi = teacher.components(scan_id, name, class_map, instance_map)
-        size = class_map.shape
-        r, c = table[rows, 1], table[rows, 2]
-        semantic[rows] = sample(torch.from_numpy(sem), r, c, size).numpy()
-        noise[rows] = sample(torch.from_numpy(noi), r, c, size).numpy()
-    return PairedComponents(semantic, noise, table[:, 3].astype(np.int64), seeds)
-
-
-def sample_balanced_features(
-    n_per_class: int,
-    seed: int,
-    n_scenes: int = 64,
-    variant: str = "nuscenes",
-    teacher: SyntheticTeacher | None = None,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A class-balanced sample of the teacher's paired pixel features, to check its calibration.
-
-    Args:
-        n_per_class: pairs drawn per class (all of them for a class with fewer in the ``n_scenes`` scenes; the
-            rarest synthetic classes have a few hundred per 64 scenes).
-        seed: selects the scenes (:func:`balanced_scene_seeds`) and the draw.
-        n_scenes: scenes generated (about 0.7 s each on a CPU core).
-        variant: synthetic world variant.
-        teacher: default: the committed calibrated teacher.
-
-    Returns:
-        ``features`` ``(M, D)`` float32 with unit rows and ``labels`` ``(M,)`` int64 (point classes).
-    """
-    teacher = SyntheticTeacher.from_file() if teacher is None else teacher
-    comp = paired_components(teacher, n_per_class, seed, n_scenes, variant, progress)
-    feats = torch.from_numpy(teacher.combine(comp.semantic, comp.noise, axis=1))
-    return F.normalize(feats, dim=1).numpy().astype(np.float32), comp.labels

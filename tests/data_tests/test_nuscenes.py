@@ -26,15 +26,14 @@ def nusc():
 
 @pytest.fixture(scope="module")
 def real_scan(nusc):
-    ds = NuScenesDataset(NUSCENES_SAMPLE, split="mini_val", version="v1.0-mini", nusc=nusc)
+    ds = NuScenesDataset(NUSCENES_SAMPLE, split="mini_val", version="v1.0-mini")
     assert ds.ids == [TOKEN]
     return ds, ds[0]
 
 
 def test_real_keyframe_points_and_lazy_images(real_scan):
     ds, scan = real_scan
-    raw = np.fromfile(NUSCENES_SAMPLE / ds.nusc.get("sample_data", ds.nusc.get("sample", TOKEN)["data"]
-                      ["LIDAR_TOP"])["filename"], dtype=np.float32).reshape(-1, 5)  # fmt: skip
+    raw = np.fromfile(NUSCENES_SAMPLE / ds.index.lidar_file[0].decode(), dtype=np.float32).reshape(-1, 5)
     assert scan.points.shape == (34688, 4) and scan.points.dtype == np.float32
     np.testing.assert_array_equal(scan.points, raw[:, :4])
     assert scan.labels is None  # no lidarseg in this dataroot
@@ -52,7 +51,8 @@ def test_real_keyframe_pairing_equals_devkit(nusc, real_scan, channel):
     cam_sd = nusc.get("sample_data", sample["data"][channel])
     expected, depth, _ = NuScenesExplorer(nusc).map_pointcloud_to_image(lidar_sd["token"], cam_sd["token"])
     cam = scan.camera(channel)
-    proj = ds.project(scan.points, lidar_sd, cam_sd, cam.calibration)
+    slot = NUSCENES_CAMERAS.index(channel)
+    proj = ds.project(scan.points, 0, slot, cam.calibration)
     # Same points (the devkit keeps the point order), pixels within 0.01 px before rounding.
     assert len(proj.indices) == expected.shape[1] > 2000
     np.testing.assert_allclose(proj.uv, expected[:2].T, atol=0.01, rtol=0)
@@ -60,8 +60,8 @@ def test_real_keyframe_pairing_equals_devkit(nusc, real_scan, channel):
     np.testing.assert_array_equal(cam.pairing, proj.pairing())
     np.testing.assert_array_equal(cam.pairing[:, 1:], np.rint(expected[1::-1].T).astype(np.int64))
     # The stored float64 calibration reproduces the same projection up to the devkit's float32 rounding.
-    exact = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", devkit_rounding=False, nusc=nusc)
-    exact_proj = exact.project(scan.points, lidar_sd, cam_sd, cam.calibration)
+    exact = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", devkit_rounding=False)
+    exact_proj = exact.project(scan.points, 0, slot, cam.calibration)
     np.testing.assert_array_equal(exact_proj.indices, proj.indices)
     np.testing.assert_allclose(exact_proj.uv, proj.uv, atol=0.05, rtol=0)
 
@@ -112,7 +112,7 @@ def test_lidarseg_labels_are_mapped_to_16_classes(nuscenes_copy):
     _add_lidarseg(nuscenes_copy, fine)
     ds = NuScenesDataset(nuscenes_copy, split="mini_val", version="v1.0-mini")
     scan = ds[0]
-    mapper = LidarsegClassMapper(ds.nusc)
+    mapper = LidarsegClassMapper(NuScenes(version="v1.0-mini", dataroot=str(nuscenes_copy), verbose=False))
     expected = np.array([mapper.fine_idx_2_coarse_idx_mapping[int(f)] for f in fine])  # 0 = ignore, 1..16
     expected = np.where(expected == 0, IGNORE_INDEX, expected - 1)
     np.testing.assert_array_equal(scan.labels, expected)

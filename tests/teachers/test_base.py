@@ -1,7 +1,9 @@
-"""The teacher interface: upsampling and pixel sampling, the prompt ensemble, prompt data, the factory."""
+"""The teacher interface: input protocols, upsampling and pixel sampling, the prompt ensemble, prompt data, the
+factory."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +22,14 @@ from models.teachers import (
     zero_shot_classifier,
     zero_shot_predict,
 )
+from models.teachers.base import (
+    CameraInput,
+    PairedCameraInput,
+    RenderedCameraInput,
+    ScanInput,
+    SingleCameraScan,
+    camera_view,
+)
 
 
 class LookupTeacher(Teacher):
@@ -35,7 +45,10 @@ class LookupTeacher(Teacher):
     def identity(self) -> str:
         return "lookup"
 
-    def camera_features(self, scan, camera):
+    def preprocessor(self):
+        raise NotImplementedError
+
+    def encode(self, prepared):
         raise NotImplementedError
 
     def _embed_prompts(self, phrase: str, prompts: Sequence[str]) -> torch.Tensor:
@@ -43,6 +56,43 @@ class LookupTeacher(Teacher):
         for p in prompts:
             self.table.setdefault(p, torch.randn(self.dim, generator=g) * (1 + len(p)))
         return torch.stack([self.table[p] for p in prompts])
+
+
+def protocol_members(protocol: type) -> set[str]:
+    """Names a protocol declares (its own and its protocol bases'), without the typing machinery."""
+    return {
+        name
+        for cls in protocol.__mro__
+        if cls.__module__ == "models.teachers.base"
+        for name in vars(cls)
+        if not name.startswith("_")
+    }
+
+
+def test_bench_scans_and_views_satisfy_the_input_protocols(scene):
+    """The benchmark's ``Scan`` and ``CameraView`` have every member of the protocols (found statically, so a lazy
+    image is not read)."""
+    assert protocol_members(CameraInput) == {"name", "image", "size"}
+    assert protocol_members(RenderedCameraInput) == {"name", "image", "size", "class_map", "instance_map"}
+    assert protocol_members(PairedCameraInput) == {"name", "image", "size", "pairing"}
+    assert protocol_members(ScanInput) == {"scan_id", "cameras"}
+    for name in protocol_members(ScanInput):
+        inspect.getattr_static(scene, name)
+    assert isinstance(scene.scan_id, str) and isinstance(scene.cameras, Sequence)
+    for view in scene.cameras:
+        for name in protocol_members(RenderedCameraInput) | protocol_members(PairedCameraInput):
+            inspect.getattr_static(view, name)
+        assert isinstance(view.name, str) and view.image.shape == (*view.size, 3) and view.image.dtype == np.uint8
+        assert view.class_map.shape == view.size and view.pairing.shape[1] == 3
+
+
+def test_camera_view_by_index_or_name(scene):
+    assert camera_view(scene, 2) is scene.cameras[2]
+    assert camera_view(scene, "CAM_FRONT") is scene.camera("CAM_FRONT")
+    with pytest.raises(KeyError, match="no camera 'CAM_TOP'"):
+        camera_view(scene, "CAM_TOP")
+    one = SingleCameraScan(scene.scan_id, (scene.cameras[1],))
+    assert camera_view(one, scene.cameras[1].name) is scene.cameras[1]
 
 
 def test_sample_equals_full_upsampling_at_pixels_including_borders():

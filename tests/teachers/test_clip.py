@@ -1,6 +1,9 @@
-"""The CLIP teacher on a tiny random open_clip ViT: shapes, normalisation, the MaskCLIP value path, checkpoints."""
+"""The CLIP teacher on a tiny random open_clip ViT: shapes, normalisation, the CPU/device split, the MaskCLIP value
+path, checkpoints."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pytest
@@ -8,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from models.teachers import build_teacher
-from models.teachers.clip import CLIPTeacher, interpolate_pos_embed
+from models.teachers.base import SingleCameraScan
+from models.teachers.clip import CLIPPreprocessor, CLIPTeacher, interpolate_pos_embed
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,35 @@ def test_preprocess_normalises_and_resizes_with_torch(tiny):
     torch.testing.assert_close(x[0], expected.expand(3, 32, 48))
     with pytest.raises(ValueError, match="RGB"):
         tiny.preprocess(np.zeros((4, 32, 48), dtype=np.uint8))
+
+
+def test_preprocessor_and_encode_give_the_scan_features(tiny, scene):
+    """``scan_features = encode(preprocessor()(scan))``: the CPU half (no weights, cheap to pickle) reads and
+    preprocesses every camera image; the values are those of one batch of all cameras, and per camera those of
+    the camera alone (exactly, within one batch size; across batch sizes up to the GEMM's rounding)."""
+    pre = tiny.preprocessor()
+    assert isinstance(pre, CLIPPreprocessor)
+    blob = pickle.dumps(pre)
+    assert len(blob) < 1_000_000 < len(pickle.dumps(tiny.model.state_dict()))  # the tiny model alone is ~6 MB
+    prepared = pickle.loads(blob)(scene)
+    assert prepared.shape == (6, 3, 32, 48) and prepared.dtype == torch.float32 and prepared.device.type == "cpu"
+    torch.testing.assert_close(prepared, pre(scene), rtol=0, atol=0)
+    torch.testing.assert_close(prepared, torch.cat([tiny.preprocess(v.image) for v in scene.cameras]), rtol=0, atol=0)
+    feats = tiny.encode(prepared)
+    assert feats.shape == (6, 32, 4, 6) and feats.dtype == torch.float32 and feats.device == tiny.device
+    torch.testing.assert_close(tiny.scan_features(scene), feats, rtol=0, atol=0)
+    batched = tiny.dense_features(torch.cat([tiny.preprocess(v.image) for v in scene.cameras]))
+    torch.testing.assert_close(feats, batched, rtol=0, atol=0)
+    for k, view in enumerate(scene.cameras):
+        alone = tiny.encode_images(view.image)[0]
+        torch.testing.assert_close(tiny.camera_features(scene, k), alone, rtol=0, atol=0)
+        torch.testing.assert_close(tiny.camera_features(scene, view.name), alone, rtol=0, atol=0)
+        torch.testing.assert_close(feats[k], alone)
+        torch.testing.assert_close(pre(SingleCameraScan(scene.scan_id, (view,)))[0], prepared[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no camera"):
+        pre(SingleCameraScan(scene.scan_id, ()))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        tiny.encode(prepared[0])
 
 
 def test_dense_features_equal_the_value_path_by_hand(tiny):

@@ -1,27 +1,31 @@
-"""The synthetic teacher: geometry of its prototypes, determinism, blur, text embeddings, calibration."""
+"""The synthetic teacher: geometry of its prototypes, determinism, the CPU/device split, blur, text embeddings,
+calibration (:mod:`bench.teacher_calibration`)."""
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from bench.data.classes import NUSCENES_CLASSES
+from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
+from bench.teacher_calibration import fit, measure, paired_components, sample_balanced_features, zero_shot_miou
 from geomstruct.metrics import tolerance, uniformity
 from models.teachers import build_teacher, zero_shot_classifier
-from models.teachers.calibrate import fit, measure, zero_shot_miou
+from models.teachers.base import SingleCameraScan
 from models.teachers.synthetic import (
+    CLASSES,
+    NO_HIT_CLASS,
+    SyntheticPreprocessor,
     SyntheticTeacher,
     SyntheticTeacherParams,
     _smooth,
     default_params_path,
     load_params,
-    paired_components,
-    sample_balanced_features,
 )
 
 
@@ -46,6 +50,12 @@ def test_committed_parameters_load_and_name_the_teacher(teacher):
         SyntheticTeacherParams.from_dict({**json.loads(params.to_json()), "typo": 1})
 
 
+def test_own_class_names_and_no_hit_value_are_the_benchmarks():
+    assert CLASSES == NUSCENES_CLASSES
+    assert NO_HIT_CLASS == IGNORE_INDEX == 255
+    assert SyntheticTeacher(load_params()).class_names == (*NUSCENES_CLASSES, "sky")
+
+
 def test_prototypes_are_hierarchical(teacher):
     p = teacher.prototypes
     torch.testing.assert_close(torch.from_numpy(np.linalg.norm(p, axis=1)), torch.ones(len(p), dtype=torch.float64))
@@ -68,6 +78,37 @@ def test_features_are_deterministic_per_scene_and_camera(teacher, scene):
     stacked = teacher.scan_features(scene)
     assert stacked.shape == (6, 512, 14, 26)
     torch.testing.assert_close(stacked[1], b)
+
+
+def test_preprocessor_and_encode_give_the_scan_features(teacher, scene):
+    """``scan_features = encode(preprocessor()(scan))``, per camera identical to ``camera_features``; the CPU
+    half is a light picklable object that computes everything (``encode`` only moves it to the device)."""
+    pre = teacher.preprocessor()
+    assert isinstance(pre, SyntheticPreprocessor)
+    prepared = pre(scene)
+    assert prepared.shape == (6, 512, 14, 26) and prepared.dtype == torch.float32 and prepared.device.type == "cpu"
+    blob = pickle.dumps(pre)
+    assert len(blob) < 1_000_000
+    torch.testing.assert_close(pickle.loads(blob)(scene), prepared, rtol=0, atol=0)
+    feats = teacher.encode(prepared)
+    assert feats.device == teacher.device and feats.dtype == torch.float32
+    torch.testing.assert_close(teacher.scan_features(scene), feats, rtol=0, atol=0)
+    for k, view in enumerate(scene.cameras):
+        torch.testing.assert_close(feats[k], teacher.camera_features(scene, k), rtol=0, atol=0)
+        torch.testing.assert_close(feats[k], teacher.camera_features(scene, view.name), rtol=0, atol=0)
+        alone = pre(SingleCameraScan(scene.scan_id, (view,)))
+        torch.testing.assert_close(alone[0], prepared[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="prepared features"):
+        teacher.encode(prepared[0])
+
+
+def test_preprocessor_needs_rendered_maps(teacher, scene):
+    view = scene.cameras[0]
+    unrendered = replace(view, class_map=None)
+    with pytest.raises(ValueError, match="no rendered class/instance map"):
+        teacher.preprocessor()(SingleCameraScan(scene.scan_id, (unrendered,)))
+    with pytest.raises(ValueError, match="no camera"):
+        teacher.preprocessor()(SingleCameraScan(scene.scan_id, ()))
 
 
 def test_patch_semantics_average_the_prototypes_of_its_pixels(teacher, scene):
@@ -116,7 +157,7 @@ def test_zero_shot_is_well_above_chance_and_far_from_perfect(teacher):
 
 
 def test_calibration_bands_on_a_small_sample(teacher):
-    """8 scenes and 500 pairs per class instead of 64 and 5000 (the full check is ``calibrate --report``).
+    """8 scenes and 500 pairs per class instead of 64 and 5000 (full check: ``teacher_calibration --report``).
 
     Measured for seeds 0-5: U = 1.472-1.524 (mean 1.500, sd 0.018), T = 0.739-0.749 (mean 0.743, sd 0.004); the
     small sample holds fewer rare-class pairs, which biases U down by ~0.04 and T up by ~0.015. Tolerances = bias

@@ -86,6 +86,11 @@ class SyntheticDataset(ScanDataset):
         super().__init__(split, ids)
         self.generate_missing(progress)
 
+    @property
+    def cache_key(self) -> str:
+        """``synthetic-<variant>-<generator hash>``: scenes of another generator configuration are other scans."""
+        return f"synthetic-{self.folder.name}"
+
     def path(self, scan_id: str) -> Path:
         """Cache file of scene ``scan_id``."""
         return self.folder / f"{scan_id}.npz"

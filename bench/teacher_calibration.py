@@ -1,8 +1,11 @@
-"""Calibrate the synthetic teacher to CLIP's 2D geometry and write ``data/synthetic_teacher.json``.
+"""Calibrate the synthetic teacher to CLIP's 2D geometry and write ``models/teachers/data/synthetic_teacher.json``.
+
+The synthetic teacher (:mod:`models.teachers.synthetic`) is calibrated on the synthetic world, so its calibration
+lives here, in the benchmark (``models`` does not import ``bench``).
 
 Only two numbers are fitted, the shared-direction weight ``beta`` (``common``) and the noise scale ``sigma``
 (``noise``), so that a class-balanced sample of paired pixel features
-(:func:`~models.teachers.synthetic.paired_components`, calibration seed ``0``, ``n_per_class`` pairs per class)
+(:func:`paired_components`, calibration seed ``0``, ``n_per_class`` pairs per class)
 measures the paper's CLIP values ``U = 1.54`` and ``T = 0.73`` with :mod:`geomstruct.metrics`. Nothing about
 students or losses enters. Every other parameter is a documented choice
 (:class:`~models.teachers.synthetic.SyntheticTeacherParams`).
@@ -16,9 +19,9 @@ deterministic, so re-running it reproduces the committed parameters (``--check``
 
 Usage::
 
-    python -m models.teachers.calibrate            # fit and write models/teachers/data/synthetic_teacher.json
-    python -m models.teachers.calibrate --check    # fit again and compare with the committed file
-    python -m models.teachers.calibrate --report   # U, T for seeds 1 2 3 and zero-shot mIoU per class
+    python -m bench.teacher_calibration            # fit and write models/teachers/data/synthetic_teacher.json
+    python -m bench.teacher_calibration --check    # fit again and compare with the committed file
+    python -m bench.teacher_calibration --report   # U, T for seeds 1 2 3 and zero-shot mIoU per class
 """
 
 from __future__ import annotations
@@ -26,27 +29,116 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
+from bench.data.synthetic import generate_scene
 from geomstruct.metrics import tolerance, uniformity
-from models.teachers.base import zero_shot_classifier, zero_shot_predict
+from geomstruct.sampling import balanced_sample
+from models.teachers.base import sample, stable_hash, zero_shot_classifier, zero_shot_predict
 from models.teachers.synthetic import (
-    PairedComponents,
     SyntheticTeacher,
     SyntheticTeacherParams,
     default_params_path,
     load_params,
-    paired_components,
-    sample_balanced_features,
 )
+
+SCRIPT = "python -m bench.teacher_calibration"
+"""The command that writes the parameter file (recorded as its ``calibration.script``)."""
 
 CALIBRATION_SEED = 0
 CHECK_SEEDS = (1, 2, 3)
+
+
+@dataclass
+class PairedComponents:
+    """Semantic and noise components (``(M, D)`` float64 each) of paired pixels, with their point labels."""
+
+    semantic: np.ndarray
+    noise: np.ndarray
+    labels: np.ndarray
+    scene_seeds: list[int]
+
+
+def balanced_scene_seeds(seed: int, n_scenes: int) -> list[int]:
+    """Scene seeds of :func:`sample_balanced_features`: ``n_scenes`` distinct seeds in ``[0, 10^6)`` drawn with
+    ``seed`` (outside the synthetic val/test splits, which start at ``10^6``)."""
+    drawn = np.random.default_rng([seed, stable_hash("scenes")]).choice(10**6, n_scenes, replace=False)
+    return sorted(int(s) for s in drawn)
+
+
+def paired_components(
+    teacher: SyntheticTeacher,
+    n_per_class: int,
+    seed: int,
+    n_scenes: int = 64,
+    variant: str = "nuscenes",
+    progress: bool = False,
+) -> PairedComponents:
+    """Components of a class-balanced sample of paired pixels (the data of :func:`sample_balanced_features`).
+
+    Scenes :func:`balanced_scene_seeds` are generated; every (point, camera) pairing with a labelled point is a
+    candidate labelled by its *point's* class (so parallax errors count, as for real data); up to
+    ``n_per_class`` candidates per class are drawn with ``geomstruct.sampling.balanced_sample(seed)``.
+    """
+    seeds = balanced_scene_seeds(seed, n_scenes)
+    maps: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    pairs: list[np.ndarray] = []  # rows: camera slot, row, col, label
+    for scene_seed in tqdm(seeds, desc="synthetic scenes", disable=not progress):
+        scan = generate_scene(scene_seed, variant)
+        for view in scan.cameras:
+            labels = scan.labels[view.pairing[:, 0]]
+            ok = labels != IGNORE_INDEX
+            slot = np.full(int(ok.sum()), len(maps))
+            pairs.append(np.stack([slot, view.pairing[ok, 1], view.pairing[ok, 2], labels[ok]], axis=1))
+            maps.append((scan.scan_id, view.name, view.class_map, view.instance_map))
+    table = np.concatenate(pairs)
+    chosen = balanced_sample(table[:, 3], n_per_class, seed, classes=range(len(NUSCENES_CLASSES))).indices
+    table = table[chosen]
+    semantic = np.zeros((len(table), teacher.dim))
+    noise = np.zeros((len(table), teacher.dim))
+    for slot in np.unique(table[:, 0]):
+        rows = np.flatnonzero(table[:, 0] == slot)
+        scan_id, name, class_map, instance_map = maps[slot]
+        sem, noi = teacher.components(scan_id, name, class_map, instance_map)
+        size = class_map.shape
+        r, c = table[rows, 1], table[rows, 2]
+        semantic[rows] = sample(torch.from_numpy(sem), r, c, size).numpy()
+        noise[rows] = sample(torch.from_numpy(noi), r, c, size).numpy()
+    return PairedComponents(semantic, noise, table[:, 3].astype(np.int64), seeds)
+
+
+def sample_balanced_features(
+    n_per_class: int,
+    seed: int,
+    n_scenes: int = 64,
+    variant: str = "nuscenes",
+    teacher: SyntheticTeacher | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced sample of the teacher's paired pixel features, to check its calibration.
+
+    Args:
+        n_per_class: pairs drawn per class (all of them for a class with fewer in the ``n_scenes`` scenes; the
+            rarest synthetic classes have a few hundred per 64 scenes).
+        seed: selects the scenes (:func:`balanced_scene_seeds`) and the draw.
+        n_scenes: scenes generated (about 0.7 s each on a CPU core).
+        variant: synthetic world variant.
+        teacher: default: the committed calibrated teacher.
+
+    Returns:
+        ``features`` ``(M, D)`` float32 with unit rows and ``labels`` ``(M,)`` int64 (point classes).
+    """
+    teacher = SyntheticTeacher.from_file() if teacher is None else teacher
+    comp = paired_components(teacher, n_per_class, seed, n_scenes, variant, progress)
+    feats = torch.from_numpy(teacher.combine(comp.semantic, comp.noise, axis=1))
+    return F.normalize(feats, dim=1).numpy().astype(np.float32), comp.labels
 
 
 def measure(
@@ -103,7 +195,7 @@ def calibrate(n_per_class: int = 5000, n_scenes: int = 64, u_points: int = 12000
     u_exact, _ = measure(SyntheticTeacher(fitted), comp)
     counts = np.bincount(comp.labels, minlength=len(NUSCENES_CLASSES))
     provenance = {
-        "script": "python -m models.teachers.calibrate",
+        "script": SCRIPT,
         "seed": CALIBRATION_SEED,
         "n_per_class": n_per_class,
         "n_scenes": n_scenes,
@@ -127,8 +219,6 @@ def zero_shot_miou(
     embeddings; IoU per class from the confusion matrix; mIoU = mean over classes present in the ground truth or
     the predictions (NaN-mean).
     """
-    from bench.data.synthetic import generate_scene
-
     n = len(NUSCENES_CLASSES)
     classifier = zero_shot_classifier(teacher, "nuscenes")
     confusion = np.zeros((n, n), dtype=np.int64)

@@ -1,4 +1,5 @@
-"""The feature cache: float16 files per sample, manifest, atomic writes, resume after an interruption, CLI."""
+"""The feature cache: float16 files per sample, manifest, atomic writes, resume after an interruption, filling
+by DataLoader workers, the text-embedding cache, CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 
 from bench.data.synthetic import SyntheticDataset
 from models.teachers import build_teacher
-from models.teachers.cache import FeatureCache, main
+from bench.features import FeatureCache, main, text_embeddings
+from models.teachers.base import zero_shot_classifier
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,10 @@ def teacher():
 
 def test_fill_stores_float16_patch_grids_with_a_manifest(tmp_path, scenes, teacher):
     cache = FeatureCache(tmp_path, "synthetic", teacher.identity)
-    assert cache.fill(scenes, teacher, progress=False) == 3
+    report = cache.fill(scenes, teacher, progress=False)
+    assert (report.written, report.cached, report.total) == (3, 3, 3)
+    assert report.bytes_on_disk == 3 * cache.path(scenes.ids[0]).stat().st_size and report.rate > 0
+    assert "3/3 scans cached" in report.summary(cache.folder) and "scans/s with 0 workers" in report.summary(cache.folder)
     first = cache.load(scenes.ids[0])
     assert first.dtype == np.float16 and first.shape == (6, 512, 14, 26)
     expected = teacher.scan_features(scenes[0]).to(torch.float16).numpy()
@@ -36,7 +41,7 @@ def test_fill_stores_float16_patch_grids_with_a_manifest(tmp_path, scenes, teach
     assert manifest["complete"] and manifest["teacher"] == teacher.identity and manifest["dim"] == 512
     assert sorted(manifest["samples"]) == sorted(scenes.ids) and manifest["grid"] == [14, 26]
     assert manifest["cameras"][0] == "CAM_FRONT"
-    assert cache.fill(scenes, teacher, progress=False) == 0  # nothing left to do
+    assert cache.fill(scenes, teacher, progress=False).written == 0  # nothing left to do
     with pytest.raises(KeyError, match="not in the feature cache"):
         cache.load("nuscenes-999999")
 
@@ -45,14 +50,33 @@ def test_interrupted_fill_resumes_to_the_same_result(tmp_path, scenes, teacher):
     reference = FeatureCache(tmp_path / "once", "synthetic", teacher.identity)
     reference.fill(scenes, teacher, progress=False)
     resumed = FeatureCache(tmp_path / "twice", "synthetic", teacher.identity)
-    assert resumed.fill(scenes, teacher, progress=False, max_new=1) == 1  # "interrupted" after one sample
+    assert resumed.fill(scenes, teacher, progress=False, max_new=1).written == 1  # "interrupted" after one
     assert not resumed.manifest()["complete"] and len(resumed.manifest()["samples"]) == 1
     (resumed.folder / ".left-by-a-killed-writer.npy.tmp").write_bytes(b"partial")
-    assert resumed.fill(scenes, teacher, progress=False) == 2
+    assert resumed.fill(scenes, teacher, progress=False).written == 2
     assert not list(resumed.folder.glob("*.tmp"))
     for scan_id in scenes.ids:
         np.testing.assert_array_equal(resumed.load(scan_id), reference.load(scan_id))
     assert resumed.manifest()["samples"] == reference.manifest()["samples"] and resumed.manifest()["complete"]
+
+
+def test_workers_fill_the_same_bytes(tmp_path, scenes, teacher):
+    serial = FeatureCache(tmp_path / "serial", "synthetic", teacher.identity)
+    serial.fill(scenes, teacher, workers=0, progress=False)
+    parallel = FeatureCache(tmp_path / "parallel", "synthetic", teacher.identity)
+    report = parallel.fill(scenes, teacher, workers=2, progress=False)
+    assert report.written == 3 and report.workers == 2
+    for scan_id in scenes.ids:
+        assert parallel.path(scan_id).read_bytes() == serial.path(scan_id).read_bytes()
+
+
+def test_text_embeddings_are_cached_under_the_teacher_identity(tmp_path, teacher):
+    first = text_embeddings(teacher, "nuscenes", tmp_path)
+    (path,) = (tmp_path / "text" / teacher.identity).glob("nuscenes-*.npy")
+    torch.testing.assert_close(first, zero_shot_classifier(teacher, "nuscenes").float())
+    np.save(path, np.zeros((16, 512), dtype=np.float32))  # a cached file is read back, not recomputed
+    assert not text_embeddings(teacher, "nuscenes", tmp_path).any()
+    assert text_embeddings(teacher, "nuscenes", None).shape == (16, 512)
 
 
 def test_ids_with_slashes_and_identity_checks(tmp_path, scenes, teacher):
@@ -72,13 +96,14 @@ def test_ids_with_slashes_and_identity_checks(tmp_path, scenes, teacher):
 def test_cli_fills_and_resumes(tmp_path, scenes, capsys):
     args = ["--root", str(tmp_path / "features"), "--dataroot", str(scenes.folder.parent), "--split", "val"]
     assert main([*args, "--size", "3", "--limit", "2", "--no-progress"]) == 0
-    assert "wrote 2, 2/3 samples cached" in capsys.readouterr().out
-    assert main([*args, "--size", "3", "--no-progress"]) == 0
-    assert "wrote 1, 3/3 samples cached" in capsys.readouterr().out
+    assert "2/3 scans cached" in capsys.readouterr().out
+    assert main([*args, "--size", "3", "--no-progress", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 scans cached" in out and "wrote 1 in" in out and "with 1 workers" in out
 
 
 def test_cli_help_and_clip_needs_a_checkpoint(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "models.teachers.cache", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "bench.features", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--clip-checkpoint" in out.stdout and "resumes" in out.stdout
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path), "--teacher", "clip"])
