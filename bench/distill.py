@@ -169,6 +169,7 @@ def run_distill(
     if "few_shot" in cfg.protocols:
         few = scene_data(cfg, "train_1pct", None, progress)
         metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
+        metrics["few_shot"]["train_scans"] = len(few)
     if "few_shot_ood" in cfg.protocols:
         few_ood = scene_data(cfg, "train_1pct", None, progress, ood=True)
         val_ood = scene_data(cfg, "val", None, progress, ood=True)
@@ -176,6 +177,7 @@ def run_distill(
             student, few_ood, val_ood, _class_names(cfg.ood_dataset), cfg, device, progress, workers
         )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
+        metrics["few_shot_ood"]["train_scans"] = len(few_ood)
     for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
         if key in metrics:
             metrics[key]["miou"] = _json_float(metrics[key]["miou"])

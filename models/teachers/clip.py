@@ -144,6 +144,8 @@ def preprocess_images(
     ``F.interpolate(align_corners=False, antialias=True)`` (skipped when the image already has ``image_size``);
     computed on the device of ``mean`` (``(3, 1, 1)``, like ``std``).
     """
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = np.array(images)  # torch wants writable memory (decoded images can be read-only views)
     x = torch.as_tensor(images, device=mean.device)
     if x.ndim == 3:
         x = x[None]
