@@ -43,9 +43,7 @@ class GeometrySet:
     labelled: bool
 
     @classmethod
-    def draw(
-        cls, data: SceneDataset, n_per_class: int, seed: int, n_classes: int, workers: int = 0
-    ) -> GeometrySet:
+    def draw(cls, data: SceneDataset, n_per_class: int, seed: int, n_classes: int, workers: int = 0) -> GeometrySet:
         """Up to ``n_per_class`` paired points per class over the scans of ``data`` (ignored labels excluded)."""
         labels_of = []
         for batch in scene_loader(data.without_features(), ShardSampler(len(data), shard=False), workers):
@@ -109,4 +107,3 @@ def half_precision(x: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to float16 and back to float32: the values ``features.npz`` stores, so that the geometry
     recomputed from the file equals the geometry in ``metrics.json``."""
     return x.to(torch.float16).to(torch.float32)
-

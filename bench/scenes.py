@@ -198,7 +198,14 @@ class StepSampler(Sampler[list[int]]):
     ) -> None:
         if n < 1:
             raise ValueError("a training split needs at least one scan")
-        self.n, self.batch_size, self.seed, self.start, self.steps, self.stream = n, batch_size, seed, start, steps, stream
+        self.n, self.batch_size, self.seed, self.start, self.steps, self.stream = (
+            n,
+            batch_size,
+            seed,
+            start,
+            steps,
+            stream,
+        )
         self.rank, self.world = (dist.rank(), dist.world_size()) if shard else (0, 1)
 
     def __len__(self) -> int:

@@ -168,7 +168,9 @@ class NuScenesIndex:
                 rows["lidar_file"].append(lidar_sd["filename"])
                 label = nusc.get("lidarseg", lidar_sd["token"])["filename"] if has_labels else ""
                 rows["label_file"].append(label)
-                rows["lidar_calib"].append(cls._pose(nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])))
+                rows["lidar_calib"].append(
+                    cls._pose(nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]))
+                )
                 rows["lidar_pose"].append(cls._pose(nusc.get("ego_pose", lidar_sd["ego_pose_token"])))
                 files, sizes, intrinsics, calibs, poses = [], [], [], [], []
                 for channel in NUSCENES_CAMERAS:
@@ -190,8 +192,7 @@ class NuScenesIndex:
         text = {"tokens", "scenes"}
         files = {"lidar_file", "label_file", "camera_file"}
         arrays = {
-            k: np.array(v, dtype=str if k in text else np.bytes_ if k in files else np.float64)
-            for k, v in rows.items()
+            k: np.array(v, dtype=str if k in text else np.bytes_ if k in files else np.float64) for k, v in rows.items()
         }
         arrays["camera_size"] = arrays["camera_size"].astype(np.int64)
         return cls(**arrays, fine_to_coarse=lut)
@@ -345,4 +346,3 @@ class NuScenesDataset(ScanDataset):
                 )
             )
         return Scan(scan_id=scan_id, points=points, labels=labels, cameras=views, classes=NUSCENES_CLASSES)
-

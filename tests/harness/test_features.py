@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench.data.synthetic import SyntheticDataset
-from models.teachers import build_teacher
 from bench.features import FeatureCache, main, text_embeddings
+from models.teachers import build_teacher
 from models.teachers.base import zero_shot_classifier
 
 
@@ -32,7 +32,9 @@ def test_fill_stores_float16_patch_grids_with_a_manifest(tmp_path, scenes, teach
     report = cache.fill(scenes, teacher, progress=False)
     assert (report.written, report.cached, report.total) == (3, 3, 3)
     assert report.bytes_on_disk == 3 * cache.path(scenes.ids[0]).stat().st_size and report.rate > 0
-    assert "3/3 scans cached" in report.summary(cache.folder) and "scans/s with 0 workers" in report.summary(cache.folder)
+    assert "3/3 scans cached" in report.summary(cache.folder) and "scans/s with 0 workers" in report.summary(
+        cache.folder
+    )
     first = cache.load(scenes.ids[0])
     assert first.dtype == np.float16 and first.shape == (6, 512, 14, 26)
     expected = teacher.scan_features(scenes[0]).to(torch.float16).numpy()

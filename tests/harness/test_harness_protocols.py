@@ -98,8 +98,8 @@ def test_protocols_score_an_oracle_student_perfectly():
     assert result["miou"] == 1.0 and all(v == 1.0 for v in result["per_class"].values())
     assert result["points"] == sum(int((s.labels != IGNORE_INDEX).sum()) for s in scenes.dataset.scans.values())
     cfg = SimpleNamespace(
-        seed=0, lp_points_per_scan=400, lp_max_points=10**6, lp_steps=200, lp_batch_points=512, lp_lr=5.0, ft_steps=50, ft_batch_size=1,
-        seg_loss="ce", ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
+        seed=0, lp_points_per_scan=400, lp_max_points=10**6, lp_steps=200, lp_batch_points=512, lp_lr=5.0,
+        ft_steps=50, ft_batch_size=1, seg_loss="ce", ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
     )  # fmt: skip
     assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
     with_lovasz = SimpleNamespace(**{**vars(cfg), "seg_loss": "ce+lovasz"})

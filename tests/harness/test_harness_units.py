@@ -88,6 +88,14 @@ def test_crop_scan_reindexes_pairs():
     np.testing.assert_array_equal(pairs[:, 1:], kept_full[:, 1:])
 
 
+def test_linear_probe_points_per_scan_are_bounded():
+    from bench.evaluate import probe_points_per_scan
+
+    assert probe_points_per_scan(40, 2000, 500_000) == 2000  # the CPU suites: every scan gives 2000
+    assert probe_points_per_scan(28_130, 2000, 500_000) == 17  # nuScenes train: the pool stays at 500k
+    assert probe_points_per_scan(10**7, 2000, 500_000) == 1
+
+
 def test_cosine_factor():
     assert cosine_factor(0, 10) == 1.0
     assert cosine_factor(5, 10) == pytest.approx(0.5)
