@@ -75,12 +75,14 @@ def scene_data(
         else {"train": cfg.train_scenes, "val": cfg.val_scenes}
     )
     key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.version)
-    if key not in _DATASETS:  # only rank 0 generates synthetic scenes; the others wait, then read them
+    if key not in _DATASETS:  # rank 0 generates synthetic scenes and indexes nuScenes; the others read them
+        index = Path(feature_root(cfg)) / "index"
+        args = (name, split, root, variant, sizes, cfg.few_shot_every)
         if dist.is_main():
-            _DATASETS[key] = open_dataset(name, split, root, variant, sizes, cfg.few_shot_every, progress, cfg.version)
+            _DATASETS[key] = open_dataset(*args, progress, cfg.version, index)
         dist.barrier()
         if not dist.is_main():
-            _DATASETS[key] = open_dataset(name, split, root, variant, sizes, cfg.few_shot_every, False, cfg.version)
+            _DATASETS[key] = open_dataset(*args, False, cfg.version, index)
     dataset = _DATASETS[key]
     cache = None
     if teacher is not None:

@@ -263,7 +263,9 @@ def build_dataset(args: argparse.Namespace) -> ScanDataset:
     from bench.scenes import open_dataset
 
     sizes = None if args.size is None else {args.split: args.size}
-    return open_dataset(args.dataset, args.split, args.dataroot, args.variant, sizes, version=args.version)
+    index = args.root / "index"
+    return open_dataset(args.dataset, args.split, args.dataroot, args.variant, sizes, version=args.version,
+                        index_cache=index)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,6 +259,7 @@ def open_dataset(
     few_shot_every: int = 100,
     progress: bool = True,
     version: str = "v1.0-trainval",
+    index_cache: str | Path | None = None,
 ) -> ScanDataset:
     """A dataset split by name.
 
@@ -266,7 +267,8 @@ def open_dataset(
     the shipped split files (:mod:`bench.data.fewshot`; nuScenes versions without a file: every 100th train
     scene); for the synthetic world (one keyframe per scene) every ``few_shot_every``-th train scene. For
     ``synthetic`` the dataroot is the scene cache (scenes are generated into it on first use) and ``sizes`` sets
-    the scenes per split. ``nuscenes`` (table ``version``) and ``semantickitti`` need an existing dataroot.
+    the scenes per split. ``nuscenes`` (table ``version``; its keyframe index kept in ``index_cache``) and
+    ``semantickitti`` need an existing dataroot.
     """
     if name == "synthetic":
         from bench.data.fewshot import few_shot_ids
@@ -286,7 +288,7 @@ def open_dataset(
         if name == "nuscenes":
             from bench.data.nuscenes import NuScenesDataset
 
-            return NuScenesDataset(dataroot, split=split, version=version)
+            return NuScenesDataset(dataroot, split=split, version=version, index_cache=index_cache)
         from bench.data.semantickitti import SemanticKITTIDataset
 
         return SemanticKITTIDataset(dataroot, split=split)

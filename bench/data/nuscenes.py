@@ -4,7 +4,10 @@ Tables. The devkit's tables (``<dataroot>/<version>/*.json``, several GB at v1.0
 process by ``nuscenes.nuscenes.NuScenes`` and reduced to a compact :class:`NuScenesIndex` of the keyframes
 (numpy arrays: file names, calibrations and ego poses; about 1 kB per keyframe); the devkit object is then
 released, so the resident memory of every split, of every ``DataLoader`` worker (forked with the index) and of
-every ``torchrun`` rank does not hold the tables. :func:`dataroot_info` checks a dataroot without loading it.
+every ``torchrun`` rank does not hold the tables. With an ``index_cache`` folder the index is also written
+there (keyed by the dataroot, the version and every table file's size and modification time) and later
+processes, and the other ranks, read it back instead of the tables. :func:`dataroot_info` checks a dataroot
+without loading it.
 
 Projection: the devkit's chain of ``NuScenesExplorer.map_pointcloud_to_image``, composed into one matrix
 
@@ -33,6 +36,8 @@ order) then time.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,20 +202,48 @@ class NuScenesIndex:
         arrays["camera_size"] = arrays["camera_size"].astype(np.int64)
         return cls(**arrays, fine_to_coarse=lut)
 
+    def save(self, path: Path) -> None:
+        """Write the index as an uncompressed ``.npz`` (atomically: temporary file, then rename)."""
+        arrays = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "fine_to_coarse"}
+        lut = self.fine_to_coarse if self.fine_to_coarse is not None else np.zeros(0, dtype=np.int64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, fine_to_coarse=lut, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> NuScenesIndex:
+        """An index written by :meth:`save`."""
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in cls.__dataclass_fields__}
+        lut = arrays.pop("fine_to_coarse")
+        return cls(**arrays, fine_to_coarse=lut if len(lut) else None)
+
 
 _INDEXES: dict[tuple, NuScenesIndex] = {}
 
 
-def keyframe_index(dataroot: str | Path, version: str) -> NuScenesIndex:
+def keyframe_index(dataroot: str | Path, version: str, index_cache: str | Path | None = None) -> NuScenesIndex:
     """The :class:`NuScenesIndex` of a dataroot and version, built at most once per process (rebuilt only when
-    a table file changes: the key holds every table's size and modification time)."""
+    a table file changes: the key holds every table's size and modification time), and read from / written to
+    ``index_cache`` when given."""
     dataroot_info(dataroot, version)
     tables = Path(dataroot) / version
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(tables.glob("*.json")))
     key = (str(Path(dataroot).resolve()), version, stamp)
     if key not in _INDEXES:
         _INDEXES.clear()  # one version per process at a time: the previous index is released
-        _INDEXES[key] = NuScenesIndex.build(Path(dataroot), version)
+        path = None
+        if index_cache is not None:
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            path = Path(index_cache) / f"nuscenes-{version}-{digest}.npz"
+        if path is not None and path.is_file():
+            _INDEXES[key] = NuScenesIndex.read(path)
+        else:
+            _INDEXES[key] = NuScenesIndex.build(Path(dataroot), version)
+            if path is not None:
+                _INDEXES[key].save(path)
     return _INDEXES[key]
 
 
@@ -255,6 +288,7 @@ class NuScenesDataset(ScanDataset):
         cameras: camera channels to pair with.
         min_depth, margin: pairing thresholds (devkit defaults 1 m and 1 px).
         devkit_rounding: move points through the devkit's float32 steps (see the module docstring).
+        index_cache: folder of the keyframe index files (None: build the index from the tables).
     """
 
     name = "nuscenes"
@@ -269,6 +303,7 @@ class NuScenesDataset(ScanDataset):
         min_depth: float = 1.0,
         margin: float = 1.0,
         devkit_rounding: bool = True,
+        index_cache: str | Path | None = None,
     ) -> None:
         info = dataroot_info(dataroot, version)
         self.dataroot = info.dataroot
@@ -282,7 +317,7 @@ class NuScenesDataset(ScanDataset):
         self.min_depth = min_depth
         self.margin = margin
         self.devkit_rounding = devkit_rounding
-        self.index = keyframe_index(self.dataroot, version)
+        self.index = keyframe_index(self.dataroot, version, index_cache)
         in_version = list(dict.fromkeys(self.index.scenes.tolist()))
         wanted = set(in_version if names is None else names)
         rows = np.flatnonzero(np.isin(self.index.scenes, list(wanted)))

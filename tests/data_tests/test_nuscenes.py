@@ -137,3 +137,23 @@ def test_truncated_point_cloud(nuscenes_copy):
         DataFormatError, match=rf"{re.escape(lidar.name)}: size .* not a multiple of the record size 20"
     ):
         ds[0]
+
+
+def test_keyframe_index_cache_is_read_back_without_the_tables(tmp_path, monkeypatch):
+    from bench.data import nuscenes
+
+    first = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", index_cache=tmp_path)
+    (path,) = tmp_path.glob("nuscenes-v1.0-mini-*.npz")
+    nuscenes._INDEXES.clear()  # a new process (or another torchrun rank)
+
+    def no_tables(*args, **kwargs):
+        raise AssertionError("the devkit tables were read although the index file exists")
+
+    monkeypatch.setattr(nuscenes.NuScenesIndex, "build", no_tables)
+    again = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", index_cache=tmp_path)
+    assert again.ids == first.ids == [TOKEN]
+    for name in nuscenes.NuScenesIndex.__dataclass_fields__:
+        a, b = getattr(first.index, name), getattr(again.index, name)
+        assert (a is None and b is None) or np.array_equal(a, b), name
+    np.testing.assert_array_equal(again[0].cameras[2].pairing, first[0].cameras[2].pairing)
+    assert path.stat().st_size < 20_000  # about 1 kB per keyframe (plus the npz headers)
