@@ -115,11 +115,6 @@ class SceneDataset(Dataset):
         self.cache = cache
         self.ids = list(dataset.ids if ids is None else ids)
 
-    @property
-    def name(self) -> str:
-        """The dataset's name."""
-        return self.dataset.name
-
     def head(self, n: int | None) -> SceneDataset:
         """The first ``n`` scans (all when ``n`` is None)."""
         return SceneDataset(self.dataset, self.crop_radius, self.cache, self.ids[:n] if n is not None else None)
@@ -246,7 +241,6 @@ def scene_loader(
         num_workers=workers,
         pin_memory=device is not None and device.type == "cuda",
         prefetch_factor=2 if workers else None,
-        persistent_workers=False,
     )
 
 
