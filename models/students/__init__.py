@@ -1,6 +1,13 @@
 """3D students: MinkUNet on the project's sparse convolution, voxelisation, and the student factory."""
 
-from .minkunet import PRESETS, MinkUNet, MinkUNetConfig, PointStudent, build_student
+from .minkunet import (
+    PRESETS,
+    MinkUNet,
+    MinkUNetConfig,
+    PointStudent,
+    build_student,
+    use_downstream_bn_momentum,
+)
 from .voxelize import Voxels, devoxelize, voxelize
 
 __all__ = [
@@ -11,5 +18,6 @@ __all__ = [
     "Voxels",
     "build_student",
     "devoxelize",
+    "use_downstream_bn_momentum",
     "voxelize",
 ]

@@ -1,25 +1,53 @@
 """MinkUNet students: the Res16UNet / MinkUNet family of SLidR (Sautier et al., CVPR 2022) on sparse tensors.
 
-Architecture (MinkowskiEngine's ``examples/minkunet.py``, Choy et al., CVPR 2019), for depth D:
+Architecture, for depth D (SLidR's ``Res16UNetBase``, ``model/res16unet.py``, from Choy et al., CVPR 2019):
 
-- stem: submanifold conv (kernel ``stem_kernel``) -> BN -> ReLU;
-- D encoder levels: kernel-2 stride-2 convolution (width kept) -> BN -> ReLU -> ``layers[i]`` residual
-  BasicBlocks to ``planes[i]``;
-- D decoder levels: kernel-2 stride-2 transposed convolution to ``planes[D + j]`` -> BN -> ReLU,
-  concatenation with the encoder output of the same stride (the stem output for the last level) ->
-  ``layers[D + j]`` BasicBlocks;
-- head: 1x1 convolution with bias to ``out_dim``; rows L2-normalised (``f / max(||f||, eps)``).
+- stem: submanifold conv (kernel ``stem_kernel``, no bias) -> BN -> ReLU;
+- D encoder levels: kernel-2 stride-2 convolution (width kept, no bias) -> BN -> ReLU -> ``layers[i]``
+  residual BasicBlocks to ``planes[i]``;
+- D decoder levels: kernel-2 stride-2 transposed convolution to ``planes[D + j]`` (no bias) -> BN -> ReLU,
+  concatenation ``[upsampled, skip]`` with the encoder output of the same stride (the stem output for the last
+  level) -> ``layers[D + j]`` BasicBlocks;
+- head: 1x1 convolution with bias to ``out_dim``; rows L2-normalised (``f / max(||f||, eps)``) when
+  ``normalize`` (SLidR's pre-training model; its downstream model is not normalised).
 
-BasicBlock (He et al., CVPR 2016): conv3 -> BN -> ReLU -> conv3 -> BN, plus the input (through 1x1 conv + BN
-when the width changes), -> ReLU.
+BasicBlock (He et al., CVPR 2016; SLidR's ``model/modules/resnet_block.py``): conv3 -> BN -> ReLU -> conv3 -> BN,
+plus the input (through 1x1 conv + BN when the width changes), -> ReLU; no conv has a bias.
 
-Presets: ``slidr`` is SLidR's MinkUNet (MinkUNet34C: planes 32-64-128-256-256-128-96-96, layers
-2-3-4-6-2-2-2-2, stem kernel 5); ``small`` (the CPU default, a choice) halves the widths and uses one block
-per level.
+Presets:
+
+- ``slidr``: SLidR's point backbone as in valeoai/SLidR @ 14729d0, ``MinkUNet = Res16UNet34C``
+  (``model/__init__.py:3``): ``INIT_DIM`` 32 (``model/res16unet.py:23``), ``LAYERS`` 2-3-4-6-2-2-2-2
+  (``:297``), ``PLANES`` 32-64-128-256-256-128-96-96 (``:301``); stem kernel ``config["kernel_size"]`` (``:48``),
+  3 in every SLidR config (``config/slidr_minkunet.yaml:20``, ``config/ppkt_nuscenes.yaml:20``,
+  ``config/semseg_nuscenes.yaml:23``, ``config/semseg_kitti.yaml:24``); head ``final``, 1x1 with bias
+  (``model/res16unet.py:225-227``); decoder ``me.cat(out, skip)`` (``:259``, ``:266``, ``:273``, ``:280``);
+  output ``out.F / ||out.F||`` when ``normalize_features`` (``:285-290``), true in pre-training
+  (``config/slidr_minkunet.yaml:60``) and asserted false downstream (``downstream/model_builder.py:45-47``);
+  1 input channel (``pretrain/model_builder.py:42``). 37 849 184 parameters at ``out_dim=64``.
+  Batch-norm momenta (PyTorch's convention, ``running = (1 - m) running + m batch``): ``config["bn_momentum"]``
+  (``model/res16unet.py:36``) goes to the stem norm ``bn0`` (``:55``), the strided convolutions' ``bn1``-``bn4``
+  (``:66``, ``:85``, ``:104``, ``:123``), the transposed ones' ``bntr4``-``bntr7`` (``:142``, ``:165``,
+  ``:188``, ``:211``) and the shortcut (``downsample``) norms (``model/resnet.py:133-138``); it is 0.05 in
+  pre-training (``config/slidr_minkunet.yaml:22``) and 0.02 downstream (``config/semseg_nuscenes.yaml:24``,
+  ``config/semseg_kitti.yaml:25``). ``ResNetBase._make_layer`` does not pass it to the blocks
+  (``model/resnet.py:141-163``), whose norms keep ``BasicBlockBase``'s default 0.1
+  (``model/modules/resnet_block.py:25``). Initialisation: MinkowskiEngine's default (``init="minkowski"``, see
+  :mod:`models.students.sparse.layers`), batch norm weight 1, bias 0 (``ResNetBase.weight_initialization``,
+  ``model/resnet.py:106-110``).
+- ``small`` (the CPU default, a choice of this project): half the widths, one block per level, stem kernel 3,
+  momentum 0.1 everywhere and He-normal initialisation (``init="he"``, this project's original choice, kept so
+  that the committed CPU results reproduce).
+
+Known differences from SLidR's network, all outside the weights: the L2 normalisation clamps the norm at
+``eps`` (SLidR divides by the bare norm, giving inf/NaN on an all-zero row), and the convolutions are this
+project's (``models/students/sparse``), not MinkowskiEngine's. For fine-tuning as in SLidR, set the downstream
+momentum with :func:`use_downstream_bn_momentum` (or :meth:`MinkUNetConfig.downstream` before building).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,28 +63,51 @@ from .sparse import (
     UpConv3d,
     cat,
 )
+from .sparse.layers import INITS
 from .voxelize import devoxelize, voxelize
 
 
 @dataclass(frozen=True)
 class MinkUNetConfig:
-    """Widths and depths of a MinkUNet; ``planes`` and ``layers`` have 2 * depth entries (encoder, decoder)."""
+    """Widths, depths, batch-norm momenta and initialisation of a MinkUNet.
+
+    ``planes`` and ``layers`` have 2 * depth entries (encoder, decoder). ``bn_momentum``: the norms of the stem,
+    the strided and transposed convolutions and the shortcuts (SLidR's ``config["bn_momentum"]``);
+    ``block_bn_momentum``: the two norms inside each BasicBlock (SLidR: ``BasicBlockBase``'s default 0.1);
+    ``downstream_bn_momentum``: ``bn_momentum`` for fine-tuning (:meth:`downstream`; ``None``: unchanged);
+    ``init``: ``"he"`` or ``"minkowski"`` (:mod:`models.students.sparse.layers`).
+    """
 
     planes: tuple[int, ...] = (16, 32, 64, 128, 128, 64, 48, 48)
     layers: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 1, 1)
     init_dim: int = 16
     stem_kernel: int = 3
     bn_momentum: float = 0.1
+    block_bn_momentum: float = 0.1
+    downstream_bn_momentum: float | None = None
+    init: str = "he"
 
     def __post_init__(self) -> None:
         if len(self.planes) != len(self.layers) or len(self.planes) % 2 or not self.planes:
             raise ValueError("planes and layers need the same, even, non-zero length")
+        if self.init not in INITS:
+            raise ValueError(f"unknown initialisation {self.init!r}; available: {', '.join(INITS)}")
 
     @property
     def depth(self) -> int:
         """Number of stride-2 levels."""
         return len(self.planes) // 2
 
+    def downstream(self) -> MinkUNetConfig:
+        """This configuration with ``bn_momentum = downstream_bn_momentum`` (itself when that is ``None``)."""
+        if self.downstream_bn_momentum is None:
+            return self
+        return replace(self, bn_momentum=self.downstream_bn_momentum)
+
+
+SLIDR_PRETRAIN_BN_MOMENTUM = 0.05  # valeoai/SLidR config/slidr_minkunet.yaml:22 (and config/ppkt_nuscenes.yaml:22)
+SLIDR_DOWNSTREAM_BN_MOMENTUM = 0.02  # config/semseg_nuscenes.yaml:24, config/semseg_kitti.yaml:25
+SLIDR_BLOCK_BN_MOMENTUM = 0.1  # model/modules/resnet_block.py:25, not overridden by model/resnet.py:141-163
 
 PRESETS: dict[str, MinkUNetConfig] = {
     "small": MinkUNetConfig(),
@@ -64,7 +115,11 @@ PRESETS: dict[str, MinkUNetConfig] = {
         planes=(32, 64, 128, 256, 256, 128, 96, 96),
         layers=(2, 3, 4, 6, 2, 2, 2, 2),
         init_dim=32,
-        stem_kernel=5,
+        stem_kernel=3,
+        bn_momentum=SLIDR_PRETRAIN_BN_MOMENTUM,
+        block_bn_momentum=SLIDR_BLOCK_BN_MOMENTUM,
+        downstream_bn_momentum=SLIDR_DOWNSTREAM_BN_MOMENTUM,
+        init="minkowski",
     ),
 }
 
@@ -83,15 +138,28 @@ class ConvBNReLU(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """``relu(bn(conv3(relu(bn(conv3(x))))) + shortcut(x))``, shortcut = 1x1 conv + BN when widths differ."""
+    """``relu(bn(conv3(relu(bn(conv3(x))))) + shortcut(x))``, shortcut = 1x1 conv + BN when widths differ.
 
-    def __init__(self, c_in: int, c_out: int, backend: str, bn_momentum: float) -> None:
+    The two inner norms use ``bn_momentum``, the shortcut's norm ``shortcut_bn_momentum`` (SLidR's split).
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        backend: str,
+        bn_momentum: float,
+        shortcut_bn_momentum: float,
+        init: str = "he",
+    ) -> None:
         super().__init__()
-        self.conv1 = ConvBNReLU(SubmanifoldConv3d(c_in, c_out, 3, backend=backend), c_out, bn_momentum)
-        self.conv2 = SubmanifoldConv3d(c_out, c_out, 3, backend=backend)
+        self.conv1 = ConvBNReLU(SubmanifoldConv3d(c_in, c_out, 3, backend=backend, init=init), c_out, bn_momentum)
+        self.conv2 = SubmanifoldConv3d(c_out, c_out, 3, backend=backend, init=init)
         self.norm2 = SparseBatchNorm(c_out, momentum=bn_momentum)
         self.shortcut = (
-            nn.Sequential(SubmanifoldConv3d(c_in, c_out, 1), SparseBatchNorm(c_out, momentum=bn_momentum))
+            nn.Sequential(
+                SubmanifoldConv3d(c_in, c_out, 1, init=init), SparseBatchNorm(c_out, momentum=shortcut_bn_momentum)
+            )
             if c_in != c_out
             else nn.Identity()
         )
@@ -101,12 +169,18 @@ class BasicBlock(nn.Module):
         return out.replace(out.feats.add_(self.shortcut(x).feats).relu_())  # in place on the BN output
 
 
-def _blocks(c_in: int, c_out: int, count: int, backend: str, bn_momentum: float) -> nn.Sequential:
-    return nn.Sequential(*(BasicBlock(c_in if i == 0 else c_out, c_out, backend, bn_momentum) for i in range(count)))
+def _blocks(c_in: int, c_out: int, count: int, backend: str, cfg: MinkUNetConfig) -> nn.Sequential:
+    return nn.Sequential(
+        *(
+            BasicBlock(c_in if i == 0 else c_out, c_out, backend, cfg.block_bn_momentum, cfg.bn_momentum, cfg.init)
+            for i in range(count)
+        )
+    )
 
 
 class MinkUNet(nn.Module):
-    """MinkUNet on a :class:`SparseTensor` of stride 1; returns L2-normalised ``out_dim`` features per site."""
+    """MinkUNet on a :class:`SparseTensor` of stride 1; returns ``out_dim`` features per site, L2-normalised when
+    ``normalize``."""
 
     def __init__(
         self,
@@ -120,28 +194,49 @@ class MinkUNet(nn.Module):
         super().__init__()
         cfg = config or PRESETS["small"]
         self.config, self.normalize, self.eps = cfg, normalize, eps
-        d, m = cfg.depth, cfg.bn_momentum
+        d, m, init = cfg.depth, cfg.bn_momentum, cfg.init
         self.stem = ConvBNReLU(
-            SubmanifoldConv3d(in_channels, cfg.init_dim, cfg.stem_kernel, backend=backend), cfg.init_dim, m
+            SubmanifoldConv3d(in_channels, cfg.init_dim, cfg.stem_kernel, backend=backend, init=init), cfg.init_dim, m
         )
         width = cfg.init_dim
         skips = [cfg.init_dim]
         self.down = nn.ModuleList()
         self.encoder = nn.ModuleList()
         for i in range(d):
-            self.down.append(ConvBNReLU(DownConv3d(width, width, backend), width, m))
-            self.encoder.append(_blocks(width, cfg.planes[i], cfg.layers[i], backend, m))
+            self.down.append(ConvBNReLU(DownConv3d(width, width, backend, init), width, m))
+            self.encoder.append(_blocks(width, cfg.planes[i], cfg.layers[i], backend, cfg))
             width = cfg.planes[i]
             skips.append(width)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for j in range(d):
             planes = cfg.planes[d + j]
-            self.up.append(ConvBNReLU(UpConv3d(width, planes, backend), planes, m))
+            self.up.append(ConvBNReLU(UpConv3d(width, planes, backend, init), planes, m))
             skip = skips[d - 1 - j]
-            self.decoder.append(_blocks(planes + skip, planes, cfg.layers[d + j], backend, m))
+            self.decoder.append(_blocks(planes + skip, planes, cfg.layers[d + j], backend, cfg))
             width = planes
-        self.head = SubmanifoldConv3d(width, out_dim, 1, bias=True)
+        self.head = SubmanifoldConv3d(width, out_dim, 1, bias=True, init=init)
+
+    def batch_norms(self) -> Iterator[tuple[SparseBatchNorm, bool]]:
+        """Every norm with ``True`` for those inside a block (``block_bn_momentum``), ``False`` for the stem,
+        strided, transposed and shortcut norms (``bn_momentum``)."""
+        for layer in (self.stem, *self.down, *self.up):
+            yield layer.norm, False
+        for stage in (*self.encoder, *self.decoder):
+            for block in stage:
+                yield block.conv1.norm, True
+                yield block.norm2, True
+                if isinstance(block.shortcut, nn.Sequential):
+                    yield block.shortcut[1], False
+
+    def set_bn_momentum(self, bn_momentum: float | None = None, block_bn_momentum: float | None = None) -> None:
+        """Set the momenta of the built network (``None``: unchanged) and record them in ``self.config``."""
+        for norm, in_block in self.batch_norms():
+            value = block_bn_momentum if in_block else bn_momentum
+            if value is not None:
+                norm.momentum = value
+        updates = {"bn_momentum": bn_momentum, "block_bn_momentum": block_bn_momentum}
+        self.config = replace(self.config, **{k: v for k, v in updates.items() if v is not None})
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         out = self.stem(x)
@@ -182,6 +277,18 @@ class PointStudent(nn.Module):
         return devoxelize(out.feats, vox.inverse)
 
 
+def use_downstream_bn_momentum(model: nn.Module) -> nn.Module:
+    """Give every :class:`MinkUNet` inside ``model`` its config's ``downstream_bn_momentum`` (SLidR's 0.02 for
+    the ``slidr`` preset; networks whose config has ``None`` are left alone); returns ``model``.
+
+    For fine-tuning a pre-trained student as SLidR's downstream stage does (the block norms keep their 0.1).
+    """
+    for module in model.modules():
+        if isinstance(module, MinkUNet) and module.config.downstream_bn_momentum is not None:
+            module.set_bn_momentum(module.config.downstream_bn_momentum)
+    return model
+
+
 def build_student(
     name: str = "minkunet",
     out_dim: int = 512,
@@ -195,7 +302,7 @@ def build_student(
     """A point-cloud student by name (``minkunet``): preset ``small`` (CPU default) or ``slidr``.
 
     ``overrides`` replace fields of the preset's :class:`MinkUNetConfig` (e.g. ``planes=...``,
-    ``layers=...``).
+    ``layers=...``, ``init="he"``, ``bn_momentum=0.02``).
     Seed the global generator (``torch.manual_seed``) before building for reproducible weights.
     """
     if name != "minkunet":

@@ -71,16 +71,6 @@ def test_empty_and_single_voxel(n_sites):
     torch.testing.assert_close(out.feats.norm(dim=1), torch.ones(n_sites))
 
 
-def test_slidr_preset_builds_and_runs():
-    torch.manual_seed(0)
-    student = build_student(out_dim=64, preset="slidr").eval()
-    assert student.network.stem.conv.kernel_size == 5
-    assert [len(blocks) for blocks in student.network.encoder] == [2, 3, 4, 6]
-    with torch.no_grad():
-        out = student(_scan(5, 500), torch.zeros(500, dtype=torch.long))
-    assert out.shape == (500, 64)
-
-
 def test_up_conv_needs_matching_down_conv():
     x = SparseTensor(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 2), stride=2)
     with pytest.raises(KeyError):

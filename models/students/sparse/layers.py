@@ -1,9 +1,18 @@
 """``torch.nn`` layers on :class:`SparseTensor`: convolutions (through a backend), batch norm, activation.
 
-Weights have layout (kernel_volume, C_in, C_out), kernel offsets ordered as in
-:func:`~models.students.sparse.kernel_map.kernel_offsets`; initialisation is He et al. (ICCV 2015) normal with
-``fan_in = kernel_volume * C_in`` (MinkowskiEngine's default); biases are uniform in ``+-1 / sqrt(fan_in)``
-(``nn.Linear``'s default).
+Weights have layout (kernel_volume, C_in, C_out) (MinkowskiEngine's ``kernel`` layout), kernel offsets ordered as
+in :func:`~models.students.sparse.kernel_map.kernel_offsets`. Two initialisations (argument ``init``):
+
+- ``"he"`` (the default; this project's original choice, not MinkowskiEngine's): weights He et al. (ICCV 2015)
+  normal, ``std = sqrt(2 / n)``, ``n = C_in * kernel_volume`` (the fan-in, also for :class:`UpConv3d`); biases
+  uniform in ``+-1 / sqrt(n)``;
+- ``"minkowski"``: MinkowskiEngine's default (``MinkowskiConvolutionBase.reset_parameters`` in
+  ``MinkowskiEngine/MinkowskiConvolution.py``, NVIDIA/MinkowskiEngine @ 02fc608), which SLidR keeps: weights and
+  biases uniform in ``+-1 / sqrt(n)``, ``n = C_in * kernel_volume``, and ``n = C_out * kernel_volume`` for the
+  transposed convolution :class:`UpConv3d` (``reset_parameters(is_transpose=True)``).
+
+Batch norm starts at weight 1, bias 0 (``nn.BatchNorm1d``'s default; SLidR's ``ResNetBase.weight_initialization``,
+``model/resnet.py``, sets the same).
 """
 
 from __future__ import annotations
@@ -16,11 +25,30 @@ from torch import nn
 from .backends import get_backend
 from .tensor import SparseTensor
 
+INITS = ("he", "minkowski")
 
-def _he_normal(kernel_volume: int, c_in: int, c_out: int) -> nn.Parameter:
+
+def init_fan(kernel_volume: int, c_in: int, c_out: int, init: str, transposed: bool = False) -> int:
+    """``n`` of the initialisation: ``c_in * kernel_volume``; ``c_out * kernel_volume`` for a transposed
+    convolution under ``"minkowski"`` (``"he"`` always uses the fan-in)."""
+    if init not in INITS:
+        raise ValueError(f"unknown initialisation {init!r}; available: {', '.join(INITS)}")
+    return (c_out if transposed and init == "minkowski" else c_in) * kernel_volume
+
+
+def _conv_params(
+    kernel_volume: int, c_in: int, c_out: int, bias: bool, init: str, transposed: bool = False
+) -> tuple[nn.Parameter, nn.Parameter | None]:
+    """Weight (kernel_volume, c_in, c_out), then the optional bias (c_out,): drawn in MinkowskiEngine's order."""
+    n = init_fan(kernel_volume, c_in, c_out, init, transposed)
+    bound = 1.0 / math.sqrt(n)
     weight = torch.empty(kernel_volume, c_in, c_out)
-    nn.init.normal_(weight, std=math.sqrt(2.0 / (kernel_volume * c_in)))
-    return nn.Parameter(weight)
+    if init == "he":
+        nn.init.normal_(weight, std=math.sqrt(2.0 / n))
+    else:
+        nn.init.uniform_(weight, -bound, bound)
+    b = nn.Parameter(torch.empty(c_out).uniform_(-bound, bound)) if bias else None
+    return nn.Parameter(weight), b
 
 
 class SubmanifoldConv3d(nn.Module):
@@ -37,6 +65,7 @@ class SubmanifoldConv3d(nn.Module):
         kernel_size: int = 3,
         bias: bool = False,
         backend: str = "torch",
+        init: str = "he",
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -44,9 +73,7 @@ class SubmanifoldConv3d(nn.Module):
         self.kernel_size = kernel_size
         self.backend = backend
         self._impl = get_backend(backend)
-        self.weight = _he_normal(kernel_size**3, in_channels, out_channels)
-        bound = 1.0 / math.sqrt(kernel_size**3 * in_channels)  # nn.Linear's bias initialisation
-        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
+        self.weight, self.bias = _conv_params(kernel_size**3, in_channels, out_channels, bias, init)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if self.kernel_size == 1:
@@ -59,11 +86,11 @@ class SubmanifoldConv3d(nn.Module):
 class DownConv3d(nn.Module):
     """Strided convolution, kernel 2, stride 2: ``y_p = sum_{i: floor(x_i / 2) = p} W[slot_i]^T x_i``."""
 
-    def __init__(self, in_channels: int, out_channels: int, backend: str = "torch") -> None:
+    def __init__(self, in_channels: int, out_channels: int, backend: str = "torch", init: str = "he") -> None:
         super().__init__()
         self.backend = backend
         self._impl = get_backend(backend)
-        self.weight = _he_normal(8, in_channels, out_channels)
+        self.weight, _ = _conv_params(8, in_channels, out_channels, False, init)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return self._impl.down_conv(x, self.weight)
@@ -73,11 +100,11 @@ class UpConv3d(nn.Module):
     """Transposed convolution, kernel 2, stride 2, onto the finer sites:
     ``y_i = W[slot_i]^T x_{parent_i}``."""
 
-    def __init__(self, in_channels: int, out_channels: int, backend: str = "torch") -> None:
+    def __init__(self, in_channels: int, out_channels: int, backend: str = "torch", init: str = "he") -> None:
         super().__init__()
         self.backend = backend
         self._impl = get_backend(backend)
-        self.weight = _he_normal(8, in_channels, out_channels)
+        self.weight, _ = _conv_params(8, in_channels, out_channels, False, init, transposed=True)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return self._impl.up_conv(x, self.weight)
