@@ -72,6 +72,27 @@ def all_gather_objects(obj: object) -> list[object]:
     return out
 
 
+def all_gather_rows(x: torch.Tensor, differentiable: bool = False) -> list[torch.Tensor]:
+    """Every rank's ``x`` (same trailing shape, any number of rows), in rank order; ``[x]`` in a single process.
+
+    Rows are padded to the largest count for the collective and trimmed after. With ``differentiable=True`` the
+    gather keeps the autograd graph (``torch.distributed.nn.functional.all_gather``): the gradient reaching
+    rank ``r``'s part on any rank flows back to rank ``r``'s ``x`` (summed over ranks).
+    """
+    if not active():
+        return [x]
+    sizes = [int(n) for n in all_gather_objects(int(x.shape[0]))]
+    padded = torch.cat([x, x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))]) if x.shape[0] < max(sizes) else x
+    if differentiable:
+        from torch.distributed.nn.functional import all_gather
+
+        parts = list(all_gather(padded))
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world_size())]
+        dist.all_gather(parts, padded.contiguous())
+    return [part[:n] for part, n in zip(parts, sizes, strict=True)]
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if active():

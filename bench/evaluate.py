@@ -121,19 +121,26 @@ def frozen_features(
     student: nn.Module, scenes: SceneDataset, per_scan: int, seed: int, device: torch.device, workers: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``(n, D)`` (CPU) and labels ``(n,)`` of up to ``per_scan`` random labelled points of every scan,
-    streamed (one scan in memory at a time, plus the ``n x D`` result)."""
+    streamed (one scan in memory at a time, plus the ``n x D`` result, allocated once: long-lived pieces
+    between the per-scan temporaries would fragment the heap and hold on to their memory)."""
     rng = np.random.default_rng(seed)
-    feats, labels = [], []
+    feats: torch.Tensor | None = None
+    labels = torch.empty(len(scenes) * per_scan, dtype=torch.int64)
+    filled = 0
     for batch in scene_loader(scenes.without_features(), ShardSampler(len(scenes), shard=False), workers, device):
         scene_labels = batch.labels.numpy()
         idx = np.flatnonzero(scene_labels != IGNORE_INDEX)
         if len(idx) > per_scan:
             idx = np.sort(rng.choice(idx, size=per_scan, replace=False))
-        feats.append(student(*batch.inputs(device))[torch.from_numpy(idx).to(device)].cpu())
-        labels.append(torch.from_numpy(scene_labels[idx]))
-    if not feats or not sum(len(x) for x in labels):
+        out = student(*batch.inputs(device))
+        if feats is None:
+            feats = torch.empty(len(scenes) * per_scan, out.shape[1], dtype=out.dtype)
+        feats[filled : filled + len(idx)] = out[torch.from_numpy(idx).to(device)].cpu()
+        labels[filled : filled + len(idx)] = torch.from_numpy(scene_labels[idx])
+        filled += len(idx)
+    if feats is None or not filled:
         raise ValueError(f"the linear probe found no labelled point in the {len(scenes)} train scans")
-    return torch.cat(feats), torch.cat(labels)
+    return feats[:filled], labels[:filled]
 
 
 def linear_probe(

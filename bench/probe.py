@@ -63,14 +63,18 @@ class GeometrySet:
         scan_of = np.searchsorted(starts, order, side="right") - 1
         positions = np.unique(scan_of).tolist()
         local = {p: order[scan_of == p] - starts[p] for p in positions}
-        point_index, q_parts = [], []
+        point_index: list[np.ndarray] = []
+        q2d = torch.zeros(0, 0)
         for batch in scene_loader(data, ShardSampler(len(data), positions, shard=False), workers):
             scene = batch.scenes[0]
             position = positions[len(point_index)]
             rows = scene.first_pairs()[local[position]]
+            start = sum(len(p) for p in point_index)
             point_index.append(scene.pairs[rows, 0])
-            q_parts.append(scene.pair_features(rows))
-        q2d = torch.cat(q_parts) if q_parts else torch.zeros(0, 0)
+            q = scene.pair_features(rows)
+            if not q2d.numel():  # one allocation (pieces kept between per-scan temporaries fragment the heap)
+                q2d = torch.empty(len(order), q.shape[1])
+            q2d[start : start + len(rows)] = q
         return cls(data, positions, point_index, labels[order].astype(np.int64), q2d, counts, seed, labelled)
 
     @torch.no_grad()
@@ -82,16 +86,24 @@ class GeometrySet:
         """
         was_training = student.training
         student.eval()
-        mine = {}
         slots = list(range(len(self.positions)))[dist.rank() :: dist.world_size()]
+        starts = np.cumsum([0] + [len(p) for p in self.point_index])
+        rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in slots]) if slots else np.zeros(0, int)
         sampler = ShardSampler(len(self.data), [self.positions[i] for i in slots], shard=False)
         data = self.data.without_features()
+        mine = torch.zeros(len(rows), self.q2d.shape[1])  # one allocation for this rank's share
+        filled = 0
         for slot, batch in zip(slots, scene_loader(data, sampler, workers, device), strict=True):
             index = torch.from_numpy(self.point_index[slot]).to(device)
-            mine[slot] = student(*batch.inputs(device))[index].float().cpu()
+            mine[filled : filled + len(index)] = student(*batch.inputs(device))[index].float().cpu()
+            filled += len(index)
         student.train(was_training)
-        parts = {i: f for gathered in dist.all_gather_objects(mine) for i, f in gathered.items()}
-        return torch.cat([parts[i] for i in sorted(parts)])
+        if not dist.active():
+            return mine
+        out = torch.empty(int(starts[-1]), self.q2d.shape[1])
+        for part, part_rows in zip(dist.all_gather_rows(mine), dist.all_gather_objects(rows), strict=True):
+            out[torch.from_numpy(np.asarray(part_rows, dtype=np.int64))] = part
+        return out
 
     def geometry(self, k3d: torch.Tensor, t: float = 2.0) -> dict[str, float | None]:
         """:func:`geomstruct.metrics.geometry` of ``k3d`` against the set's 2D features (label-free part only

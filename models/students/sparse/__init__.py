@@ -2,7 +2,7 @@
 
 from .backends import SparseBackend, TorchBackend, available_backends, get_backend
 from .kernel_map import DownsampleMap, downsample_map, kernel_offsets, neighbour_table
-from .layers import DownConv3d, SparseBatchNorm, SparseReLU, SubmanifoldConv3d, UpConv3d
+from .layers import DownConv3d, SparseBatchNorm, SparseReLU, SubmanifoldConv3d, UpConv3d, synchronise_batch_norms
 from .tensor import KernelMapCache, SparseTensor, cat
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "KernelMapCache",
     "SparseBackend",
     "SparseBatchNorm",
+    "synchronise_batch_norms",
     "SparseReLU",
     "SparseTensor",
     "SubmanifoldConv3d",

@@ -111,10 +111,54 @@ class UpConv3d(nn.Module):
 
 
 class SparseBatchNorm(nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` over the features of all active sites of the batch."""
+    """``nn.BatchNorm1d`` over the features of all active sites of the batch.
+
+    With ``sync = True``, in training mode inside a ``torch.distributed`` process group of more than one process,
+    the statistics are those of the sites of *all* ranks (synchronised batch norm, as ``nn.SyncBatchNorm``, which
+    runs on GPUs only): ``mean = sum_r S_r / sum_r n_r`` and ``var = sum_r sum_i (x_i - mean)^2 / sum_r n_r``
+    (biased, two passes, float64 accumulation like PyTorch's CPU kernel), gathered with the differentiable
+    ``torch.distributed.nn.functional.all_reduce``; the running variance is updated with the unbiased
+    ``var * n / (n - 1)``. Every rank must call it (one collective per pass).
+    """
+
+    sync: bool = False
 
     def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        if self.sync and self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return x.replace(self._synchronised(x.feats))
         return x.replace(super().forward(x.feats))
+
+    def _synchronised(self, feats: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+
+        c = feats.shape[1]
+        count = torch.tensor([feats.shape[0]], dtype=torch.float64, device=feats.device)
+        totals = all_reduce(torch.cat([feats.sum(0, dtype=torch.float64), count]))
+        n = totals[c]
+        mean = (totals[:c] / n).to(feats.dtype)
+        centered = feats - mean
+        var = (all_reduce((centered * centered).sum(0, dtype=torch.float64)) / n).to(feats.dtype)
+        out = centered * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                unbiased = var.detach() * (n / torch.clamp(n - 1, min=1)).to(var.dtype)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+                self.num_batches_tracked.add_(1)
+        return out
+
+
+def synchronise_batch_norms(module: nn.Module, sync: bool = True) -> int:
+    """Set :attr:`SparseBatchNorm.sync` on every sparse batch norm of ``module``; returns how many."""
+    norms = [m for m in module.modules() if isinstance(m, SparseBatchNorm)]
+    for norm in norms:
+        norm.sync = sync
+    return len(norms)
 
 
 class SparseReLU(nn.Module):
