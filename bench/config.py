@@ -35,11 +35,18 @@ class DistillConfig:
     ``ood`` variant, or ``semantickitti``). Teacher features are read from the cache ``feature_cache`` (default
     ``cache/features``), filled before the first step.
 
+    Student: ``student`` ``preset`` (``small`` for CPUs, ``slidr`` = SLidR's MinkUNet34C) with
+    ``student_overrides``, ``voxel_size`` metres on ``voxel_system`` coordinates (``cartesian``, or SLidR's
+    ``cylindrical``: rho and z in metres, phi in degrees). ``augmentation``: None (off), or the fields of
+    :class:`bench.augment.Augmentation` to change (``{}``: SLidR's cloud rotation and flips, DropCuboids,
+    resized crop and horizontal flip, applied to the train scans of every distillation step).
+
     Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
-    all valid pairs of the batch of ``batch_size`` scans; ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or
-    ``adamw``; cosine schedule over ``steps``; a checkpoint every ``checkpoint_every`` steps; U, T, G on the
-    probe set (``probe_per_class`` points per class of the first ``probe_scenes`` val scans) every
-    ``probe_every`` steps.
+    all valid pairs of the batch of ``batch_size`` scans (over every rank under ``torchrun``, with batch norm
+    synchronised over the ranks when ``sync_bn``: results do not depend on the number of ranks);
+    ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or ``adamw``; cosine schedule over ``steps``; a
+    checkpoint every ``checkpoint_every`` steps; U, T, G on the probe set (``probe_per_class`` points per class
+    of the first ``probe_scenes`` val scans) every ``probe_every`` steps.
 
     Evaluation (METHOD.md sections 4-5): geometry on ``features_per_class`` class-balanced paired points of the
     evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
@@ -79,6 +86,9 @@ class DistillConfig:
     steps: int = 500
     batch_size: int = 2
     n_pairs: int = 4096
+    sync_bn: bool = True
+    augmentation: dict[str, Any] | None = None
+    voxel_system: str = "cartesian"
     optimizer: str = "sgd"
     lr: float = 0.5
     momentum: float = 0.9
@@ -130,6 +140,10 @@ class DistillConfig:
             )
         if self.dataset == "nuscenes":
             self._check_nuscenes()
+        if self.voxel_system not in ("cartesian", "cylindrical"):
+            raise ValueError(f"unknown voxel_system {self.voxel_system!r}; valid: cartesian, cylindrical")
+        if self.augmentation is not None:
+            self.augmentations()
         positive = (
             "steps",
             "batch_size",
@@ -161,6 +175,19 @@ class DistillConfig:
                 "extracted into the dataroot; without it, run --protocols none (or few_shot_ood) to distil and "
                 "measure the label-free geometry"
             )
+
+    def augmentations(self) -> Any:
+        """The :class:`bench.augment.Augmentation` of ``augmentation`` (None: no augmentation); ``{}`` is every
+        SLidR augmentation with SLidR's parameters."""
+        if self.augmentation is None:
+            return None
+        from bench.augment import Augmentation
+
+        valid = {f.name for f in fields(Augmentation)}
+        unknown = sorted(set(self.augmentation) - valid)
+        if unknown:
+            raise ValueError(f"unknown augmentation fields {unknown}; valid: {', '.join(sorted(valid))}")
+        return Augmentation(**self.augmentation)
 
     @classmethod
     def from_run(cls, run: dict[str, Any]) -> DistillConfig:

@@ -72,6 +72,15 @@ def all_gather_objects(obj: object) -> list[object]:
     return out
 
 
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    if not active():
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_gather_rows(x: torch.Tensor, differentiable: bool = False) -> list[torch.Tensor]:
     """Every rank's ``x`` (same trailing shape, any number of rows), in rank order; ``[x]`` in a single process.
 

@@ -39,6 +39,8 @@ from bench.data.classes import IGNORE_INDEX
 from bench.scenes import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
 from bench.segmentation_loss import segmentation_loss
 from bench.train import cosine_factor, make_optimizer
+from models.students import use_downstream_bn_momentum
+from models.students.sparse import synchronise_batch_norms
 from models.teachers.base import zero_shot_predict
 
 
@@ -120,27 +122,50 @@ def probe_points_per_scan(n_scans: int, per_scan: int, max_points: int) -> int:
 def frozen_features(
     student: nn.Module, scenes: SceneDataset, per_scan: int, seed: int, device: torch.device, workers: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features ``(n, D)`` (CPU) and labels ``(n,)`` of up to ``per_scan`` random labelled points of every scan,
-    streamed (one scan in memory at a time, plus the ``n x D`` result, allocated once: long-lived pieces
-    between the per-scan temporaries would fragment the heap and hold on to their memory)."""
-    rng = np.random.default_rng(seed)
+    """Features ``(n, D)`` (CPU) and labels ``(n,)`` of up to ``per_scan`` random labelled points of every scan
+    (the points of scan ``i`` drawn by ``numpy.random.default_rng([seed, i])``), in scan order.
+
+    Streamed, one scan in memory at a time plus the ``n x D`` result, allocated once (long-lived pieces between
+    the per-scan temporaries would fragment the heap and hold on to their memory). Under ``torchrun`` scan ``i``
+    is read on rank ``i mod W`` and the parts are gathered on every rank.
+    """
     feats: torch.Tensor | None = None
-    labels = torch.empty(len(scenes) * per_scan, dtype=torch.int64)
+    mine = list(range(len(scenes)))[dist.rank() :: dist.world_size()]
+    labels = torch.empty(len(mine) * per_scan, dtype=torch.int64)
+    scan_of = torch.empty(len(mine) * per_scan, dtype=torch.int64)
     filled = 0
-    for batch in scene_loader(scenes.without_features(), ShardSampler(len(scenes), shard=False), workers, device):
+    loader = scene_loader(scenes.without_features(), ShardSampler(len(scenes)), workers, device)
+    for position, batch in zip(mine, loader, strict=True):
         scene_labels = batch.labels.numpy()
         idx = np.flatnonzero(scene_labels != IGNORE_INDEX)
         if len(idx) > per_scan:
-            idx = np.sort(rng.choice(idx, size=per_scan, replace=False))
+            idx = np.sort(np.random.default_rng([seed, position]).choice(idx, size=per_scan, replace=False))
         out = student(*batch.inputs(device))
         if feats is None:
-            feats = torch.empty(len(scenes) * per_scan, out.shape[1], dtype=out.dtype)
+            feats = torch.empty(len(mine) * per_scan, out.shape[1], dtype=out.dtype)
         feats[filled : filled + len(idx)] = out[torch.from_numpy(idx).to(device)].cpu()
         labels[filled : filled + len(idx)] = torch.from_numpy(scene_labels[idx])
+        scan_of[filled : filled + len(idx)] = position
         filled += len(idx)
-    if feats is None or not filled:
+    if feats is None:
+        feats = torch.empty(0, 0)
+    if dist.active():
+        width = max(int(x) for x in dist.all_gather_objects(feats.shape[1]))
+        parts = dist.all_gather_rows(feats[:filled] if feats.shape[1] else torch.empty(0, width))
+        scans = torch.cat(dist.all_gather_rows(scan_of[:filled]))
+        order = torch.argsort(scans, stable=True)  # scan order, as in one process
+        feats, labels = torch.cat(parts)[order], torch.cat(dist.all_gather_rows(labels[:filled]))[order]
+        filled = len(order)
+    if not filled:
         raise ValueError(f"the linear probe found no labelled point in the {len(scenes)} train scans")
     return feats[:filled], labels[:filled]
+
+
+def _share_from_main(module: nn.Module) -> None:
+    """Load rank 0's weights and buffers of ``module`` on every rank (nothing in a single process)."""
+    if dist.active():
+        state = {k: v.cpu() for k, v in module.state_dict().items()} if dist.is_main() else None
+        module.load_state_dict(dist.broadcast_object(state))
 
 
 def linear_probe(
@@ -164,16 +189,18 @@ def linear_probe(
     feats, labels = frozen_features(student, train, per_scan, cfg.seed, device, workers)
     torch.manual_seed(cfg.seed)
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
-    optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
-    for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
-        pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
-        logits = head(feats[pick].to(device))
-        loss = segmentation_loss(logits, labels[pick].to(device), cfg.seg_loss, IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    if dist.is_main():  # the head is trained once, on rank 0, and sent to the other ranks
+        optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
+        for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
+            pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
+            logits = head(feats[pick].to(device))
+            loss = segmentation_loss(logits, labels[pick].to(device), cfg.seg_loss, IGNORE_INDEX)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    _share_from_main(head)
     head.eval()
     return evaluate_predictor(lambda p, b: head(student(p, b)).argmax(dim=1), evaluation, classes, device, workers)
 
@@ -190,8 +217,11 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim``, ``seg_loss`` and ``seed``. Every
-    rank trains the same model (same seed, same scans); only the evaluation is split over ranks.
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim``, ``seg_loss`` and ``seed``. The
+    student's batch norms take their downstream momentum (SLidR's 0.02 for the ``slidr`` preset,
+    :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the model is trained once, on rank 0,
+    and sent to the other ranks (never repeated; the 1% split is a few scans), and the evaluation is split over
+    the ranks.
     """
     if not len(train):
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
@@ -200,18 +230,22 @@ def fine_tune(
     network = getattr(backbone, "network", None)
     if network is not None and hasattr(network, "normalize"):
         network.normalize = False  # the head reads the projection before L2 normalisation (SLidR's downstream)
+    use_downstream_bn_momentum(backbone)
+    synchronise_batch_norms(backbone, False)  # trained on rank 0 alone: no collective inside its batch norms
     model = Segmenter(backbone, cfg.out_dim, len(classes)).to(device)
-    optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
-    model.train()
-    sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=False)
-    loader = scene_loader(train.without_features(), sampler, workers, device)
-    for batch in tqdm(loader, desc="fine-tune", leave=False, disable=not progress):
-        target = batch.labels.to(device, non_blocking=True)
-        loss = segmentation_loss(model(*batch.inputs(device)), target, cfg.seg_loss, IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    if dist.is_main():
+        optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
+        model.train()
+        sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=False)
+        loader = scene_loader(train.without_features(), sampler, workers, device)
+        for batch in tqdm(loader, desc="fine-tune", leave=False, disable=not progress):
+            target = batch.labels.to(device, non_blocking=True)
+            loss = segmentation_loss(model(*batch.inputs(device)), target, cfg.seg_loss, IGNORE_INDEX)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    _share_from_main(model)
     model.eval()
     return evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device, workers)

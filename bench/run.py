@@ -85,7 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--clip-checkpoint", default=None, help="local CLIP weight file (.pt, .safetensors); nothing is downloaded"
     )
-    data.add_argument("--clip-arch", default=None, help="open_clip architecture of the checkpoint, e.g. ViT-B-16")
+    data.add_argument(
+        "--clip-arch",
+        default=None,
+        help="open_clip architecture of the checkpoint (e.g. ViT-B-16) or a model-config .json",
+    )
     data.add_argument(
         "--feature-cache", default=None, help="teacher feature cache folder (filled on first use, then read back)"
     )
@@ -283,6 +287,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = distributed.init(device)
+    world = distributed.world_size()
+    too_small = [name for name, run in runs if suite.kind == "distill" and run["batch_size"] < world]
+    if too_small:
+        if distributed.is_main():
+            print(
+                f"error: {world} ranks but runs {', '.join(too_small)} have batch_size "
+                f"{min(run['batch_size'] for _, run in runs)}: every rank needs at least one scan per step; "
+                "use at most batch_size processes (torchrun --nproc_per_node) or a larger batch_size",
+                file=sys.stderr,
+            )
+        distributed.shutdown()
+        return 2
     try:
         workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
         if workers < 0:

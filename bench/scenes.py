@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,11 +110,18 @@ class SceneDataset(Dataset):
         crop_radius: float | None,
         cache: FeatureCache | None = None,
         ids: Sequence[str] | None = None,
+        augmentation: Any = None,
     ) -> None:
         self.dataset = dataset
         self.crop_radius = crop_radius
         self.cache = cache
         self.ids = list(dataset.ids if ids is None else ids)
+        self.augmentation = augmentation
+
+    def augmented(self, augmentation: Any) -> SceneDataset:
+        """The same scans, each augmented (:func:`bench.augment.augment`, a :class:`bench.augment.Augmentation`)
+        when it is requested as ``(index, seed)`` (:class:`StepSampler` with ``seeded=True``)."""
+        return SceneDataset(self.dataset, self.crop_radius, self.cache, self.ids, augmentation)
 
     def head(self, n: int | None) -> SceneDataset:
         """The first ``n`` scans (all when ``n`` is None)."""
@@ -126,14 +134,20 @@ class SceneDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> Scene:
+    def __getitem__(self, key: int | tuple[int, int]) -> Scene:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         scan = self.dataset.load(self.ids[index])
         points, labels, pairs = crop_scan(scan, self.crop_radius)
         grids = None
         if self.cache is not None and scan.cameras:
             grids = torch.from_numpy(np.array(self.cache.load(scan.scan_id)))
         sizes = tuple(cam.size for cam in scan.cameras)
-        return Scene(scan.scan_id, points, labels, pairs, grids, sizes)
+        scene = Scene(scan.scan_id, points, labels, pairs, grids, sizes)
+        if self.augmentation is not None and seed is not None:
+            from bench.augment import augment
+
+            scene = augment(scene, self.augmentation, seed)
+        return scene
 
 
 def batch_tensors(scenes: Sequence[Scene], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -185,31 +199,38 @@ class StepSampler(Sampler[list[int]]):
     """Scans of steps ``start + 1 .. steps``: ``randperm(n, step_generator(seed, t, stream))[:batch_size]``.
 
     With ``shard=True`` (the distillation trainer under ``torchrun``) rank ``r`` of ``W`` yields positions
-    ``r, r + W, ...`` of every step's draw; otherwise every rank yields the whole draw.
+    ``r, r + W, ...`` of every step's draw; otherwise every rank yields the whole draw. With ``seeded=True`` every
+    position comes as ``(position, augmentation seed)``, the seed a function of ``(seed, step, position)`` only.
     """
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, start: int, steps: int, stream: int = 0, shard: bool = True
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        steps: int,
+        stream: int = 0,
+        shard: bool = True,
+        seeded: bool = False,
     ) -> None:
         if n < 1:
             raise ValueError("a training split needs at least one scan")
-        self.n, self.batch_size, self.seed, self.start, self.steps, self.stream = (
-            n,
-            batch_size,
-            seed,
-            start,
-            steps,
-            stream,
-        )
+        self.n, self.batch_size, self.seed, self.stream = n, batch_size, seed, stream
+        self.start, self.steps, self.seeded = start, steps, seeded
         self.rank, self.world = (dist.rank(), dist.world_size()) if shard else (0, 1)
 
     def __len__(self) -> int:
         return max(self.steps - self.start, 0)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         for step in range(self.start + 1, self.steps + 1):
             order = torch.randperm(self.n, generator=step_generator(self.seed, step, self.stream))[: self.batch_size]
-            yield order.tolist()[self.rank :: self.world]
+            mine = order.tolist()[self.rank :: self.world]
+            if self.seeded:
+                yield [(i, ((self.seed * 1_000_003 + step) * 1_000_033 + i) % 2**63) for i in mine]
+            else:
+                yield mine
 
 
 class ShardSampler(Sampler[list[int]]):

@@ -16,9 +16,17 @@ One step:
 
 Every ``probe_every`` steps (and at steps 0 and T) U, T, G of the student on a fixed probe set go to the
 trajectory; every ``checkpoint_every`` steps (and at T) the model, optimiser, schedule and trajectory are saved
-atomically, and training resumes from that file. Under ``torchrun`` the student is wrapped in
-DistributedDataParallel: the ``batch_size`` scans of a step are split over the ranks (rank r takes scans
-r, r + W, ...) and each rank samples ``n_pairs / W`` pairs of its scans; gradients are averaged by DDP.
+atomically, and training resumes from that file.
+
+Under ``torchrun`` the result does not depend on the number of ranks W (up to float rounding): the
+``batch_size`` scans of a step are split over the ranks (rank r takes scans r, r + W, ...; more ranks than
+scans is refused), each rank runs the student on its scans, the pair counts of all scans are gathered and the
+``n_pairs`` pairs are drawn over the whole batch with the generator a single process uses
+(:func:`batch_pairs`); each rank reads ``K`` and ``Q`` of the pairs on its own scans and all of them are gathered
+(``K`` differentiably) in the single-process order, so every rank computes the same loss on the same N pairs.
+The collectives' backward sums the gradients that reach each rank's features from every rank, so rank r holds
+``W dL/dtheta_r`` and DistributedDataParallel's average over ranks is the single-process ``dL/dtheta``. Batch
+norm is synchronised over the ranks (``sync_bn``, :class:`models.students.sparse.SparseBatchNorm`).
 """
 
 from __future__ import annotations
@@ -37,9 +45,10 @@ from bench import distributed as dist
 from bench.config import DistillConfig
 from bench.probe import GeometrySet
 from bench.results import write_bytes
-from bench.scenes import Scene, SceneDataset, StepSampler, scene_loader, step_generator
+from bench.scenes import SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
 from models.losses import get_loss
 from models.students import PointStudent, build_student
+from models.students.sparse import synchronise_batch_norms
 
 TRAJECTORY_COLUMNS = ("step", "loss", "lr", "U", "T", "G")
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -50,7 +59,13 @@ def build_distill_student(cfg: DistillConfig) -> PointStudent:
     torch.manual_seed(cfg.seed)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.student_overrides.items()}
     return build_student(
-        cfg.student, out_dim=cfg.out_dim, preset=cfg.preset, voxel_size=cfg.voxel_size, in_channels=1, **overrides
+        cfg.student,
+        out_dim=cfg.out_dim,
+        preset=cfg.preset,
+        voxel_size=cfg.voxel_size,
+        in_channels=1,
+        system=cfg.voxel_system,
+        **overrides,
     )
 
 
@@ -70,24 +85,60 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; valid optimizers: sgd, adamw")
 
 
-def sample_pairs(scenes: Sequence[Scene], n_pairs: int, generator: torch.Generator) -> list[tuple[int, np.ndarray]]:
-    """``n_pairs`` pairs drawn uniformly without replacement over all pairs of ``scenes`` (all if fewer).
+def sample_pairs(counts: Sequence[int], n_pairs: int, generator: torch.Generator) -> list[tuple[int, np.ndarray]]:
+    """``n_pairs`` pairs drawn uniformly without replacement over all pairs of scans holding ``counts`` pairs
+    (all of them if fewer).
 
-    Returns per scene ``(scene position, rows into scene.pairs)``.
+    Returns per scan ``(scan position, rows into its pairs)``, scans with no drawn pair left out.
     """
-    counts = np.array([len(s.pairs) for s in scenes])
+    counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     if total < 2:
-        raise ValueError(f"a batch of {len(scenes)} scans has {total} point-pixel pairs; a loss needs 2")
+        raise ValueError(f"a batch of {len(counts)} scans has {total} point-pixel pairs; a loss needs 2")
     chosen = torch.randperm(total, generator=generator)[: min(n_pairs, total)].numpy()
     chosen.sort()
     starts = np.concatenate([[0], np.cumsum(counts)])
     out = []
-    for i in range(len(scenes)):
+    for i in range(len(counts)):
         rows = chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
         if len(rows):
             out.append((i, rows))
     return out
+
+
+def batch_pairs(
+    batch: SceneBatch, feats: torch.Tensor, n_pairs: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``K`` (student features, differentiable) and ``Q`` (teacher features) of the step's ``n_pairs`` pairs,
+    drawn over the scans of every rank; identical on every rank and to a single process (module docstring).
+
+    ``batch`` holds this rank's scans (slots ``r, r + W, ...`` of the step's draw) and ``feats`` the student's
+    features of their points.
+    """
+    world, rank = dist.world_size(), dist.rank()
+    counts = dist.all_gather_objects([len(s.pairs) for s in batch.scenes])
+    slots = sorted((r + world * i, r, i) for r, mine in enumerate(counts) for i in range(len(mine)))
+    picks = sample_pairs([counts[r][i] for _, r, i in slots], n_pairs, generator)
+    by_rank: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(world)]
+    for g, rows in picks:
+        by_rank[slots[g][1]].append((slots[g][2], rows))
+    mine = by_rank[rank]
+    index = np.concatenate([batch.scenes[i].pairs[rows, 0] + batch.offsets[i] for i, rows in mine] or [[]])
+    k = feats[torch.from_numpy(index.astype(np.int64)).to(device)]
+    q_parts = [batch.scenes[i].pair_features(rows, device) for i, rows in mine]
+    q = torch.cat(q_parts) if q_parts else feats.new_zeros((0, batch.scenes[0].grids.shape[1]))
+    if world == 1:
+        return k, q
+    k_all, q_all = dist.all_gather_rows(k, differentiable=True), dist.all_gather_rows(q)
+    pieces_k: dict[int, torch.Tensor] = {}
+    pieces_q: dict[int, torch.Tensor] = {}
+    for r in range(world):
+        lengths = [len(rows) for _, rows in by_rank[r]]
+        slot_ids = [r + world * i for i, _ in by_rank[r]]
+        for g, part_k, part_q in zip(slot_ids, k_all[r].split(lengths), q_all[r].split(lengths), strict=True):
+            pieces_k[g], pieces_q[g] = part_k, part_q
+    order = sorted(pieces_k)
+    return torch.cat([pieces_k[g] for g in order]), torch.cat([pieces_q[g] for g in order])
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -142,8 +193,9 @@ def train_student(
         running, seen = state["running_loss"]
     model: torch.nn.Module = student
     if dist.active():
+        if cfg.sync_bn:
+            synchronise_batch_norms(student)
         model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
-    rank, world = dist.rank(), dist.world_size()
 
     def record(step: int, loss: float) -> None:
         geo = probe.geometry(probe.student_features(student, device, workers), t=cfg.uniformity_t)
@@ -153,20 +205,20 @@ def train_student(
     if start == 0:
         record(0, float("nan"))
     model.train()
-    loader = scene_loader(scenes, StepSampler(len(scenes), cfg.batch_size, cfg.seed, start, cfg.steps), workers, device)
+    augmentation = cfg.augmentations()
+    if augmentation is not None:
+        scenes = scenes.augmented(augmentation)
+    sampler = StepSampler(len(scenes), cfg.batch_size, cfg.seed, start, cfg.steps, seeded=augmentation is not None)
+    loader = scene_loader(scenes, sampler, workers, device)
     for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
-        mine = batch.scenes
-        picks = sample_pairs(mine, max(cfg.n_pairs // world, 2), step_generator(cfg.seed, step, 1 + rank))
         feats = model(*batch.inputs(device))
-        index = np.concatenate([mine[i].pairs[rows, 0] + batch.offsets[i] for i, rows in picks])
-        k = feats[torch.from_numpy(index).to(device)]
-        q = torch.cat([mine[i].pair_features(rows, device) for i, rows in picks])
+        k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
         loss = loss_fn(k, q, **cfg.loss_params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        running += float(dist.all_reduce_sum(loss.detach().cpu().reshape(1))[0]) / world
+        running += float(loss.detach())  # the same on every rank
         seen += 1
         if step % cfg.probe_every == 0 or step == cfg.steps:
             record(step, running / seen)

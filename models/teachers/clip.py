@@ -84,6 +84,25 @@ def _quiet_random_init_warning():
         root.removeFilter(keep)
 
 
+def resolve_arch(arch: str) -> str:
+    """The open_clip model name of ``arch``: a registered name, or the path of an open_clip model-config JSON
+    file (``{"embed_dim": ..., "vision_cfg": ..., "text_cfg": ...}``), registered under its file stem.
+
+    Raises:
+        ValueError: neither a known architecture nor an existing ``.json`` file.
+    """
+    open_clip = import_open_clip()
+    path = Path(arch)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ValueError(f"open_clip model config {path} does not exist")
+        open_clip.add_model_config(path)
+        arch = path.stem
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models() or give a .json config")
+    return arch
+
+
 def load_clip_model(
     arch: str, checkpoint: str | Path | None, device: torch.device, seed: int = 0, quick_gelu: bool | None = None
 ) -> torch.nn.Module:
@@ -94,8 +113,7 @@ def load_clip_model(
         FileNotFoundError: the checkpoint file does not exist.
     """
     open_clip = import_open_clip()
-    if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    arch = resolve_arch(arch)
     state, openai = None, False
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -190,7 +208,8 @@ class CLIPTeacher(Teacher):
     """A frozen open_clip model giving MaskCLIP dense features and text embeddings (module docstring).
 
     Args:
-        arch: open_clip architecture name (a ViT: dense features need the value path of its last block).
+        arch: open_clip architecture name, or the path of an open_clip model-config JSON (a ViT: dense features
+            need the value path of its last block).
         checkpoint: local weight file, or ``None`` for random weights (seeded by ``seed``).
         device: where the model runs.
         image_size: ``(H, W)`` images are resized to before the network (multiples of the patch size).
@@ -211,12 +230,12 @@ class CLIPTeacher(Teacher):
         quick_gelu: bool | None = None,
         batch_size: int = 64,
     ) -> None:
-        self.arch = arch
+        self.arch = resolve_arch(arch)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.device = torch.device(device)
         self.seed = seed
         self.batch_size = batch_size
-        self.model = load_clip_model(arch, checkpoint, self.device, seed, quick_gelu)
+        self.model = load_clip_model(self.arch, checkpoint, self.device, seed, quick_gelu)
         self.model.eval()
         self.model.requires_grad_(False)
         visual = self.model.visual
@@ -232,7 +251,7 @@ class CLIPTeacher(Teacher):
         open_clip = import_open_clip()
         self.mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), device=self.device).view(3, 1, 1)
         self.std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD), device=self.device).view(3, 1, 1)
-        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.tokenizer = open_clip.get_tokenizer(self.arch)
         self._identity: str | None = None
 
     @property

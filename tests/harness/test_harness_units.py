@@ -54,17 +54,18 @@ def _scene(n_points: int, n_pairs: int) -> Scene:
 
 def test_sample_pairs_without_replacement_over_all_pairs_of_the_batch():
     scenes = [_scene(50, 30), _scene(40, 70)]
-    picks = sample_pairs(scenes, 64, step_generator(0, 1))
+    counts = [len(s.pairs) for s in scenes]
+    picks = sample_pairs(counts, 64, step_generator(0, 1))
     assert sum(len(rows) for _, rows in picks) == 64
     for i, rows in picks:
         assert len(np.unique(rows)) == len(rows) and rows.max() < len(scenes[i].pairs)
     # uniform over pairs: over many draws, scene 0 holds 30 / 100 of the pairs
     share = np.mean(
-        [sum(len(r) for i, r in sample_pairs(scenes, 10, step_generator(0, s)) if i == 0) for s in range(400)]
+        [sum(len(r) for i, r in sample_pairs(counts, 10, step_generator(0, s)) if i == 0) for s in range(400)]
     )
     assert share == pytest.approx(3.0, abs=0.3)
     # fewer pairs than asked: all of them
-    assert sum(len(r) for _, r in sample_pairs(scenes, 1000, step_generator(0, 1))) == 100
+    assert sum(len(r) for _, r in sample_pairs(counts, 1000, step_generator(0, 1))) == 100
 
 
 def test_step_generator_depends_only_on_seed_step_stream():
