@@ -142,15 +142,18 @@ def test_truncated_point_cloud(nuscenes_copy):
 def test_keyframe_index_cache_is_read_back_without_the_tables(tmp_path, monkeypatch):
     from bench.data import nuscenes
 
-    first = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", index_cache=tmp_path)
-    (path,) = tmp_path.glob("nuscenes-v1.0-mini-*.npz")
-    nuscenes._INDEXES.clear()  # a new process (or another torchrun rank)
+    reference = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini")  # built in this process
+    nuscenes._INDEXES.clear()
 
     def no_tables(*args, **kwargs):
-        raise AssertionError("the devkit tables were read although the index file exists")
+        raise AssertionError("this process read the devkit tables")
 
     monkeypatch.setattr(nuscenes.NuScenesIndex, "build", no_tables)
+    first = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", index_cache=tmp_path)  # built in a child
+    (path,) = tmp_path.glob("nuscenes-v1.0-mini-*.npz")
+    nuscenes._INDEXES.clear()  # a new process (or another torchrun rank) reads the file
     again = NuScenesDataset(NUSCENES_SAMPLE, "mini_val", "v1.0-mini", index_cache=tmp_path)
+    assert reference.ids == first.ids
     assert again.ids == first.ids == [TOKEN]
     for name in nuscenes.NuScenesIndex.__dataclass_fields__:
         a, b = getattr(first.index, name), getattr(again.index, name)
