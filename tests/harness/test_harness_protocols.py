@@ -121,3 +121,17 @@ def test_feature_cache_elsewhere_gives_the_same_run(tiny_suite, tiny_runs, tmp_p
     assert len(list((tmp_path / "features" / "text").glob("*/nuscenes-*.npy"))) == 1  # text embeddings too
     cached = (out / "relational-lam1.0-s0" / "metrics.json").read_bytes()
     assert cached == (tiny_runs / "relational-lam1.0-s0" / "metrics.json").read_bytes()
+
+
+def test_augmented_cylindrical_run_differs_and_reproduces(tiny_suite, tiny_runs, tmp_path):
+    losses = [{"name": "relational", "params": {"lam": 1.0}}]
+    suite = write_suite(tmp_path / "aug.yaml", tiny_suite.parent / "scenes", losses, [0], augmentation={},
+                        voxel_system="cylindrical", voxel_size=[0.25, 2.0, 0.25])  # fmt: skip
+    for out in ("a", "b"):
+        assert main(["--suite", str(suite), "--out", str(tmp_path / out), "--no-progress"]) == 0
+    run = "relational-lam1.0-s0"
+    first = (tmp_path / "a" / run / "trajectory.csv").read_text()
+    assert first == (tmp_path / "b" / run / "trajectory.csv").read_text()  # seeded augmentations: same run
+    assert first != (tiny_runs / run / "trajectory.csv").read_text()  # the augmentations changed the training
+    config = json.loads((tmp_path / "a" / run / "config.json").read_text())
+    assert config["augmentation"] == {} and config["voxel_system"] == "cylindrical"

@@ -33,3 +33,26 @@ def test_full_suite_design():
     assert 0.07 in taus and len(taus) >= 3
     assert {r["features_per_class"] for r in runs} == {5000}
     assert {r["n_pairs"] for r in runs} == {4096}
+
+
+def test_nuscenes_suite_is_slidrs_recipe(tmp_path):
+    from dataclasses import replace
+
+    from bench.data.synthetic import VARIANTS
+    from bench.data.synthetic.nuscenes_format import write_nuscenes_dataroot
+
+    small = replace(VARIANTS["nuscenes"], rig=VARIANTS["nuscenes"].rig.with_resolution(160, 96))
+    root = write_nuscenes_dataroot(tmp_path / "nusc", "v1.0-trainval", {"train": 1, "val": 1}, 1, config=small)
+    (tmp_path / "kitti" / "sequences").mkdir(parents=True)
+    (tmp_path / "clip.pt").write_bytes(b"")
+    suite = load_suite("nuscenes")
+    where = {"dataroot": str(root), "clip_checkpoint": str(tmp_path / "clip.pt")}
+    where["ood_dataroot"] = str(tmp_path / "kitti")
+    resolved = [resolve_distill({**run, **where}) for run in suite.runs]
+    assert {r["loss"] for r in resolved} == {r["loss"] for r in map(resolve_distill, load_suite("full").runs)}
+    first = resolved[0]
+    assert (first["preset"], first["voxel_size"], first["voxel_system"]) == ("slidr", 0.1, "cylindrical")
+    assert (first["batch_size"], first["n_pairs"], first["lr"], first["optimizer"]) == (16, 4096, 0.5, "sgd")
+    assert first["steps"] == 50 * 28130 // 16  # 50 epochs of the 28 130 train keyframes
+    assert first["augmentation"] == {} and first["sync_bn"] and first["teacher"] == "clip"
+    assert first["ood_dataset"] == "semantickitti" and first["version"] == "v1.0-trainval"
