@@ -102,6 +102,25 @@ def all_gather_rows(x: torch.Tensor, differentiable: bool = False) -> list[torch
     return [part[:n] for part, n in zip(parts, sizes, strict=True)]
 
 
+def gather_slots(x: torch.Tensor, lengths: list[int], differentiable: bool = False) -> torch.Tensor:
+    """Rows of every rank in the order of the global batch, on every rank (``x`` itself in a single process).
+
+    Rank ``r`` holds the scans ``r, r + W, ...`` of a batch (the training samplers' sharding); ``x`` is its rows
+    for them, scan after scan, ``lengths[i]`` rows for its ``i``-th scan. The result is the rows of scan 0, 1,
+    2, ... of the whole batch, as one process would have them (gradients flow back as in :func:`all_gather_rows`).
+    """
+    if not active():
+        return x
+    world = world_size()
+    parts = all_gather_rows(x, differentiable)
+    all_lengths = all_gather_objects(list(lengths))
+    pieces = {}
+    for r, (part, lens) in enumerate(zip(parts, all_lengths, strict=True)):
+        for i, piece in enumerate(part.split(list(lens))):
+            pieces[r + world * i] = piece
+    return torch.cat([pieces[g] for g in sorted(pieces)])
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if active():

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bench import distributed as dist
@@ -219,9 +220,11 @@ def fine_tune(
 
     ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim``, ``seg_loss`` and ``seed``. The
     student's batch norms take their downstream momentum (SLidR's 0.02 for the ``slidr`` preset,
-    :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the model is trained once, on rank 0,
-    and sent to the other ranks (never repeated; the 1% split is a few scans), and the evaluation is split over
-    the ranks.
+    :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the scans of a step are split over
+    the ranks as in distillation (DistributedDataParallel, synchronised batch norm, the logits of the whole batch
+    gathered so that every rank computes the single-process loss); when a step has fewer scans than ranks the
+    model is trained once, on rank 0, and sent to the others. Never repeated; the evaluation is split over the
+    ranks.
     """
     if not len(train):
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
@@ -231,21 +234,32 @@ def fine_tune(
     if network is not None and hasattr(network, "normalize"):
         network.normalize = False  # the head reads the projection before L2 normalisation (SLidR's downstream)
     use_downstream_bn_momentum(backbone)
-    synchronise_batch_norms(backbone, False)  # trained on rank 0 alone: no collective inside its batch norms
     model = Segmenter(backbone, cfg.out_dim, len(classes)).to(device)
-    if dist.is_main():
+    world = dist.world_size()
+    split = world > 1 and min(cfg.ft_batch_size, len(train)) >= world
+    synchronise_batch_norms(backbone, split and bool(getattr(cfg, "sync_bn", True)))
+    if split or dist.is_main():
+        network: nn.Module = model
+        if split:
+            network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
         model.train()
-        sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=False)
+        sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=split)
         loader = scene_loader(train.without_features(), sampler, workers, device)
         for batch in tqdm(loader, desc="fine-tune", leave=False, disable=not progress):
+            logits = network(*batch.inputs(device))
             target = batch.labels.to(device, non_blocking=True)
-            loss = segmentation_loss(model(*batch.inputs(device)), target, cfg.seg_loss, IGNORE_INDEX)
+            if split:  # every rank scores the whole batch (gathered in one process's order): exact gradients
+                lengths = np.diff(batch.offsets).tolist()
+                logits = dist.gather_slots(logits, lengths, differentiable=True)
+                target = dist.gather_slots(target, lengths)
+            loss = segmentation_loss(logits, target, cfg.seg_loss, IGNORE_INDEX)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-    _share_from_main(model)
+    if not split:
+        _share_from_main(model)
     model.eval()
     return evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device, workers)

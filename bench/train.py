@@ -129,16 +129,10 @@ def batch_pairs(
     q = torch.cat(q_parts) if q_parts else feats.new_zeros((0, batch.scenes[0].grids.shape[1]))
     if world == 1:
         return k, q
-    k_all, q_all = dist.all_gather_rows(k, differentiable=True), dist.all_gather_rows(q)
-    pieces_k: dict[int, torch.Tensor] = {}
-    pieces_q: dict[int, torch.Tensor] = {}
-    for r in range(world):
-        lengths = [len(rows) for _, rows in by_rank[r]]
-        slot_ids = [r + world * i for i, _ in by_rank[r]]
-        for g, part_k, part_q in zip(slot_ids, k_all[r].split(lengths), q_all[r].split(lengths), strict=True):
-            pieces_k[g], pieces_q[g] = part_k, part_q
-    order = sorted(pieces_k)
-    return torch.cat([pieces_k[g] for g in order]), torch.cat([pieces_q[g] for g in order])
+    lengths = [0] * len(batch.scenes)  # rows of every scan of this rank (0 for scans without a drawn pair)
+    for i, rows in mine:
+        lengths[i] = len(rows)
+    return dist.gather_slots(k, lengths, differentiable=True), dist.gather_slots(q, lengths)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

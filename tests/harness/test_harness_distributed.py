@@ -1,7 +1,7 @@
 """The trainer under ``torchrun`` with 2 CPU processes (gloo) against one process, on a nuScenes-format suite:
 rank 0 alone writes the run directory, and the results do not depend on the number of ranks (the pairs of a
-step drawn over the whole batch and gathered, batch norm synchronised, evaluation split over the ranks,
-downstream training done once)."""
+step drawn over the whole batch and gathered, batch norm synchronised, evaluation split over the ranks, the
+few-shot fine-tuning split over the ranks with the logits of the whole batch gathered)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]
     suite = write_suite(
         tmp / "ddp.yaml", root, [{"name": "contrastive", "params": {"tau": 0.07}}], [0],
         dataset="nuscenes", version="v1.0-mini", teacher="clip", clip_arch=str(arch), clip_checkpoint=str(checkpoint),
-        out_dim=32, crop_radius=10.0, steps=6, probe_every=1, checkpoint_every=3, n_pairs=512, lr=0.05,
+        out_dim=32, crop_radius=10.0, steps=6, probe_every=1, checkpoint_every=3, n_pairs=512, lr=0.05, ft_batch_size=2,
         feature_cache=str(tmp / "features"), protocols=["zero_shot", "linear_probe", "few_shot"],
     )  # fmt: skip
     args = ["--suite", str(suite), "--no-progress"]
