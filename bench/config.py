@@ -7,6 +7,9 @@ Defaults follow METHOD.md and SLidR (Sautier et al., CVPR 2022) where they say s
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,60 @@ PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
 """Protocols that score (or train on) the labels of the main dataset."""
 OPTIMIZERS = ("sgd", "adamw")
+
+
+def type_error(name: str, value: Any, annotation: Any) -> str | None:
+    """Why ``value`` does not fit the type ``annotation`` of field ``name`` (None when it fits).
+
+    Understands the annotations of :class:`DistillConfig` and of the losses' parameters: ``int``, ``float``
+    (an int is a float; a bool is neither), ``str``, ``bool``, ``None``, unions, ``tuple[X, ...]``,
+    ``dict[str, Any]``, ``Any``.
+    """
+
+    def fits(v: Any, t: Any) -> bool:
+        if t is Any:
+            return True
+        origin = typing.get_origin(t)
+        if origin in (typing.Union, types.UnionType):
+            return any(fits(v, a) for a in typing.get_args(t))
+        if t is type(None):
+            return v is None
+        if t is bool:
+            return isinstance(v, bool)
+        if t is int:
+            return isinstance(v, int) and not isinstance(v, bool)
+        if t is float:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        if t is str:
+            return isinstance(v, str)
+        if origin is tuple:
+            args = typing.get_args(t)
+            return isinstance(v, (list, tuple)) and all(fits(x, args[0]) for x in v) if args else True
+        if origin is dict or t is dict:
+            return isinstance(v, dict)
+        return True  # an annotation this checker does not know: accepted
+
+    if fits(value, annotation):
+        return None
+    shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    return f"{name} must be {shown}; got {value!r} ({type(value).__name__})"
+
+
+def loss_parameter_errors(loss: str, params: dict[str, Any]) -> list[str]:
+    """What is wrong with ``params`` for the loss ``loss`` (unknown names, wrong types), from its signature."""
+    signature = inspect.signature(get_loss(loss))
+    accepted = list(signature.parameters)[2:]  # after K and Q
+    hints = typing.get_type_hints(get_loss(loss))
+    errors = []
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        valid = ", ".join(accepted) if accepted else "none"
+        errors.append(f"loss {loss} has no parameter {', '.join(unknown)} (its parameters: {valid})")
+    for key in set(params) & set(accepted):
+        problem = type_error(f"{loss} parameter {key}", params[key], hints.get(key, Any))
+        if problem:
+            errors.append(problem)
+    return errors
 
 
 @dataclass(frozen=True)
@@ -81,7 +138,7 @@ class DistillConfig:
     student: str = "minkunet"
     preset: str = "small"
     out_dim: int = 512
-    voxel_size: float = 0.1
+    voxel_size: float | tuple[float, ...] = 0.1
     student_overrides: dict[str, Any] = field(default_factory=dict)
     steps: int = 500
     batch_size: int = 2
@@ -114,6 +171,11 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             get_loss(self.loss)  # raises, listing the valid names
+        hints = typing.get_type_hints(DistillConfig)
+        problems = [type_error(f.name, getattr(self, f.name), hints[f.name]) for f in fields(self)]
+        problems = [p for p in problems if p] + loss_parameter_errors(self.loss, dict(self.loss_params))
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.dataset not in DATASETS or self.ood_dataset not in DATASETS:
             bad = self.dataset if self.dataset not in DATASETS else self.ood_dataset
             raise ValueError(f"unknown dataset {bad!r}; valid datasets: {', '.join(DATASETS)}")

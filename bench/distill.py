@@ -9,6 +9,7 @@ while training, then ``trajectory.csv``, ``features.npz`` (the balanced point se
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,19 @@ def _json_float(x: float) -> float | None:
 
 
 def run_distill(
-    cfg: DistillConfig, run_dir: RunDir | None, device: torch.device, progress: bool = True, workers: int = 0
+    cfg: DistillConfig,
+    run_dir: RunDir | None,
+    device: torch.device,
+    progress: bool = True,
+    workers: int = 0,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one student; returns ``metrics`` (and writes the run directory when given).
 
     ``workers``: DataLoader worker processes reading scans ahead of the student (0: in the main process);
-    they change the speed, never the result.
+    they change the speed, never the result. ``on_ready`` is called once the teacher, the data and the feature
+    caches are set up, before training (the harness writes ``config.json`` then, so a run that fails during
+    set-up does not bind its folder to a configuration).
     """
     from tqdm import tqdm
 
@@ -127,6 +135,8 @@ def run_distill(
     run_path = run_dir.path if run_dir is not None else None
     path = run_path if dist.is_main() else None  # where files are written: rank 0 only
     name = run_dir.path.name if run_dir is not None else "run"
+    if on_ready is not None:
+        on_ready()
     with tqdm(total=cfg.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
         student, trajectory = train_student(
             cfg, train, probe, device, run_path, on_step=lambda _: bar.update(), workers=workers
@@ -195,9 +205,14 @@ def execute_distill(
         run_dir.check_config(resolved, DistillConfig.field_defaults())
         return read_json(run_dir.path / "metrics.json")
     cfg = DistillConfig.from_run({k: v for k, v in resolved.items() if k != "kind"})
-    if dist.is_main():
-        run_dir.start(resolved, device, DistillConfig.field_defaults())
-    metrics = run_distill(cfg, run_dir, device, progress, workers)
+    defaults = DistillConfig.field_defaults()
+    run_dir.check_config(resolved, defaults)  # a conflicting folder is refused before any set-up
+
+    def bind() -> None:  # the folder becomes this configuration's once set-up (teacher, data, caches) succeeded
+        if dist.is_main():
+            run_dir.start(resolved, device, defaults)
+
+    metrics = run_distill(cfg, run_dir, device, progress, workers, on_ready=bind)
     if dist.is_main():
         run_dir.finish(metrics)
     dist.barrier()

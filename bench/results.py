@@ -27,6 +27,7 @@ CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.json"
 TRAJECTORY_FILE = "trajectory.csv"
+ERROR_FILE = "error.txt"
 
 _PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "nuscenes-devkit", "open_clip_torch", "matplotlib")
 
@@ -168,5 +169,11 @@ class RunDir:
         write_json(self.path / ENVIRONMENT_FILE, environment(device))
 
     def finish(self, metrics: Mapping[str, Any]) -> None:
-        """Write ``metrics.json``, marking the run finished."""
+        """Write ``metrics.json``, marking the run finished (and remove the error file of an earlier failure)."""
         write_json(self.path / METRICS_FILE, metrics)
+        (self.path / ERROR_FILE).unlink(missing_ok=True)
+
+    def fail(self, message: str) -> Path:
+        """Record why the run failed (``error.txt``: the message and the traceback); returns the file."""
+        write_bytes(self.path / ERROR_FILE, (message.rstrip() + "\n").encode())
+        return self.path / ERROR_FILE

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from tqdm import tqdm
 from bench import distributed
 from bench.config import TEACHERS, DistillConfig
 from bench.distill import execute_distill, resolve_distill
-from bench.results import TRAJECTORY_FILE, RunConflictError, RunDir, read_json, write_csv, write_npz
+from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_npz
 from bench.scenes import DATASETS
-from bench.suites import Suite, available_suites, load_suite, run_name
+from bench.suites import Suite, available_suites, load_suite, run_names
 
 DEFAULT_OUTPUT_ROOT = Path("runs")
 
@@ -132,13 +133,15 @@ def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, 
             f"--{'/--'.join(sorted(data))} apply to distill suites only; suite {suite.name!r} is {suite.kind}"
         )
     runs = []
+    changed = []
     for run in suite.runs:
         run = {**run, **data}
         if steps is not None:
             if steps < 1:
                 raise ValueError(f"--steps must be at least 1; got {steps}")
             run["steps" if suite.kind == "distill" else "iterations"] = steps
-        name = run_name(run)
+        changed.append(run)
+    for name, run in zip(run_names(changed), changed, strict=True):
         if only is None or only in name:
             runs.append((name, run))
     if not runs:
@@ -284,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out if args.out is not None else DEFAULT_OUTPUT_ROOT / suite.name
         for name, run in runs:  # refuse before anything runs, so that nothing is overwritten
             RunDir(out / name).check_config(run, DistillConfig.field_defaults() if suite.kind == "distill" else None)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:  # bad input, a conflicting folder, an unwritable disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = distributed.init(device)
@@ -323,22 +326,38 @@ def _run_suite(
     done: list[tuple[str, dict[str, Any]]] = []
     skipped = 0
     say(f"suite {suite.name} ({suite.description}): {len(runs)} runs -> {out}")
+    failures: list[tuple[str, str, Path | None]] = []
     for name, run in tqdm(runs, desc=f"suite {suite.name}", disable=not progress):
         run_dir = RunDir(out / name)
         was_finished = run_dir.finished
         try:
             metrics = execute(run, run_dir, device, progress, workers)
-        except (RunConflictError, ValueError, FileNotFoundError) as exc:
-            print(f"error in run {name}: {exc}", file=sys.stderr)
-            return 2
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # recorded in the run's folder; the other runs go on
+            message = f"{type(exc).__name__}: {exc}"
+            where = None
+            if distributed.is_main():
+                print(f"error in run {name}: {message}", file=sys.stderr)
+                try:
+                    where = run_dir.fail(f"{message}\n\n{traceback.format_exc()}")
+                except OSError:
+                    where = None
+            failures.append((name, message, where))
+            continue
         skipped += was_finished
         done.append((name, metrics))
-    if distributed.is_main():
+    if distributed.is_main() and done:
         print(results_table(done))
         seeds = seed_table(done)
         if seeds:
             print(seeds)
     say(f"{len(done)} runs in {out} ({skipped} already finished, skipped); report: python -m geomstruct.report")
+    if failures:
+        say(f"{len(failures)} of {len(runs)} runs failed (rerun the same command to retry them):")
+        for name, message, where in failures:
+            say(f"  {name}: {message.splitlines()[0]}" + (f" (details: {where})" if where else ""))
+        return 2
     return 0
 
 

@@ -31,7 +31,9 @@ norm is synchronised over the ranks (``sync_bn``, :class:`models.students.sparse
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -141,11 +143,36 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` (CPU tensors), or None when there is none."""
+def config_hash(cfg: DistillConfig) -> str:
+    """SHA-256 (16 hex digits) of the resolved configuration: the identity a checkpoint is tied to."""
+    text = json.dumps(cfg.resolved(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_checkpoint(path: Path, expected_hash: str | None = None) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (CPU tensors), or None when there is none.
+
+    Raises:
+        ValueError: the file does not load (naming it and the remedy), or it was written by another
+            configuration than the one of ``expected_hash`` (checkpoints written before hashes existed load).
+    """
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupted or foreign file
+        raise ValueError(
+            f"{path}: the checkpoint does not load ({type(exc).__name__}); remove it to restart this run from step 0"
+        ) from None
+    if not isinstance(state, dict) or "student" not in state:
+        raise ValueError(f"{path} is not a checkpoint of this harness; remove it to restart this run from step 0")
+    found = state.get("config_hash")
+    if expected_hash is not None and found is not None and found != expected_hash:
+        raise ValueError(
+            f"{path} was written by another configuration (hash {found}, this run's is {expected_hash}); "
+            "remove it to restart this run from step 0"
+        )
+    return state
 
 
 def train_student(
@@ -178,7 +205,8 @@ def train_student(
     trajectory: list[dict[str, float]] = []
     start, running, seen = 0, 0.0, 0
     ckpt_path = run_path / CHECKPOINT_FILE if run_path is not None else None
-    state = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    identity = config_hash(cfg)
+    state = load_checkpoint(ckpt_path, identity) if ckpt_path is not None else None
     if state is not None:
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
@@ -226,6 +254,7 @@ def train_student(
                 "schedule": schedule.state_dict(),
                 "trajectory": trajectory,
                 "running_loss": (running, seen),
+                "config_hash": identity,
             }
             _save_checkpoint(ckpt_path, state)
         if on_step is not None:

@@ -75,9 +75,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: when the camera image file does not exist.
+        DataFormatError: when it is not a readable image (truncated, corrupted).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"camera image not found: {path}")
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated, corrupted, not an image
+        raise DataFormatError(f"{path}: unreadable image ({exc})") from None

@@ -44,14 +44,63 @@ def _loss_entry(entry: Any, source: Path) -> dict[str, Any]:
     raise ValueError(f"{source}: a loss must be a name or {{name: ..., params: {{...}}}}; got {entry!r}")
 
 
-def run_name(run: dict[str, Any]) -> str:
-    """A readable, unique folder name: set-up, loss, its parameters and the seed, e.g.
-    ``1cluster-contrastive-tau0.07-s0``."""
+NAMED_KEYS = ("setup", "loss", "loss_params", "seed")
+"""Fields always in a run's name (the others only when the suite varies them)."""
+
+
+def _component(key: str, value: Any) -> str:
+    """``key`` and ``value`` as a readable piece of a folder name (``lr0.05``, ``planes16-32``)."""
+    if isinstance(value, (list, tuple)):
+        text = "-".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        text = "_".join(f"{k}{_component('', v)}" for k, v in sorted(value.items()))
+    else:
+        text = str(value)
+    return f"{key}{text}"
+
+
+def _check_component(piece: str) -> str:
+    if not piece or "/" in piece or "\\" in piece or ".." in piece or piece.startswith(".") or "\0" in piece:
+        raise ValueError(f"run name piece {piece!r} would not be a plain folder name (no '/', '\\', '..')")
+    return piece
+
+
+def run_name(run: dict[str, Any], varied: tuple[str, ...] = ()) -> str:
+    """A readable folder name: set-up, loss, its parameters, every field in ``varied`` (the suite's grid varies
+    it) and the seed, e.g. ``1cluster-contrastive-tau0.07-s0`` or ``similarity-lr0.05-s0``.
+
+    Raises:
+        ValueError: a piece holding a path separator or ``..`` (a name from a suite file must stay inside the
+            output folder).
+    """
     parts = [str(run["setup"])] if "setup" in run else []
-    parts.append(run["loss"])
-    parts += [f"{k}{v}" for k, v in sorted(run["loss_params"].items())]
+    parts.append(str(run["loss"]))
+    parts += [_component(k, v) for k, v in sorted(run["loss_params"].items())]
+    parts += [_component(k, run.get(k)) for k in varied]
     parts.append(f"s{run['seed']}")
-    return "-".join(parts)
+    return "-".join(_check_component(p) for p in parts)
+
+
+def varied_fields(runs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Fields (other than :data:`NAMED_KEYS`) whose value differs between the runs, sorted."""
+    import json
+
+    keys = sorted({k for run in runs for k in run} - set(NAMED_KEYS))
+    return tuple(k for k in keys if len({json.dumps(run.get(k), sort_keys=True, default=str) for run in runs}) > 1)
+
+
+def run_names(runs: list[dict[str, Any]]) -> list[str]:
+    """:func:`run_name` of every run, naming the fields the runs vary; duplicates are a ``ValueError``."""
+    varied = varied_fields(runs)
+    names = [run_name(run, varied) for run in runs]
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    twice = sorted(n for n, c in seen.items() if c > 1)
+    if twice:
+        raise ValueError(f"the suite gives several runs the same name ({', '.join(twice)}): two runs of one grid "
+                         "are identical; remove the duplicate values")  # fmt: skip
+    return names
 
 
 def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str, Any]]:
