@@ -92,6 +92,11 @@ class DistillConfig:
     ``ood`` variant, or ``semantickitti``). Teacher features are read from the cache ``feature_cache`` (default
     ``cache/features``), filled before the first step.
 
+    Teacher: ``teacher`` (``synthetic`` or ``clip`` with ``clip_arch`` and the local ``clip_checkpoint``, whose
+    content hash ``clip_checkpoint_sha256`` is filled in when the run is resolved, so that new weights at the
+    same path are a new configuration; ``allow_torchscript`` reads OpenAI's TorchScript archives, which run code
+    stored in the file).
+
     Student: ``student`` ``preset`` (``small`` for CPUs, ``slidr`` = SLidR's MinkUNet34C) with
     ``student_overrides``, ``voxel_size`` metres on ``voxel_system`` coordinates (``cartesian``, or SLidR's
     ``cylindrical``: rho and z in metres, phi in degrees). ``augmentation``: None (off), or the fields of
@@ -134,6 +139,8 @@ class DistillConfig:
     teacher: str = "synthetic"
     clip_arch: str = "ViT-B-16"
     clip_checkpoint: str | None = None
+    clip_checkpoint_sha256: str | None = None
+    allow_torchscript: bool = False
     feature_cache: str | None = None
     student: str = "minkunet"
     preset: str = "small"

@@ -34,18 +34,21 @@ DEFAULT_FEATURE_CACHE = "cache/features"
 _TEACHERS: dict[tuple, Teacher] = {}
 _DATASETS: dict[tuple, ScanDataset] = {}
 _FILLED: set[tuple] = set()
+_HASHES: dict[tuple, str] = {}
 
 
 def make_teacher(cfg: DistillConfig, device: torch.device) -> Teacher:
     """The run's teacher (built once per process and configuration); a bad checkpoint is a ``ValueError``."""
-    key = (cfg.teacher, cfg.clip_arch, cfg.clip_checkpoint, str(device))
+    key = (cfg.teacher, cfg.clip_arch, cfg.clip_checkpoint, cfg.clip_checkpoint_sha256, str(device))
     if key not in _TEACHERS:
         if cfg.teacher == "clip":
             path = Path(str(cfg.clip_checkpoint))
             if not path.is_file():
                 raise ValueError(f"CLIP checkpoint {path} does not exist")
             try:
-                _TEACHERS[key] = build_teacher("clip", device, arch=cfg.clip_arch, checkpoint=path)
+                _TEACHERS[key] = build_teacher(
+                    "clip", device, arch=cfg.clip_arch, checkpoint=path, allow_torchscript=cfg.allow_torchscript
+                )
             except Exception as exc:  # any failure to read or load the weights
                 raise ValueError(f"CLIP checkpoint {path} does not load: {exc}") from None
         else:
@@ -149,6 +152,7 @@ def run_distill(
         "seed": cfg.seed,
         "dataset": cfg.dataset,
         "teacher": teacher.identity,
+        "teacher_checkpoint_sha256": cfg.clip_checkpoint_sha256,
         "class_names": list(_class_names(cfg.dataset)),  # label id -> name, for the report's legends
         "steps": cfg.steps,
         "final_loss": trajectory[-1]["loss"],
@@ -222,7 +226,19 @@ def execute_distill(
 def resolve_distill(run: dict[str, Any]) -> dict[str, Any]:
     """The full configuration of a distill run; ``ValueError`` (naming the valid choices) on bad values."""
     try:
-        return DistillConfig.from_run(run).resolved()
+        cfg = DistillConfig.from_run(run)
+        if cfg.teacher == "clip":  # the weights' content, not their path, identifies the teacher
+            from dataclasses import replace
+
+            from models.teachers.base import file_sha256
+
+            path = Path(str(cfg.clip_checkpoint))
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _HASHES:
+                _HASHES[key] = file_sha256(path)
+            cfg = replace(cfg, clip_checkpoint_sha256=_HASHES[key])
+        return cfg.resolved()
     except KeyError as exc:  # unknown loss name
         raise ValueError(exc.args[0]) from None
     except TypeError as exc:

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.base import ScanDataset
+from bench.results import file_mode
 from models.teachers.base import Teacher, build_teacher, class_phrases, prompt_templates, zero_shot_classifier
 
 FORMAT_VERSION = 1
@@ -62,6 +63,7 @@ def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         help="open_clip architecture of the checkpoint (e.g. ViT-B-16) or a model-config .json",
     )
     data.add_argument(
+        "--allow-torchscript",
+        action="store_const",
+        const=True,
+        default=None,
+        help="read a TorchScript CLIP checkpoint (OpenAI's ViT-B-16.pt): loading one runs code stored in the "
+        "file, so it is refused unless you trust the file and pass this",
+    )
+    data.add_argument(
         "--feature-cache", default=None, help="teacher feature cache folder (filled on first use, then read back)"
     )
     parser.add_argument(
@@ -118,6 +126,7 @@ _DATA_OPTIONS = {
     "feature_cache": "feature_cache",
     "version": "version",
     "protocols": "protocols",
+    "allow_torchscript": "allow_torchscript",
 }
 """Command-line option -> distill run parameter."""
 

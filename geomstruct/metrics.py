@@ -124,6 +124,8 @@ def _paired(x3d: ArrayLike, x2d: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]
     q = _normalize(_as_tensor(x2d, "x2d").to(torch.float64)).to(k.device)
     if k.shape[0] != q.shape[0]:
         raise ValueError(f"x3d and x2d must hold the same points; got {k.shape[0]} and {q.shape[0]} rows")
+    if k.shape[0] == 0:
+        raise ValueError("x3d and x2d hold no point: the modality gap and the alignment need at least one")
     return k, q
 
 

@@ -50,6 +50,12 @@ def balanced_sample(
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be one-dimensional; got shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError("labels must be integer class ids; got non-integer values (e.g. 0.5)")
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iub":
+        raise ValueError(f"labels must be integer class ids; got dtype {labels.dtype}")
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1; got {n_per_class}")
     present = np.unique(labels)

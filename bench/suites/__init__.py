@@ -108,6 +108,9 @@ def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str,
     if not isinstance(grid, dict) or "loss" not in grid or "seed" not in grid:
         raise ValueError(f"{source}: every grid must be a mapping listing at least 'loss' and 'seed'")
     keys = list(grid)
+    for key in keys:
+        if not isinstance(grid[key], list) or not grid[key]:
+            raise ValueError(f"{source}: grid entry {key!r} must be a list of values (e.g. [{grid[key]!r}])")
     values = [[_loss_entry(v, source) for v in grid[k]] if k == "loss" else list(grid[k]) for k in keys]
     runs = []
     for combo in itertools.product(*values):
@@ -142,7 +145,10 @@ def load_suite(name_or_path: str) -> Suite:
         raise ValueError(f"{path}: unknown suite kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     grids = data.get("grid") or {}
     grids = grids if isinstance(grids, list) else [grids]
-    runs = [run for grid in grids for run in _expand(grid, dict(data.get("defaults") or {}), path)]
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{path}: defaults must be a mapping of run parameters; got {type(defaults).__name__}")
+    runs = [run for grid in grids for run in _expand(grid, dict(defaults), path)]
     return Suite(
         name=str(data.get("name", path.stem)),
         kind=kind,

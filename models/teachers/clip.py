@@ -52,13 +52,23 @@ def is_torchscript_archive(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """Read a checkpoint file; returns ``(state_dict, is_openai_torchscript)``."""
+def read_state_dict(path: Path, allow_torchscript: bool = False) -> tuple[dict[str, torch.Tensor], bool]:
+    """Read a checkpoint file; returns ``(state_dict, is_openai_torchscript)``.
+
+    A TorchScript archive (OpenAI's ``ViT-B-16.pt``) holds code that ``torch.jit.load`` runs: it is read only
+    with ``allow_torchscript=True`` (a trusted file); state dicts and safetensors are read as data only.
+    """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu"), False
     if is_torchscript_archive(path):
+        if not allow_torchscript:
+            raise ValueError(
+                f"{path} is a TorchScript archive (OpenAI's format): loading it runs code stored in the file. "
+                "Allow it for a file you trust (--allow-torchscript, allow_torchscript=True), or save its "
+                "state_dict() to a .pt file"
+            )
         state = torch.jit.load(str(path), map_location="cpu").state_dict()
         return {k: v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS}, True
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,7 +114,12 @@ def resolve_arch(arch: str) -> str:
 
 
 def load_clip_model(
-    arch: str, checkpoint: str | Path | None, device: torch.device, seed: int = 0, quick_gelu: bool | None = None
+    arch: str,
+    checkpoint: str | Path | None,
+    device: torch.device,
+    seed: int = 0,
+    quick_gelu: bool | None = None,
+    allow_torchscript: bool = False,
 ) -> torch.nn.Module:
     """An open_clip model of architecture ``arch`` with the weights of ``checkpoint`` (or random, seeded).
 
@@ -119,7 +134,7 @@ def load_clip_model(
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
-        state, openai = read_state_dict(path)
+        state, openai = read_state_dict(path, allow_torchscript)
     with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
         torch.manual_seed(seed)
         model = open_clip.create_model(
@@ -216,6 +231,7 @@ class CLIPTeacher(Teacher):
         seed: seed of the random initialisation when ``checkpoint`` is ``None``.
         quick_gelu: force the quick-GELU activation (default: only for OpenAI TorchScript archives).
         batch_size: prompts per text-tower batch.
+        allow_torchscript: read a TorchScript checkpoint (it runs code stored in the file; trusted files only).
     """
 
     name = "clip"
@@ -229,13 +245,14 @@ class CLIPTeacher(Teacher):
         seed: int = 0,
         quick_gelu: bool | None = None,
         batch_size: int = 64,
+        allow_torchscript: bool = False,
     ) -> None:
         self.arch = resolve_arch(arch)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.device = torch.device(device)
         self.seed = seed
         self.batch_size = batch_size
-        self.model = load_clip_model(self.arch, checkpoint, self.device, seed, quick_gelu)
+        self.model = load_clip_model(self.arch, checkpoint, self.device, seed, quick_gelu, allow_torchscript)
         self.model.eval()
         self.model.requires_grad_(False)
         visual = self.model.visual

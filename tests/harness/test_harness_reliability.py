@@ -5,6 +5,7 @@ names that would leave the output folder refused."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 from bench.data.io import DataFormatError, read_image
 from bench.run import main
 from bench.suites import load_suite, run_names
+from models.teachers.base import file_sha256
 
 from .conftest import TINY_DEFAULTS
 
@@ -138,3 +140,62 @@ def test_a_truncated_image_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(DataFormatError, match=rf"{path}: unreadable image"):
         read_image(path)
+
+
+def test_new_teacher_weights_at_the_same_path_are_a_new_configuration(tiny_suite, tiny_arch, tmp_path, capsys):
+    from models.teachers.clip import CLIPTeacher
+
+    weights = tmp_path / "clip.pt"
+    torch.save(CLIPTeacher(tiny_arch, seed=0).model.state_dict(), weights)
+    args = {"teacher": "clip", "clip_arch": tiny_arch, "out_dim": 32, "feature_cache": str(tmp_path / "f"), **QUICK}
+    suite = _suite(tmp_path / "s.yaml", tiny_suite.parent / "scenes", {"loss": ["similarity"], "seed": [0]},
+                   clip_checkpoint=str(weights), **args)  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["--suite", str(suite), "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "similarity-s0" / "metrics.json").read_text())
+    assert metrics["teacher_checkpoint_sha256"] == file_sha256(weights)
+    torch.save(CLIPTeacher(tiny_arch, seed=1).model.state_dict(), weights)  # other weights, same path
+    assert main(["--suite", str(suite), "--out", str(out), "--no-progress"]) == 2
+    assert "differs in: clip_checkpoint_sha256" in capsys.readouterr().err
+
+
+def test_files_follow_the_umask(tmp_path):
+    import os
+
+    from bench.results import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_empty_or_non_integer_inputs_are_errors():
+    from geomstruct.metrics import alignment, modality_gap
+    from geomstruct.sampling import balanced_sample
+
+    empty = np.zeros((0, 4), dtype=np.float32)
+    for metric in (modality_gap, alignment):
+        with pytest.raises(ValueError, match="no point"):
+            metric(empty, empty)
+    with pytest.raises(ValueError, match="integer class ids"):
+        balanced_sample(np.array([0.5, 1.0, 2.0]), 2)
+    assert balanced_sample(np.array([0.0, 1.0, 1.0]), 1).counts == {0: 1, 1: 1}  # whole floats are ids
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nkind: distill\ndefaults: [1, 2]\ngrid: {loss: [similarity], seed: [0]}\n", "defaults must be"),
+        ("name: x\nkind: distill\ngrid: {loss: similarity, seed: [0]}\n", "must be a list"),
+        ("name: x\nkind: distill\ngrid: {loss: [similarity], seed: [0\n", "not valid YAML"),
+    ],
+)
+def test_malformed_suite_files_say_what_is_wrong(text, message, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["--suite", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err

@@ -127,7 +127,9 @@ def test_checkpoint_saved_to_a_file_loads_back_identically(tiny_arch, tmp_path, 
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     else:
         torch.jit.script(source.model).save(str(path))  # the form of OpenAI's released ViT-B-16.pt
-    loaded = build_teacher("clip", "cpu", arch=tiny_arch, checkpoint=path, image_size=(32, 48), seed=99)
+    loaded = build_teacher(
+        "clip", "cpu", arch=tiny_arch, checkpoint=path, image_size=(32, 48), seed=99, allow_torchscript=True
+    )
     for key, value in loaded.model.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
     img = image(32, 48, 4)
@@ -140,7 +142,9 @@ def test_torchscript_archive_gets_quick_gelu(tiny_arch, tmp_path):
     source = CLIPTeacher(tiny_arch, image_size=(32, 48), quick_gelu=True)
     path = tmp_path / "openai.pt"
     torch.jit.script(source.model).save(str(path))
-    loaded = CLIPTeacher(tiny_arch, checkpoint=path, image_size=(32, 48))
+    with pytest.raises(ValueError, match="TorchScript archive .* runs code stored in the file"):
+        CLIPTeacher(tiny_arch, checkpoint=path, image_size=(32, 48))  # code from a file: only when allowed
+    loaded = CLIPTeacher(tiny_arch, checkpoint=path, image_size=(32, 48), allow_torchscript=True)
     act = loaded.model.visual.transformer.resblocks[0].mlp.gelu
     assert type(act).__name__ == "QuickGELU"
 
