@@ -65,3 +65,29 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_suite, tmp_path):
         assert [float(x) for x in a.split(",")] == pytest.approx(
             [float(x) for x in b.split(",")], rel=1e-6, nan_ok=True
         )
+
+
+@pytest.mark.slow
+def test_killed_during_evaluation_resumes_to_byte_identical_files(tiny_suite, tmp_path):
+    out = tmp_path / "killed"
+    ckpt = out / RUN / "checkpoint.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.run", *_argv(tiny_suite, out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ckpt.is_file() and torch.load(ckpt, weights_only=False)["step"] == 40:
+                break  # training is over: the run is evaluating
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / RUN / "metrics.json").exists(), "the run finished before it could be killed"
+    assert main(_argv(tiny_suite, out)) == 0  # resumes from the final checkpoint: evaluation only
+    for name in ("first", "second"):  # two uninterrupted runs: the same seed gives the same bytes
+        assert main(_argv(tiny_suite, tmp_path / name)) == 0
+    for file in ("metrics.json", "features.npz", "trajectory.csv"):
+        reference = (tmp_path / "first" / RUN / file).read_bytes()
+        assert (tmp_path / "second" / RUN / file).read_bytes() == reference, file
+        assert (out / RUN / file).read_bytes() == reference, file
