@@ -1,8 +1,9 @@
 """``reports/index.html``: one self-contained page with every figure and table of a report.
 
 Figures are linked relatively (the page and its PNGs travel together), tables are inlined from the Markdown
-files the report wrote, and a paragraph says how the runs were produced (suites, configuration, package
-versions, device, git commit), read from the run directories' ``config.json`` and ``environment.json``.
+files the report wrote, a paragraph says how the runs were produced (suites, configuration, package versions,
+device, git commit), read from the run directories' ``config.json`` and ``environment.json``, a table lists the
+run folders that went into every row of the tables, and the warnings list every run that was skipped and why.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import html
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from geomstruct.runs import Run
@@ -27,6 +29,38 @@ FIGURE_CAPTIONS = {
 }
 TABLE_ORDER = ("summary.md", "correlations.md", "per_class_zero_shot.md", "per_class_linear_probe.md",
                "per_class_few_shot.md", "per_class_few_shot_ood.md", "toy/toy_table.md")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a report's tables and the run folders averaged into it."""
+
+    table: str
+    label: str
+    folders: tuple[str, ...]
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    """An HTML table: for every row of the report's tables, the run folders that went into it."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(r.table)}</td><td>{html.escape(r.label)}</td><td>{len(r.folders)}</td>"
+        f"<td class='folders'>{'<br>'.join(f'<code>{html.escape(f)}</code>' for f in r.folders)}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<table class='folders'><thead><tr><th>table</th><th>row</th><th>n</th><th>run folders</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def _environment(run: Run) -> dict | None:
+    try:
+        env = json.loads((run.path / "environment.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON: nothing to say
+        return None
+    return env if isinstance(env, dict) else None
 
 
 def markdown_table_to_html(text: str) -> str:
@@ -47,24 +81,18 @@ def provenance(runs: Sequence[Run]) -> str:
     """A paragraph on how the runs were produced: suites, data, teachers, steps, versions, device, commit."""
     if not runs:
         return "No run could be read."
-    suites = Counter(r.path.parent.name for r in runs)
+    suites = Counter(r.suite for r in runs)
     kinds = Counter(r.kind for r in runs)
     teachers = Counter(str(r.metrics.get("teacher", "–")) for r in runs if r.kind != "toy")
     datasets = Counter(str(r.metrics.get("dataset", "–")) for r in runs if r.kind != "toy")
-    envs = []
-    for run in runs:
-        env_path = run.path / "environment.json"
-        if env_path.is_file():
-            try:
-                envs.append(json.loads(env_path.read_text()))
-            except json.JSONDecodeError:
-                continue
+    envs = [env for env in map(_environment, runs) if env is not None]
     commits = Counter(str(e.get("git_commit") or "unknown")[:12] for e in envs)
     devices = Counter(str(e.get("device", "?")) for e in envs)
-    packages = envs[0].get("packages", {}) if envs else {}
+    packages = envs[0].get("packages") if envs else None
+    packages = packages if isinstance(packages, dict) else {}
     parts = [
-        f"{len(runs)} runs ({', '.join(f'{n} {k}' for k, n in kinds.items())}) from the output folders "
-        + ", ".join(f"<code>{html.escape(s)}/</code> ({n})" for s, n in suites.items())
+        f"{len(runs)} runs ({', '.join(f'{n} {k}' for k, n in kinds.items())}) of the suites "
+        + ", ".join(f"<code>{html.escape(s)}</code> ({n})" for s, n in suites.items())
         + ", each written by <code>python -m bench.run --suite NAME</code> into its own directory with its "
         "resolved <code>config.json</code>.",
     ]
@@ -83,8 +111,9 @@ def provenance(runs: Sequence[Run]) -> str:
     return " ".join(parts)
 
 
-def write_index(out: Path, runs: Sequence[Run], problems: Sequence[str]) -> Path:
-    """Write ``out/index.html`` linking every figure and inlining every table present under ``out``."""
+def write_index(out: Path, runs: Sequence[Run], problems: Sequence[str], rows: Sequence[Row] = ()) -> Path:
+    """Write ``out/index.html`` linking every figure and inlining every table present under ``out``, with the
+    run folders of every table row (``rows``) and the ``problems`` as warnings."""
     figures = [name for name in FIGURE_CAPTIONS if (out / name).is_file()]
     tables = [name for name in TABLE_ORDER if (out / name).is_file()]
     sections = []
@@ -106,6 +135,7 @@ figcaption, .caption {{ color: #555; font-size: 0.9em; }}
 table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
+td.folders {{ text-align: left; font-size: 0.9em; }}
 </style></head>
 <body>
 <h1>Image-to-lidar distillation: geometry report</h1>
@@ -116,6 +146,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 {"".join(sections[: len(figures)]) or "<p>No figure could be drawn.</p>"}
 <h2>Tables</h2>
 {"".join(sections[len(figures) :]) or "<p>No table could be written.</p>"}
+{"<h2>Run folders of every row</h2>" + rows_table(rows) if rows else ""}
 </body></html>
 """
     path = out / "index.html"

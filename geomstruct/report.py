@@ -1,78 +1,181 @@
 """``python -m geomstruct.report``: turn run directories into the figures and tables of the paper.
 
 Reads only the files of the run directories (``metrics.json``, ``config.json``, ``trajectory.csv``, arrays),
-so it works on results from any machine. Toy-experiment runs (``python -m bench.run --suite toy``) give the
-figures and table under ``<out>/toy/``. Problems with individual runs are reported and skipped; whatever can be
-drawn is still drawn. Exit code 0 when something was written, 1 when no run could be read.
+so it works on results from any machine. Distillation runs give the figures and tables at the top of the output
+folder, toy-experiment runs (``python -m bench.run --suite toy``) those under ``<out>/toy/``; ``index.html``
+shows both. Exit code 0 when a report was written, 1 when no run could be read, 2 when the runs found cannot go
+into one report (several suites).
+
+One suite per report. A run's suite is the folder holding its run directory (``runs/<suite>/<run>``) unless its
+``config.json`` names one. Runs of different suites are never pooled: when the runs found hold more than one
+distillation suite (or more than one toy suite), nothing is written and the message lists the suites found and
+their folders; choose with ``--runs`` (``--runs runs/full runs/toy`` for the committed reports/) and write another
+suite's report elsewhere with ``--out`` (``--runs runs/smoke --out reports/smoke``). Within the suite, every
+row of a table is one configuration: runs whose ``config.json`` differ only in the seed and in fields that do
+not change results (``geomstruct.runs.NON_RESULT_FIELDS``: the paths of data, feature cache and CLIP weights,
+``allow_torchscript``, ``checkpoint_every``) are its seeds, averaged; runs of the same loss that differ in
+anything else get their own rows, labelled with the differing fields (e.g. ``contrastive (tau=0.07)
+[steps=300]``). The run folders of every row are the ``runs`` column of ``summary.csv`` and
+``toy/toy_table.csv`` and a table of ``index.html``.
+
+Broken runs. A run with a file that cannot be read (invalid or non-UTF-8 JSON or CSV, ``metrics.json`` without
+``geometry``, a truncated ``features.npz``) is skipped with a warning that names the file, on stderr and in
+``index.html``; the report is drawn from the other runs.
+
+The output folder. The report owns its report files in the output folder: ``index.html``, the figures and
+tables it writes, those under ``toy/`` (``geomstruct.report.REPORT_FILES``). It is built in a temporary folder
+next to the output folder (``.<out>.partial-*``) and replaces the output folder only when complete, by renaming;
+until then, and when it fails, the previous report is untouched. Report files the new report does not write (a
+figure of runs no longer given; the distillation files when only toy runs are given, ``toy/``'s when no toy run
+is) are gone afterwards, so no figure or table of other runs stays next to the new ones; every other file or
+folder in the output folder (``README.md``, notes) is copied into the new one unchanged. Nothing outside the
+output folder is touched but the temporary folders next to it (removed when done; a killed report may leave
+one, which is safe to delete). The output folder can be neither the working directory (or a folder above it)
+nor a folder holding the run directories.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import os
+import shutil
 import sys
-from collections import Counter
+import tempfile
+import uuid
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from geomstruct.figures.distill import plot_gap_vs_performance, plot_pca, plot_trajectories, plot_ut_plane
 from geomstruct.figures.toy import write_toy_report
-from geomstruct.html import write_index
-from geomstruct.runs import Run, load_runs
-from geomstruct.summary import students_frame
+from geomstruct.html import Row, write_index
+from geomstruct.runs import Run, label_configurations, load_runs
+from geomstruct.summary import loss_rank, students_frame
 from geomstruct.tables import write_tables
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_OUT = Path("reports")
+REPORT_FILES = (
+    "index.html",
+    "pca.png",
+    "uniformity_tolerance.png",
+    "trajectories.png",
+    "gap_vs_performance.png",
+    "summary.md",
+    "summary.tex",
+    "summary.csv",
+    "correlations.md",
+    "correlations.tex",
+    "correlations.csv",
+    "per_class_*.md",
+    "per_class_*.tex",
+    "per_class_*.csv",
+    "toy/toy_initial_outputs.png",
+    "toy/toy_evolution_*.png",
+    "toy/toy_uniformity.png",
+    "toy/toy_table.csv",
+    "toy/toy_table.md",
+)
+"""Files of the output folder that the report owns (paths relative to it, ``fnmatch`` patterns)."""
+
+
+class ReportError(Exception):
+    """The runs found cannot make one report (nothing was written); the message says how to choose.
+    ``problems``: the warnings about the runs found, as :func:`build_report` returns them."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def is_report_file(relative: str) -> bool:
+    """Whether ``relative`` (a ``/``-separated path inside the output folder) is one of :data:`REPORT_FILES`."""
+    return any(
+        fnmatch.fnmatchcase(relative, pattern) and relative.count("/") == pattern.count("/") for pattern in REPORT_FILES
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m geomstruct.report",
         description=__doc__.split("\n\n")[0].replace("``", ""),
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]).replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--runs",
         type=Path,
         nargs="+",
         default=[DEFAULT_RUNS],
-        help="run directories, or folders searched recursively for them (default: runs/, where bench.run writes)",
+        help="run directories, or folders searched recursively for them (default: runs/, where bench.run "
+        "writes); they must hold one distill suite and at most one toy suite",
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="folder the figures and tables go to (default: reports/)"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="folder the figures and tables go to, replaced as a whole when the report is complete; files "
+        "that are not report files (README.md, ...) are kept (default: reports/)",
     )
     return parser
 
 
-def build_report(runs_roots: Sequence[Path], out: Path) -> tuple[list[Path], list[str]]:
-    """Write every report that the runs under ``runs_roots`` allow; returns ``(written files, problems)``."""
-    runs, problems = load_runs(runs_roots)
-    written: list[Path] = []
-    toy = [r for r in runs if r.kind == "toy"]
-    if toy:
-        written += write_toy_report(toy, out / "toy")
-    distill = [r for r in runs if r.kind != "toy"]
-    if distill:
-        written += write_distill_report(distill, out, problems)
-    if not runs:
-        problems.append(
-            "no finished run found under " + ", ".join(map(str, runs_roots)) + " (run python -m bench.run first)"
-        )
-    if written:
-        written.append(write_index(out, runs, problems))
-    return written, problems
+def _suites_by_kind(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
+    """``{kind: {suite: runs}}`` with kind ``toy`` or ``distill``."""
+    found: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        found["toy" if run.kind == "toy" else "distill"][run.suite].append(run)
+    return found
+
+
+def _check_one_suite_per_kind(runs: Sequence[Run], out: Path) -> dict[str, list[Run]]:
+    """``{kind: runs}``; :class:`ReportError` listing the suites when a kind has runs of several suites."""
+    found = _suites_by_kind(runs)
+    if all(len(suites) == 1 for suites in found.values()):
+        return {kind: next(iter(suites.values())) for kind, suites in found.items()}
+
+    def folders(members: Sequence[Run]) -> list[str]:
+        return sorted({r.path.parent.as_posix() for r in members})
+
+    lines = [
+        f"  {suite} ({kind}): {len(members)} runs in {', '.join(folders(members))}"
+        for kind in sorted(found)
+        for suite, members in sorted(found[kind].items())
+    ]
+    first = {kind: sorted(suites.items())[0] for kind, suites in found.items()}
+    choose = " ".join(f for _, members in first.values() for f in folders(members))
+    others = [(suite, members) for kind in sorted(found) for suite, members in sorted(found[kind].items())[1:]]
+    other_suite, other_runs = others[0]
+    raise ReportError(
+        "the runs found belong to several suites:\n"
+        + "\n".join(lines)
+        + "\nruns of different suites are never pooled, and a report holds one distill suite and one toy suite "
+        "(under toy/); nothing was written. Choose the suite with --runs, e.g.\n"
+        f"  python -m geomstruct.report --runs {choose} --out {out.as_posix()}\n"
+        f"  python -m geomstruct.report --runs {' '.join(folders(other_runs))} "
+        f"--out {(out / other_suite).as_posix()}"
+    )
+
+
+def _main_teacher(runs: list[Run], problems: list[str]) -> list[Run]:
+    teachers = Counter(str(r.metrics.get("teacher", "?")) for r in runs)
+    if len(teachers) <= 1:
+        return runs
+    main_teacher = teachers.most_common(1)[0][0]
+    problems.append(
+        "runs with different teachers ("
+        + ", ".join(f"{t}: {n} runs" for t, n in teachers.items())
+        + f"): their geometry is not comparable; the report uses the {main_teacher} runs only"
+    )
+    return [r for r in runs if str(r.metrics.get("teacher", "?")) == main_teacher]
 
 
 def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot: int = 10_000) -> list[Path]:
-    """Figures and tables of distillation runs into ``out``; runs of a minority teacher are set aside."""
-    teachers = Counter(str(r.metrics.get("teacher", "?")) for r in runs)
-    if len(teachers) > 1:
-        main_teacher = teachers.most_common(1)[0][0]
-        problems.append(
-            "runs with different teachers ("
-            + ", ".join(f"{t}: {n} runs" for t, n in teachers.items())
-            + f"): their geometry is not comparable; the report uses the {main_teacher} runs only"
-        )
-        runs = [r for r in runs if str(r.metrics.get("teacher", "?")) == main_teacher]
+    """Figures and tables of distillation runs (of one suite) into ``out``; runs of a minority teacher are set
+    aside, and every configuration is its own row (:func:`geomstruct.runs.label_configurations`)."""
+    runs = _main_teacher(runs, problems)
+    label_configurations(runs)
     out.mkdir(parents=True, exist_ok=True)
     students = students_frame(runs)
     written = write_tables(runs, students, out, n_boot=n_boot)
@@ -87,10 +190,141 @@ def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot
     return written
 
 
+def _rows(table: str, runs: Sequence[Run], key) -> list[Row]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[key(run)].append(run)
+    return [
+        Row(table, label, tuple(r.path.as_posix() for r in sorted(members, key=lambda r: (r.seed, str(r.path)))))
+        for label, members in groups.items()
+    ]
+
+
+def _write(selected: dict[str, list[Run]], folder: Path, problems: list[str], n_boot: int) -> list[Path]:
+    """Every part of the report into ``folder``; returns the written files."""
+    written: list[Path] = []
+    used: list[Run] = []
+    rows: list[Row] = []
+    toy = selected.get("toy", [])
+    if toy:
+        label_configurations(toy)
+        written += write_toy_report(toy, folder / "toy")
+        ordered = sorted(toy, key=lambda r: (str(r.metrics.get("setup", "?")), loss_rank(r.label)))
+        rows += _rows("toy/toy_table", ordered, lambda r: f"{r.metrics.get('setup', '?')}: {r.label}")
+        used += toy
+    distill = _main_teacher(selected.get("distill", []), problems)
+    if distill:
+        written += write_distill_report(distill, folder, problems, n_boot=n_boot)
+        rows += _rows("summary", sorted(distill, key=lambda r: loss_rank(r.label)), lambda r: r.label)
+        used += distill
+    if written:
+        written.append(write_index(folder, used, problems, rows))
+    return written
+
+
+def _dir_mode(out: Path) -> int:
+    if out.is_dir():
+        return out.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Copy every entry of ``old`` that is not a report file (and not written anew) into ``new``."""
+    if not old.is_dir():
+        return
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        relative = Path(folder).relative_to(old)
+        skipped = set()
+        for name in names:
+            target = new / relative / name
+            both_dirs = target.is_dir() and not target.is_symlink() and (Path(folder) / name).is_dir()
+            if is_report_file((relative / name).as_posix()) or (os.path.lexists(target) and not both_dirs):
+                skipped.add(name)
+        return skipped
+
+    shutil.copytree(old, new, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+
+
+def _check_output_folder(target: Path, runs_roots: Sequence[Path]) -> None:
+    """:class:`ReportError` when ``target`` (absolute) cannot be replaced as a whole: not a folder, the working
+    directory or a folder above it, or a folder holding the run directories."""
+    if os.path.lexists(target) and not target.is_dir():
+        raise ReportError(f"--out {target} exists and is not a folder; choose another --out")
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise ReportError(
+            f"--out {target} holds the working directory; the report replaces its folder: choose one below"
+        )
+    for root in map(Path, runs_roots):
+        root = Path(os.path.abspath(root))
+        if target == root or target in root.parents:
+            raise ReportError(f"--out {target} holds the run directories of --runs {root}; choose another --out")
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Put ``staging`` in the place of ``out`` by renaming (the old folder is removed afterwards)."""
+    if not os.path.lexists(out):
+        os.rename(staging, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) -> tuple[list[Path], list[str]]:
+    """Write the report of the runs under ``runs_roots`` into ``out``; returns ``(written files, problems)``.
+
+    Raises :class:`ReportError` (nothing written) when the runs hold several suites of one kind. The report is
+    written into a temporary folder next to ``out`` that replaces ``out`` only when complete; when no run can be
+    read, or when writing fails, ``out`` is left as it was.
+    """
+    runs, problems = load_runs(runs_roots)
+    if not runs:
+        problems.append(
+            "no finished run found under " + ", ".join(map(str, runs_roots)) + " (run python -m bench.run first)"
+        )
+        return [], problems
+    out = Path(out)
+    target = Path(os.path.abspath(out))
+    if target.is_symlink():
+        target = target.resolve()  # the folder it points to is replaced; the link stays
+    try:
+        _check_output_folder(target, runs_roots)
+        selected = _check_one_suite_per_kind(runs, out)
+    except ReportError as exc:
+        raise ReportError(str(exc), problems) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        staging.chmod(_dir_mode(target))
+        written = _write(selected, staging, problems, n_boot)
+        if written:
+            _carry_over(target, staging)
+            _replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return [out / path.relative_to(staging) for path in written], problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: 0 when files were written, 1 otherwise."""
+    """Entry point: 0 when the report was written, 1 when no run could be read, 2 when refused."""
     args = _parser().parse_args(argv)
-    written, problems = build_report(args.runs, args.out)
+    try:
+        written, problems = build_report(args.runs, args.out)
+    except ReportError as exc:
+        for message in exc.problems:
+            print(f"warning: {message}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for message in problems:
         print(f"warning: {message}", file=sys.stderr)
     for path in written:

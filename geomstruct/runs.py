@@ -1,23 +1,64 @@
 """Reading run directories written by any harness (DESIGN.md section 4), for the reports.
 
 A run directory holds ``config.json``, ``metrics.json`` (written last), ``trajectory.csv`` and array files.
-Only these files are read, so reports work on results copied from any machine. Problems (a folder without
-metrics, an unreadable file) are collected as messages, never fatal: whatever can be drawn is still drawn.
+Only these files are read, so reports work on results copied from any machine. Problems are collected as
+messages, never fatal: a folder without ``metrics.json`` is an unfinished run, and a run with a file that cannot
+be read or lacks what the report draws (invalid JSON or text, ``metrics.json`` without ``geometry``, a truncated
+or corrupt ``features.npz`` / ``snapshots.npz``, a ``trajectory.csv`` without its columns) is skipped with a
+message that names the file. A missing ``trajectory.csv`` or ``features.npz`` only leaves the run out of the
+figure that needs it.
+
+Suites and configurations: a run's suite is ``config.json``'s ``suite`` when it has one (the harness does not
+write it today), else the name of the folder holding the run directory (``runs/<suite>/<run>``). Two runs are
+the same configuration, i.e. seeds of one row of a table, when their kind, loss and parameters, teacher
+identity, dataset (and toy set-up) agree and their ``config.json`` agree on every field but
+:data:`NON_RESULT_FIELDS`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import zipfile
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 TRAJECTORY_FILE = "trajectory.csv"
+FEATURES_FILE = "features.npz"
+SNAPSHOT_FILE = "snapshots.npz"
+
+GEOMETRY_COLUMNS = ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
+PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+
+NON_RESULT_FIELDS = (
+    "seed",
+    "suite",
+    "dataroot",
+    "ood_dataroot",
+    "feature_cache",
+    "clip_checkpoint",
+    "allow_torchscript",
+    "checkpoint_every",
+)
+"""``config.json`` fields that do not make two runs different configurations: ``seed`` (the seeds of a
+configuration are its repeats, pooled as mean ± std), ``suite`` (suites are never pooled; see
+:attr:`Run.suite`), the paths of the data (``dataroot``, ``ood_dataroot``: where the dataset lies on the machine
+that ran it; the dataset, version and splits are fields of their own), of the teacher-feature cache
+(``feature_cache``) and of the CLIP weights (``clip_checkpoint``: the weights themselves are identified by
+``clip_checkpoint_sha256`` and by the teacher identity, ``metrics.json`` ``teacher``, both part of the
+configuration), ``allow_torchscript`` (whether a TorchScript archive may be read, not which weights), and
+``checkpoint_every`` (how often a resumable checkpoint is written; a resumed run equals an uninterrupted one)."""
+
+_TRAJECTORY_COLUMNS = {"toy": ("iteration", "U", "T"), "distill": ("step", "U", "T", "G")}
+_GEOMETRY_KEYS = {"toy": ("U", "T", "G"), "distill": GEOMETRY_COLUMNS}
 
 
 @dataclass
@@ -29,6 +70,13 @@ class Run:
     metrics: dict[str, Any]
     trajectory: pd.DataFrame | None = None
     problems: list[str] = field(default_factory=list)
+    suite: str = ""
+    config_label: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.suite:
+            suite = self.config.get("suite")
+            self.suite = suite if isinstance(suite, str) and suite else self.path.parent.name
 
     @property
     def name(self) -> str:
@@ -58,15 +106,161 @@ class Run:
             return self.loss
         return f"{self.loss} ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
 
+    @property
+    def label(self) -> str:
+        """The row label of the run's configuration: :attr:`loss_label`, followed by ``[field=value, ...]``
+        when runs of the same loss label differ in other fields (set by :func:`label_configurations`)."""
+        return self.config_label or self.loss_label
+
+    def result_fields(self) -> dict[str, Any]:
+        """What makes the run's configuration: ``config.json`` without :data:`NON_RESULT_FIELDS`, with the
+        teacher identity, dataset and toy set-up of ``metrics.json``."""
+        fields = {k: v for k, v in self.config.items() if k not in NON_RESULT_FIELDS}
+        for key in ("teacher", "dataset", "setup"):
+            if key in self.metrics:
+                fields[key] = self.metrics[key]
+        return fields
+
+    def configuration_key(self) -> str:
+        """A string equal for two runs exactly when they are seeds of the same configuration."""
+        key = {"kind": self.kind, "loss_label": self.loss_label, "fields": self.result_fields()}
+        return json.dumps(key, sort_keys=True, default=str)
+
+
+def _format_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def label_configurations(runs: Sequence[Run]) -> None:
+    """Give every run its :attr:`Run.label`: runs of one loss label (and toy set-up) that are different
+    configurations get the fields they differ in appended, so that no table or figure pools them."""
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        setup = str(run.metrics.get("setup", "")) if run.kind == "toy" else ""
+        groups[(run.kind, setup, run.loss_label)].append(run)
+    for members in groups.values():
+        if len({r.configuration_key() for r in members}) <= 1:
+            for run in members:
+                run.config_label = None
+            continue
+        fields = [r.result_fields() for r in members]
+        names = [
+            k
+            for k in sorted({k for f in fields for k in f})
+            if len({_format_value(f[k]) if k in f else None for f in fields}) > 1
+        ]
+        for run, values in zip(members, fields, strict=True):
+            shown = ", ".join(f"{k}={_format_value(values[k]) if k in values else '(absent)'}" for k in names)
+            run.config_label = f"{run.loss_label} [{shown}]"
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_metrics(path: Path, metrics: dict[str, Any], kind: str) -> None:
+    """Raise ``ValueError`` naming ``path`` when ``metrics.json`` lacks what the report reads."""
+    geometry = metrics.get("geometry")
+    if not isinstance(geometry, dict):
+        raise ValueError(f"{path}: no 'geometry' object")
+    bad = [k for k in _GEOMETRY_KEYS.get(kind, GEOMETRY_COLUMNS) if not _is_number(geometry.get(k))]
+    if bad:
+        raise ValueError(f"{path}: 'geometry' lacks numbers for {', '.join(bad)}")
+    if "seed" in metrics and (not isinstance(metrics["seed"], int) or isinstance(metrics["seed"], bool)):
+        raise ValueError(f"{path}: 'seed' is not an integer")
+    if not isinstance(metrics.get("params") or {}, dict):
+        raise ValueError(f"{path}: 'params' is not an object")
+    if kind == "toy":
+        source = metrics.get("source")
+        if not isinstance(source, dict) or not all(_is_number(source.get(k)) for k in ("U", "T")):
+            raise ValueError(f"{path}: no 'source' object with U and T")
+        return
+    for protocol in PROTOCOLS:
+        scores = metrics.get(protocol)
+        if scores is None:
+            continue
+        if not isinstance(scores, dict):
+            raise ValueError(f"{path}: '{protocol}' is not an object")
+        if scores.get("miou") is not None and not _is_number(scores["miou"]):
+            raise ValueError(f"{path}: '{protocol}' miou is not a number")
+        per_class = scores.get("per_class") or {}
+        if not isinstance(per_class, dict) or not all(v is None or _is_number(v) for v in per_class.values()):
+            raise ValueError(f"{path}: '{protocol}' per_class is not an object of numbers")
+
+
+def _npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The shapes of ``keys`` in an ``.npz`` after checking every member's CRC; ``ValueError`` naming ``path``
+    when the file is truncated, corrupt or lacks one of ``keys``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = [k for k in keys if f"{k}.npy" not in names]
+            corrupt = None if missing else archive.testzip()
+            shapes = {}
+            if not missing and corrupt is None:
+                for key in keys:
+                    with archive.open(f"{key}.npy") as member:
+                        version = np.lib.format.read_magic(member)
+                        header = (
+                            np.lib.format.read_array_header_1_0
+                            if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0
+                        )
+                        shapes[key] = tuple(header(member)[0])
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: truncated or corrupt ({exc})") from None
+    if missing:
+        raise ValueError(f"{path}: no array {', '.join(missing)}")
+    if corrupt is not None:
+        raise ValueError(f"{path}: truncated or corrupt (bad CRC of {corrupt})")
+    return shapes
+
+
+def _check_features(path: Path) -> None:
+    shapes = _npz_shapes(path, ("k3d", "q2d", "labels"))
+    n = shapes["labels"][0] if len(shapes["labels"]) == 1 else -1
+    if n < 1 or len(shapes["k3d"]) != 2 or len(shapes["q2d"]) != 2 or shapes["k3d"][0] != n or shapes["q2d"][0] != n:
+        raise ValueError(f"{path}: expected k3d (n, D), q2d (n, D), labels (n,) with n > 0; got {shapes}")
+
+
+def _check_snapshots(path: Path) -> None:
+    _npz_shapes(path, ("targets", "labels", "snapshot_iterations", "pred_0"))
+    with np.load(path) as data:
+        iterations = data["snapshot_iterations"]
+        missing = [f"pred_{int(i)}" for i in np.ravel(iterations) if f"pred_{int(i)}" not in data.files]
+    if missing:
+        raise ValueError(f"{path}: no array {', '.join(missing)}")
+
+
+def _read_trajectory(path: Path, kind: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    needed = _TRAJECTORY_COLUMNS.get(kind, _TRAJECTORY_COLUMNS["distill"])
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)}")
+    not_numeric = [c for c in needed if not pd.api.types.is_numeric_dtype(frame[c])]
+    if not_numeric:
+        raise ValueError(f"{path}: column {', '.join(not_numeric)} is not numeric")
+    return frame
 
 
 def _candidate_dirs(roots: Iterable[Path]) -> list[Path]:
@@ -79,11 +273,31 @@ def _candidate_dirs(roots: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+def read_run(folder: Path) -> Run:
+    """The run in ``folder``, every file the reports read checked; ``ValueError`` naming the first file that
+    cannot be used. A missing ``trajectory.csv`` is noted in :attr:`Run.problems`, not an error."""
+    metrics = _read_json(folder / METRICS_FILE)
+    config = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
+    run = Run(path=folder, config=config, metrics=metrics)
+    _check_metrics(folder / METRICS_FILE, metrics, run.kind)
+    traj = folder / TRAJECTORY_FILE
+    if traj.is_file():
+        run.trajectory = _read_trajectory(traj, run.kind)
+    else:
+        run.problems.append(f"{folder}: no {TRAJECTORY_FILE}")
+    if run.kind != "toy" and (folder / FEATURES_FILE).is_file():
+        _check_features(folder / FEATURES_FILE)
+    if run.kind == "toy" and (folder / SNAPSHOT_FILE).is_file():
+        _check_snapshots(folder / SNAPSHOT_FILE)
+    return run
+
+
 def load_runs(roots: Iterable[Path]) -> tuple[list[Run], list[str]]:
     """Every run directory under ``roots`` (searched recursively).
 
-    Returns ``(runs, problems)``: the runs whose ``metrics.json`` could be read, and a message for every
-    folder that could not be used (missing or invalid files) or a missing root.
+    Returns ``(runs, problems)``: the runs whose files could be read, and a message for every folder that could
+    not be used (no ``metrics.json``: unfinished; a file that cannot be read: skipped, the message names it),
+    every missing root and every run without a trajectory.
     """
     problems: list[str] = []
     existing = []
@@ -94,25 +308,19 @@ def load_runs(roots: Iterable[Path]) -> tuple[list[Run], list[str]]:
             problems.append(f"{root}: no such folder")
     runs: list[Run] = []
     for folder in _candidate_dirs(existing):
-        metrics_path = folder / METRICS_FILE
-        if not metrics_path.is_file():
+        if not (folder / METRICS_FILE).is_file():
             problems.append(f"{folder}: no {METRICS_FILE} (unfinished or failed run); skipped")
             continue
         try:
-            metrics = _read_json(metrics_path)
-            config = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
+            run = read_run(folder)
         except ValueError as exc:
-            problems.append(f"{exc}; skipped")
+            problems.append(f"{exc}; run {folder} skipped")
             continue
-        run = Run(path=folder, config=config, metrics=metrics)
-        traj = folder / TRAJECTORY_FILE
-        if traj.is_file():
-            try:
-                run.trajectory = pd.read_csv(traj)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-                run.problems.append(f"{traj}: unreadable ({exc})")
-        else:
-            run.problems.append(f"{folder}: no {TRAJECTORY_FILE}")
         problems.extend(run.problems)
         runs.append(run)
     return runs, problems
+
+
+def row_folders(runs: Sequence[Run]) -> str:
+    """The run folders of one table row, ``; ``-separated, in seed order."""
+    return "; ".join(r.path.as_posix() for r in sorted(runs, key=lambda r: (r.seed, r.path.as_posix())))

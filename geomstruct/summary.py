@@ -12,10 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from geomstruct.runs import Run
+from geomstruct.runs import GEOMETRY_COLUMNS, PROTOCOLS, Run
 
-GEOMETRY_COLUMNS = ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
-PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 PROTOCOL_TITLES = {
     "zero_shot": "zero-shot",
     "linear_probe": "linear probe",
@@ -32,16 +30,18 @@ def loss_rank(label: str) -> tuple[int, str]:
 
 
 def students_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """A row per run with ``run, loss, label, tau, seed, teacher, dataset``, the geometry columns and one
-    mIoU column (percent) per protocol."""
+    """A row per run with ``run, path, suite, loss, label, tau, seed, teacher, dataset``, the geometry columns
+    and one mIoU column (percent) per protocol. ``label`` is the run's configuration (:attr:`Run.label`)."""
     rows = []
     for run in runs:
         m = run.metrics
         geo = m.get("geometry") or {}
         row = {
             "run": run.name,
+            "path": run.path.as_posix(),
+            "suite": run.suite,
             "loss": run.loss,
-            "label": run.loss_label,
+            "label": run.label,
             "tau": (m.get("params") or {}).get("tau", np.nan),
             "seed": run.seed,
             "teacher": m.get("teacher", ""),

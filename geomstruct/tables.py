@@ -27,23 +27,28 @@ GAP_QUANTITIES = ("S", "dU", "dT")
 
 
 def summary_table(students: pd.DataFrame) -> pd.DataFrame:
-    """Per loss label: ``n`` and ``<column>_mean`` / ``<column>_std`` of the geometry and mIoU columns."""
+    """Per configuration (``label``): ``n``, ``<column>_mean`` / ``<column>_std`` of the geometry and mIoU columns
+    and, last, ``runs``: the run folders of the row (``; ``-separated, in seed order)."""
     columns = [*GEOMETRY_COLUMNS, *PROTOCOLS]
     grouped = students.groupby("label", sort=False)
     table = grouped[columns].agg(["mean", "std"])
     table.columns = [f"{c}_{stat}" for c, stat in table.columns]
     table.insert(0, "n", grouped.size())
+    if "path" in students:
+        ordered = students.sort_values(["seed", "path"])
+        table["runs"] = ordered.groupby("label", sort=False)["path"].agg("; ".join)
     table = table.reset_index()
     return table.iloc[sorted(range(len(table)), key=lambda i: loss_rank(table["label"][i]))].reset_index(drop=True)
 
 
 def per_class_table(runs: Sequence[Run], protocol: str) -> pd.DataFrame:
-    """Per loss label (rows) and class (columns): IoU in %, mean over seeds (absent classes left out)."""
+    """Per configuration (rows, :attr:`Run.label`) and class (columns): IoU in %, mean over seeds (absent
+    classes left out)."""
     rows: dict[str, list[dict[str, float]]] = {}
     for run in runs:
         per_class = (run.metrics.get(protocol) or {}).get("per_class") or {}
         values = {c: (100.0 * v if v is not None else np.nan) for c, v in per_class.items()}
-        rows.setdefault(run.loss_label, []).append(values)
+        rows.setdefault(run.label, []).append(values)
     frame = pd.DataFrame({label: pd.DataFrame(values).mean(axis=0, skipna=True) for label, values in rows.items()}).T
     frame.index.name = "label"
     return frame.iloc[sorted(range(len(frame)), key=lambda i: loss_rank(frame.index[i]))]
@@ -130,7 +135,8 @@ def latex(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) ->
 def write_all(
     header: Sequence[str], body: Sequence[Sequence[str]], caption: str, csv: pd.DataFrame, stem: Path
 ) -> list[Path]:
-    """``stem.md``, ``stem.tex`` and ``stem.csv`` (the CSV holds the unrounded numbers)."""
+    """``stem.md``, ``stem.tex`` and ``stem.csv`` (the CSV holds the unrounded numbers, and for the summary the
+    run folders of every row)."""
     paths = [stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")]
     paths[0].write_text(markdown(header, body, caption))
     paths[1].write_text(latex(header, body, caption))

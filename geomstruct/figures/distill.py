@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from geomstruct.correlation import pearson, spearman
-from geomstruct.runs import Run
+from geomstruct.runs import FEATURES_FILE, Run
 from geomstruct.summary import PROTOCOL_TITLES, PROTOCOLS, loss_rank
 
-FEATURES_FILE = "features.npz"
 CLASS_COLOURS = (
     "#7f7f7f", "#bcbd22", "#ff7f0e", "#1f77b4", "#8c564b", "#e377c2", "#d62728", "#ffbb78",
     "#9467bd", "#17becf", "#393b79", "#c49c94", "#2ca02c", "#98df8a", "#aec7e8", "#006400",
@@ -73,8 +72,8 @@ def _frame_styles(students: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
 
 def _one_per_label(runs: Sequence[Run]) -> list[Run]:
     chosen: dict[str, Run] = {}
-    for run in sorted(runs, key=lambda r: (loss_rank(r.loss_label), r.seed)):
-        chosen.setdefault(run.loss_label, run)
+    for run in sorted(runs, key=lambda r: (loss_rank(r.label), r.seed)):
+        chosen.setdefault(run.label, run)
     return list(chosen.values())
 
 
@@ -102,7 +101,7 @@ def plot_pca(runs: Sequence[Run], out: Path, max_points: int = 20_000, seed: int
             k3d, q2d, labels = f["k3d"].astype(np.float32), f["q2d"].astype(np.float32), f["labels"]
         if i == 0:
             panels.append(("2D teacher", q2d, labels, run.metrics["geometry"], True))
-        panels.append((run.loss_label, k3d, labels, run.metrics["geometry"], False))
+        panels.append((run.label, k3d, labels, run.metrics["geometry"], False))
     n_classes = int(max(p[2].max() for p in panels)) + 1
     names = class_names(chosen[0], n_classes)
     ncols = min(3, len(panels))
@@ -185,7 +184,7 @@ def plot_trajectories(runs: Sequence[Run], out: Path) -> Path | None:
     per_label: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         if run.trajectory is not None and "step" in run.trajectory:
-            per_label[run.loss_label].append(run)
+            per_label[run.label].append(run)
     if not per_label:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.6))

@@ -36,7 +36,7 @@ SNAPSHOT_FILE = "snapshots.npz"
 
 def _sort_key(run: Run) -> tuple:
     order = LOSS_ORDER.index(run.loss) if run.loss in LOSS_ORDER else len(LOSS_ORDER)
-    return (run.metrics.get("setup", ""), order, run.loss_label, run.seed)
+    return (run.metrics.get("setup", ""), order, run.label, run.seed)
 
 
 def _by_setup(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -50,7 +50,7 @@ def _first_seed(runs: Sequence[Run]) -> list[Run]:
     """One run per loss configuration: the one with the lowest seed."""
     chosen: dict[str, Run] = {}
     for run in sorted(runs, key=_sort_key):
-        chosen.setdefault(run.loss_label, run)
+        chosen.setdefault(run.label, run)
     return list(chosen.values())
 
 
@@ -141,7 +141,7 @@ def plot_evolution(runs: Sequence[Run], setup: str, out: Path) -> Path:
                 ax.text2D(
                     -0.12,
                     0.5,
-                    run.loss_label,
+                    run.label,
                     transform=ax.transAxes,
                     rotation=90,
                     va="center",
@@ -172,7 +172,7 @@ def plot_uniformity(runs: Sequence[Run], out: Path) -> Path:
         per_loss: dict[str, list[Run]] = defaultdict(list)
         for run in group:
             if run.trajectory is not None:
-                per_loss[run.loss_label].append(run)
+                per_loss[run.label].append(run)
         for row, key in enumerate(("U", "T")):
             ax = axes[row, col]
             for label, members in per_loss.items():
@@ -209,15 +209,17 @@ def plot_uniformity(runs: Sequence[Run], out: Path) -> Path:
 
 
 def toy_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """Final U, T, G of the predicted space and the source's U, T, per set-up and loss (mean, std over seeds)."""
+    """Final U, T, G of the predicted space and the source's U, T, per set-up and loss configuration (mean, std
+    over seeds), and last, ``runs``: the run folders of the row (``; ``-separated, in seed order)."""
     rows = []
     for run in runs:
         geo, src = run.metrics["geometry"], run.metrics["source"]
         rows.append(
             {
                 "setup": run.metrics.get("setup", "?"),
-                "loss": run.loss_label,
+                "loss": run.label,
                 "seed": run.seed,
+                "path": run.path.as_posix(),
                 "U": geo["U"],
                 "T": geo["T"],
                 "G": geo["G"],
@@ -231,6 +233,8 @@ def toy_table(runs: Sequence[Run]) -> pd.DataFrame:
         n=("seed", "count"),
         **{f"{k}_{fn}": (k, fn) for k in ("U", "T", "G", "U_source", "T_source") for fn in ("mean", "std")},
     )
+    folders = frame.sort_values(["seed", "path"]).groupby(["setup", "loss"])["path"].agg("; ".join)
+    stats["runs"] = folders
     stats = stats.reset_index()
     stats["_order"] = stats["loss"].map(order)
     return stats.sort_values(["setup", "_order"]).drop(columns="_order").reset_index(drop=True)

@@ -127,6 +127,8 @@ def test_index_html_links_every_figure_and_inlines_every_table(runs_dir, tmp_pat
     for figure in ("pca.png", "uniformity_tolerance.png", "trajectories.png", "gap_vs_performance.png"):
         assert f"src='{figure}'" in page
     assert page.count("<table>") == 6  # summary, correlations, four per-class tables
+    assert page.count("<table class='folders'>") == 1  # and the run folders of every row
+    assert page.count(f"<code>{(root / 'similarity-s1').as_posix()}</code>") == 1
     assert "How these runs were produced" in page and "8 runs (8 distill)" in page
 
 
