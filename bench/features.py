@@ -251,13 +251,14 @@ def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> 
     key = json.dumps([prompt_templates(), class_phrases(dataset)], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     path = Path(root) / TEXT_FOLDER / quote(teacher.identity, safe="") / f"{dataset}-{digest}.npy"
-    if path.is_file():
+    if dist.broadcast_object(path.is_file()):  # one decision for every rank (rank 0 may be writing it)
         return torch.from_numpy(np.load(path))
-    text = zero_shot_classifier(teacher, dataset).to("cpu", dtype=torch.float32)
-    if dist.is_main():
+    text = None
+    if dist.is_main():  # computed once, on rank 0, and sent to the other ranks
+        text = zero_shot_classifier(teacher, dataset).to("cpu", dtype=torch.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, lambda handle: np.save(handle, text.numpy()))
-    return text
+    return dist.broadcast_object(text)
 
 
 def build_dataset(args: argparse.Namespace) -> ScanDataset:

@@ -5,9 +5,11 @@ a camera, so both the 3D and the 2D feature exist; one pixel per point, its firs
 ``n_per_class`` points of every class (:func:`geomstruct.sampling.balanced_sample`, fixed seed). It is drawn by
 streaming the scans twice (labels of the paired points, then the teacher's features of the chosen points) and
 keeps only the chosen points (their scans, indices, labels and 2D features), so its memory is bounded by
-``n_per_class x classes`` whatever the number of scans. :meth:`GeometrySet.student_features` streams the
-scans again through a student and reads its 3D features at the same points (split over the ranks under
-``torchrun`` and gathered). The trainer's trajectory probe and the final geometry both use it.
+``n_per_class x classes`` whatever the number of scans (plus one byte per paired point of pass 1). Under
+``torchrun`` both passes are split over the ranks and gathered, so the set is the same on every rank.
+:meth:`GeometrySet.student_features` streams the scans again through a student and reads its 3D features at
+the same points (split over the ranks under ``torchrun`` and gathered). The trainer's trajectory probe and the
+final geometry both use it.
 
 Without labels (a nuScenes dataroot without lidarseg) the set is a uniform sample of
 ``n_per_class x n_classes`` paired points (same seed) and only the label-free geometry is measured
@@ -45,10 +47,14 @@ class GeometrySet:
     @classmethod
     def draw(cls, data: SceneDataset, n_per_class: int, seed: int, n_classes: int, workers: int = 0) -> GeometrySet:
         """Up to ``n_per_class`` paired points per class over the scans of ``data`` (ignored labels excluded)."""
-        labels_of = []
-        for batch in scene_loader(data.without_features(), ShardSampler(len(data), shard=False), workers):
+        mine = list(range(len(data)))[dist.rank() :: dist.world_size()]  # pass 1, split over the ranks
+        labels_mine = {}
+        loader = scene_loader(data.without_features(), ShardSampler(len(data)), workers)
+        for position, batch in zip(mine, loader, strict=True):
             scene = batch.scenes[0]
-            labels_of.append(scene.labels[scene.pairs[scene.first_pairs(), 0]].astype(np.uint8))
+            labels_mine[position] = scene.labels[scene.pairs[scene.first_pairs(), 0]].astype(np.uint8)
+        labels_by = {p: a for part in dist.all_gather_objects(labels_mine) for p, a in part.items()}
+        labels_of = [labels_by[p] for p in range(len(data))]
         labels = np.concatenate(labels_of) if labels_of else np.zeros(0, dtype=np.uint8)
         labelled = bool((labels != IGNORE_INDEX).any())
         if labelled:
@@ -63,18 +69,31 @@ class GeometrySet:
         scan_of = np.searchsorted(starts, order, side="right") - 1
         positions = np.unique(scan_of).tolist()
         local = {p: order[scan_of == p] - starts[p] for p in positions}
-        point_index: list[np.ndarray] = []
-        q2d = torch.zeros(0, 0)
-        for batch in scene_loader(data, ShardSampler(len(data), positions, shard=False), workers):
+        offsets = dict(zip(positions, np.cumsum([0] + [len(local[p]) for p in positions]).tolist(), strict=False))
+        mine = positions[dist.rank() :: dist.world_size()]  # pass 2 (teacher features), split over the ranks
+        index_mine: dict[int, np.ndarray] = {}
+        rows_mine = np.concatenate([offsets[p] + np.arange(len(local[p])) for p in mine]) if mine else np.zeros(0, int)
+        q_mine = torch.zeros(0, 0)
+        filled = 0
+        for position, batch in zip(mine, scene_loader(data, ShardSampler(len(data), positions), workers), strict=True):
             scene = batch.scenes[0]
-            position = positions[len(point_index)]
             rows = scene.first_pairs()[local[position]]
-            start = sum(len(p) for p in point_index)
-            point_index.append(scene.pairs[rows, 0])
+            index_mine[position] = scene.pairs[rows, 0]
             q = scene.pair_features(rows)
-            if not q2d.numel():  # one allocation (pieces kept between per-scan temporaries fragment the heap)
-                q2d = torch.empty(len(order), q.shape[1])
-            q2d[start : start + len(rows)] = q
+            if not q_mine.numel():  # one allocation (pieces kept between per-scan temporaries fragment the heap)
+                q_mine = torch.empty(len(rows_mine), q.shape[1])
+            q_mine[filled : filled + len(rows)] = q
+            filled += len(rows)
+        index_by = {p: a for part in dist.all_gather_objects(index_mine) for p, a in part.items()}
+        point_index = [index_by[p] for p in positions]
+        if dist.active():
+            width = max(int(w) for w in dist.all_gather_objects(q_mine.shape[1]))
+            q_mine = q_mine if q_mine.shape[1] else torch.zeros(0, width)
+            q2d = torch.empty(len(order), width)
+            for part, part_rows in zip(dist.all_gather_rows(q_mine), dist.all_gather_objects(rows_mine), strict=True):
+                q2d[torch.from_numpy(np.asarray(part_rows, dtype=np.int64))] = part
+        else:
+            q2d = q_mine
         return cls(data, positions, point_index, labels[order].astype(np.int64), q2d, counts, seed, labelled)
 
     @torch.no_grad()

@@ -17,7 +17,7 @@
    (ViT-B-16, random weights) on keyframes with nuScenes' 1600 x 900 JPEG images, so decoding and resizing are
    what they cost on nuScenes.
 
-``python benchmarks/scale/memory_and_fill.py --work /tmp/scale`` (``--help``); writes ``results.json`` into
+``python benchmarks/scale/memory_and_fill.py --work cache/scale-benchmark`` (``--help``); writes ``results.json`` into
 ``--work`` and prints a table. Measured numbers are in README.md (section Scale).
 """
 
