@@ -9,14 +9,27 @@ Every loss is a pure function ``loss(k, q, **params) -> scalar tensor`` where
 Rows of both are L2-normalised inside, so every dot product is a cosine. Losses are chosen by name from
 :data:`LOSSES` / :func:`get_loss`; their parameters belong in the run configuration.
 
+*Region losses* (:data:`LOSS_INPUTS` ``"superpixels"``: SLidR and ST-SLidR) compare superpoints with superpixels
+instead of point-pixel pairs. Their contract extends the one above by one keyword, ``segments``:
+
+- ``loss(k, q, segments=s, **params)``: ``k`` (N, D) point features of pairs, ``s`` (N,) int64 the region
+  (superpixel) of each pair's pixel, ``q`` (S, D) one teacher feature per region (the superpixel's pooled pixel
+  features), ``0 <= s_i < S``. The rows of ``k`` are L2-normalised, then average-pooled per region
+  (:func:`pool_segments`); regions that no pair reaches are dropped with their row of ``q``;
+- ``loss(k, q, **params)`` (``segments=None``): ``k`` and ``q`` (S, D) are already one row per region, row i of
+  both for the same region. Because pooled rows are re-normalised *(choice, below)*, pooling pooled rows again
+  changes nothing, so a caller may pool per scan and concatenate (the distributed trainer does).
+
 Sources: InfoNCE of PPKT / SLidR (Sautier et al., CVPR 2022); the cosine loss of OpenScene / CLIP2Scene;
 the relational loss of Mahmoud, Harakeh & Waslander, *Image-to-Lidar Relational Distillation for Autonomous
-Driving Data*, ECCV 2024. Where that paper is silent, the choices of METHOD.md are implemented and marked
-*(choice)*.
+Driving Data*, ECCV 2024; the semantically tolerant loss of ST-SLidR (Mahmoud et al., CVPR 2023); the L2
+regression of ScaLR (Puy et al., CVPR 2024). Where a paper is silent, the choices of METHOD.md are implemented and
+marked *(choice)*.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -143,13 +156,163 @@ def relational_intra(k: Tensor, q: Tensor, lam: float = 1.0) -> Tensor:
     return relational(k, q, lam=lam, cross=False, intra=True)
 
 
+def regression(k: Tensor, q: Tensor) -> Tensor:
+    """L2 feature regression of ScaLR (Puy et al., CVPR 2024): ``L_l2 = mean_i ||k_i - q_i||_2`` on L2-normalised
+    rows (the Euclidean distance, not its square; ``= mean_i sqrt(2 - 2 k_i . q_i)``).
+
+    Its gradient ``(k_i - q_i) / ||k_i - q_i||`` is undefined where a student row equals its teacher row exactly;
+    autograd's norm gives 0 there.
+    """
+    k, q = _prepare(k, q)
+    return (k - q).norm(dim=1).mean()
+
+
+def pool_segments(x: Tensor, segments: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean of the rows of ``x`` (N, D) per segment id: ``(pooled (S', D), ids (S',))`` over the S' ids that
+    occur in ``segments`` (N,), in increasing id order. Differentiable in ``x``."""
+    if segments.ndim != 1 or segments.shape[0] != x.shape[0]:
+        raise ValueError(f"segments must have shape ({x.shape[0]},) to match the rows; got {tuple(segments.shape)}")
+    ids, inverse = torch.unique(segments, return_inverse=True)
+    sums = x.new_zeros(len(ids), x.shape[1]).index_add(0, inverse, x)
+    counts = torch.bincount(inverse, minlength=len(ids)).to(x.dtype)
+    return sums / counts[:, None], ids
+
+
+def _regions(k: Tensor, q: Tensor, segments: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One L2-normalised row per region for both sides (the region-loss contract of the module docstring)."""
+    if segments is None:
+        return _prepare(k, q)
+    if k.ndim != 2 or q.ndim != 2 or k.shape[1] != q.shape[1]:
+        raise ValueError(f"expected k (N, D) and q (S, D) with the same D; got {tuple(k.shape)} and {tuple(q.shape)}")
+    segments = torch.as_tensor(segments, device=k.device)
+    if segments.dtype.is_floating_point or segments.dtype == torch.bool:
+        raise ValueError(f"segments must hold integer region ids; got dtype {segments.dtype}")
+    if len(segments) and (int(segments.min()) < 0 or int(segments.max()) >= q.shape[0]):
+        raise ValueError(f"segments must lie in [0, {q.shape[0]}) (one row of q per region)")
+    pooled, ids = pool_segments(F.normalize(k, dim=1), segments)
+    return _prepare(pooled, q.detach()[ids])
+
+
+def slidr(k: Tensor, q: Tensor, segments: Tensor | None = None, tau: float = 0.07) -> Tensor:
+    """SLidR's superpixel-driven InfoNCE (Sautier et al., CVPR 2022, eq. 2; code ``valeoai/SLidR``,
+    ``loss_superpixels_average``): superpoint features (the student's point features averaged over the points
+    whose pixel falls in a superpixel) against superpixel features (the teacher's pixel features averaged over
+    the superpixel), over the S regions of a batch that hold at least one point::
+
+        L_sp = mean_s CE(softmax_t(kbar_s . qbar_t / tau), target = s)
+
+    ``segments`` and the shapes follow the region contract (module docstring). *(choice)* the pooled rows are
+    re-normalised, so logits are cosines over ``tau`` as in :func:`contrastive`; SLidR's code divides by ``tau``
+    the dot products of means of unit vectors (norms <= 1) without re-normalising.
+    """
+    if tau <= 0:
+        raise ValueError(f"temperature tau must be positive; got {tau}")
+    k, q = _regions(k, q, segments)
+    logits = (k @ q.T) / tau
+    return F.cross_entropy(logits, torch.arange(k.shape[0], device=k.device))
+
+
+def _row_quantile(x: Tensor, fraction: float) -> Tensor:
+    """Per-row quantile of an (S, S) matrix with linear interpolation (``torch.quantile``'s default), without its
+    16 M-element limit: two ``kthvalue`` selections."""
+    n = x.shape[1]
+    pos = fraction * (n - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    low = torch.kthvalue(x, lo + 1, dim=1).values
+    if hi == lo:
+        return low
+    high = torch.kthvalue(x, hi + 1, dim=1).values
+    return low + (pos - lo) * (high - low)
+
+
+def negative_weights(sim: Tensor, min_quantile: float = 0.01, max_quantile: float = 1.0) -> Tensor:
+    """ST-SLidR's weight of every logit (Mahmoud et al., CVPR 2023, sec. 3.2; code ``TRAILab/ST-SLidR``,
+    ``NCELoss``): ``w_st = 1 - clip(sim_st, 0, 1)`` with ``sim`` the cosine of the regions' 2D features, so a
+    negative that the 2D space finds similar (a likely same-class region) counts less. When
+    ``min_quantile > 0`` or ``max_quantile < 1``, per anchor row the weights below the row's ``min_quantile``
+    quantile or above its ``max_quantile`` quantile become 0 and every other non-zero weight 1 (the public code's
+    setting: the 1% most similar negatives are tolerated). The diagonal (positives) is always 1.
+    """
+    if not 0.0 <= min_quantile <= max_quantile <= 1.0:
+        raise ValueError(f"need 0 <= min_quantile <= max_quantile <= 1; got {min_quantile}, {max_quantile}")
+    weight = 1.0 - sim.clamp(0.0, 1.0)
+    if min_quantile > 0.0 or max_quantile < 1.0:
+        low = _row_quantile(weight, min_quantile)[:, None]
+        high = _row_quantile(weight, max_quantile)[:, None]
+        weight = ((weight >= low) & (weight <= high) & (weight != 0)).to(sim.dtype)
+    weight.fill_diagonal_(1.0)
+    return weight
+
+
+def anchor_weights(sim: Tensor, noise_threshold: float = 0.5) -> Tensor:
+    """ST-SLidR's class-agnostic balancing (CVPR 2023, sec. 3.3; code ``get_anchor_weights`` /
+    ``get_votes``): an anchor's density in the 2D space, ``v_s = sum_t sim_st [sim_st >= noise_threshold]``
+    (itself included), min-max normalised, gives ``a_s = 1 - (v_s - min v) / (max v - min v)``: regions of
+    over-represented (dense) kinds weigh less. *(choice)* all-equal votes give equal weights (the code divides by
+    zero there).
+    """
+    votes = torch.where(sim >= noise_threshold, sim, torch.zeros_like(sim)).sum(dim=1)
+    votes = votes - votes.min()
+    top = votes.max()
+    if float(top) == 0.0:
+        return torch.ones_like(votes)
+    return 1.0 - votes / top
+
+
+def st_slidr(
+    k: Tensor,
+    q: Tensor,
+    segments: Tensor | None = None,
+    tau: float = 0.07,
+    min_quantile: float = 0.01,
+    max_quantile: float = 1.0,
+    noise_threshold: float = 0.5,
+    class_balance: bool = True,
+) -> Tensor:
+    """ST-SLidR: semantically tolerant, class-balanced superpixel InfoNCE (Mahmoud, Hu, Harakeh, Waslander et
+    al., CVPR 2023; code ``TRAILab/ST-SLidR``, ``loss_superpixel_stslidr_classbalance``, config
+    ``stslidr_classbalance_*.yaml``: ``tau = 0.07``, ``min_quantile = 0.01``, ``noise_threshold = 0.5``).
+
+    On the region rows of :func:`slidr` (same contract), with ``sim = qbar qbar^T`` the cosines of the regions'
+    teacher features, ``W = negative_weights(sim)`` and ``a = anchor_weights(sim)``::
+
+        l_s = CE(softmax_t(W_st * kbar_s . qbar_t / tau), target = s)
+        L   = sum_s a_s l_s / sum_s a_s          (class_balance; else mean_s l_s)
+
+    As in the public code, ``W`` scales the *logits*: a tolerated negative keeps the logit 0 in the softmax (it is
+    not removed). *(choice)* the 2D similarity is computed from the same teacher (CLIP) features that are
+    distilled -- in ST-SLidR they are the same pretrained image network's features; the weights are constants
+    (no gradient); ``sim`` is clipped to [0, 1] for ``W`` (``NCELoss``) but not for the votes (as in the code).
+    """
+    if tau <= 0:
+        raise ValueError(f"temperature tau must be positive; got {tau}")
+    k, q = _regions(k, q, segments)
+    with torch.no_grad():
+        sim = q @ q.T
+        weight = negative_weights(sim, min_quantile, max_quantile)
+    logits = (k @ q.T) / tau * weight
+    per_anchor = F.cross_entropy(logits, torch.arange(k.shape[0], device=k.device), reduction="none")
+    if not class_balance:
+        return per_anchor.mean()
+    with torch.no_grad():
+        balance = anchor_weights(sim, noise_threshold)
+    return (per_anchor * balance).sum() / balance.sum()
+
+
 LOSSES: dict[str, LossFn] = {
     "contrastive": contrastive,
     "similarity": similarity,
     "relational": relational,
     "relational_cross": relational_cross,
     "relational_intra": relational_intra,
+    "regression": regression,
+    "slidr": slidr,
+    "st_slidr": st_slidr,
 }
+
+LOSS_INPUTS: dict[str, str] = {name: "pairs" for name in LOSSES} | {"slidr": "superpixels", "st_slidr": "superpixels"}
+"""What each loss compares: ``"pairs"`` (N sampled point-pixel pairs) or ``"superpixels"`` (superpoint-superpixel
+regions; the region contract of the module docstring)."""
 
 
 def get_loss(name: str) -> LossFn:

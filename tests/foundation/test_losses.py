@@ -10,7 +10,16 @@ import torch.nn.functional as F
 
 from models.losses import LOSSES, contrastive, get_loss, relational, similarity
 
-NAMES = ["contrastive", "similarity", "relational", "relational_cross", "relational_intra"]
+NAMES = [
+    "contrastive",
+    "similarity",
+    "relational",
+    "relational_cross",
+    "relational_intra",
+    "regression",
+    "slidr",
+    "st_slidr",
+]
 
 
 def _reference_relational(k, q, lam=1.0, cross=True, intra=True):
@@ -42,7 +51,7 @@ def _reference_contrastive(k, q, tau):
 def test_registry_names_and_unknown_name():
     assert sorted(LOSSES) == sorted(NAMES)
     assert get_loss("relational") is relational
-    with pytest.raises(KeyError, match="valid losses: contrastive, relational, relational_cross"):
+    with pytest.raises(KeyError, match="valid losses: contrastive, regression, relational, "):
         get_loss("infonce")
 
 
@@ -109,7 +118,7 @@ def test_no_gradient_into_teacher(name):
     assert k.grad is not None and torch.isfinite(k.grad).all() and k.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["similarity", "relational", "relational_cross", "relational_intra"])
+@pytest.mark.parametrize("name", ["similarity", "relational", "relational_cross", "relational_intra", "regression"])
 def test_zero_when_student_equals_teacher(name):
     gen = torch.Generator().manual_seed(5)
     q = torch.randn(64, 16, generator=gen, dtype=torch.float64)
