@@ -166,7 +166,7 @@ class AugmentRecord:
     cuboid: np.ndarray | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AugmentedScene(Scene):
     """A :class:`~bench.scenes.Scene` after :func:`augment`: the Scene fields keep their meaning (``pairs`` in
     original-image pixels, ``image_sizes`` and ``grids`` of the uncropped images, so :meth:`pair_features` reads

@@ -65,7 +65,7 @@ def type_error(name: str, value: Any, annotation: Any) -> str | None:
 def loss_parameter_errors(loss: str, params: dict[str, Any]) -> list[str]:
     """What is wrong with ``params`` for the loss ``loss`` (unknown names, wrong types), from its signature."""
     signature = inspect.signature(get_loss(loss))
-    accepted = list(signature.parameters)[2:]  # after K and Q
+    accepted = [p for p in list(signature.parameters)[2:] if p != "segments"]  # after K and Q; regions: data
     hints = typing.get_type_hints(get_loss(loss))
     errors = []
     unknown = sorted(set(params) - set(accepted))
@@ -102,6 +102,11 @@ class DistillConfig:
     ``cylindrical``: rho and z in metres, phi in degrees). ``augmentation``: None (off), or the fields of
     :class:`bench.augment.Augmentation` to change (``{}``: SLidR's cloud rotation and flips, DropCuboids,
     resized crop and horizontal flip, applied to the train scans of every distillation step).
+
+    Region losses (``slidr``, ``st_slidr``): superpixels of every train image by SLIC with ``slic`` (None: SLidR's
+    ``{n_segments: 150, compactness: 6, sigma: 3}``), cached in ``superpixel_cache`` (default
+    ``cache/superpixels``) before the first step (:mod:`bench.superpixels`); they use every pair of a batch, not
+    ``n_pairs``.
 
     Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
     all valid pairs of the batch of ``batch_size`` scans (over every rank under ``torchrun``, with batch norm
@@ -152,6 +157,8 @@ class DistillConfig:
     n_pairs: int = 4096
     sync_bn: bool = True
     augmentation: dict[str, Any] | None = None
+    slic: dict[str, Any] | None = None
+    superpixel_cache: str | None = None
     voxel_system: str = "cartesian"
     optimizer: str = "sgd"
     lr: float = 0.5
@@ -213,6 +220,10 @@ class DistillConfig:
             raise ValueError(f"unknown voxel_system {self.voxel_system!r}; valid: cartesian, cylindrical")
         if self.augmentation is not None:
             self.augmentations()
+        if self.slic is not None:
+            from bench.superpixels import settings_from
+
+            settings_from(self.slic)
         positive = (
             "steps",
             "batch_size",

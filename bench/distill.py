@@ -24,7 +24,10 @@ from bench.features import FeatureCache, text_embeddings
 from bench.probe import GeometrySet, half_precision
 from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_npz
 from bench.scenes import SceneDataset, open_dataset
+from bench.superpixels import DEFAULT_ROOT as DEFAULT_SUPERPIXELS
+from bench.superpixels import SuperpixelCache, settings_from
 from bench.train import TRAJECTORY_COLUMNS, train_student
+from models.losses import LOSS_INPUTS
 from models.teachers.base import Teacher, build_teacher
 
 FEATURES_FILE = "features.npz"
@@ -97,7 +100,18 @@ def scene_data(
             if dist.is_main() and (report.written or progress):
                 print(report.summary(cache.folder))
             _FILLED.add(filled)
-    return SceneDataset(dataset, cfg.crop_radius, cache)
+    scenes = SceneDataset(dataset, cfg.crop_radius, cache)
+    if cache is not None and split == cfg.train_split and LOSS_INPUTS[cfg.loss] == "superpixels":
+        superpixels = SuperpixelCache(cfg.superpixel_cache or DEFAULT_SUPERPIXELS, dataset.cache_key,
+                                      settings_from(cfg.slic))  # fmt: skip
+        filled = (superpixels.folder, split, key)
+        if filled not in _FILLED:
+            report = superpixels.fill(dataset, workers, progress=progress)
+            if dist.is_main() and (report.written or progress):
+                print(report.summary(superpixels.folder, "superpixel cache"))
+            _FILLED.add(filled)
+        scenes = scenes.with_superpixels(superpixels)
+    return scenes
 
 
 def _class_names(name: str) -> tuple[str, ...]:

@@ -58,7 +58,8 @@ MANIFEST = "manifest.json"
 TEXT_FOLDER = "text"
 
 
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write ``path`` through ``write(handle)`` into a temporary file of the same folder, then ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -86,11 +87,11 @@ class FillReport:
         """Scans written per second (0 when nothing was written)."""
         return self.written / self.seconds if self.written and self.seconds > 0 else 0.0
 
-    def summary(self, folder: Path) -> str:
+    def summary(self, folder: Path, what: str = "feature cache") -> str:
         """One line for the log: size on disk and fill rate."""
         rate = f", {self.rate:.2f} scans/s with {self.workers} workers" if self.written else ""
         return (
-            f"feature cache {folder}: {self.cached}/{self.total} scans cached, "
+            f"{what} {folder}: {self.cached}/{self.total} scans cached, "
             f"{self.bytes_on_disk / 1e9:.2f} GB; wrote {self.written} in {self.seconds:.1f} s{rate}"
         )
 
@@ -150,7 +151,7 @@ class FeatureCache:
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         data = (json.dumps(manifest, indent=1) + "\n").encode()
-        _atomic_write(self.folder / MANIFEST, lambda handle: handle.write(data))
+        atomic_write(self.folder / MANIFEST, lambda handle: handle.write(data))
 
     def _header(self, teacher: Teacher) -> dict[str, Any]:
         return {
@@ -226,7 +227,7 @@ class FeatureCache:
             with torch.no_grad():
                 for scan_id, prepared, cameras in bar:
                     feats = teacher.encode(prepared).to("cpu", dtype=torch.float16).numpy()
-                    _atomic_write(self.path(scan_id), lambda handle, a=feats: np.save(handle, a))
+                    atomic_write(self.path(scan_id), lambda handle, a=feats: np.save(handle, a))
                     extra = {"cameras": list(cameras), "grid": list(feats.shape[-2:])}
         seconds = time.perf_counter() - start
         written = int(dist.all_reduce_sum(torch.tensor([len(mine)]))[0])
@@ -257,7 +258,7 @@ def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> 
     if dist.is_main():  # computed once, on rank 0, and sent to the other ranks
         text = zero_shot_classifier(teacher, dataset).to("cpu", dtype=torch.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda handle: np.save(handle, text.numpy()))
+        atomic_write(path, lambda handle: np.save(handle, text.numpy()))
     return dist.broadcast_object(text)
 
 

@@ -8,7 +8,10 @@ A :class:`Scene` is a :class:`~bench.data.scan.Scan` reduced to what distillatio
   camera (the devkit's pairing rule, :func:`bench.data.scan.project_points`), re-indexed after the crop;
 - ``grids`` (n_cameras, D, h, w) float16: the teacher's patch-grid features of every camera, read from the
   memory-mapped feature cache (:class:`bench.features.FeatureCache`); the features of a pair are the bilinear
-  upsampling at its pixel (:func:`models.teachers.base.sample`, MaskCLIP's interpolation).
+  upsampling at its pixel (:func:`models.teachers.base.sample`, MaskCLIP's interpolation);
+- for the region losses only (a :class:`bench.superpixels.SuperpixelCache` given): ``pair_regions`` (M,) the
+  superpixel of every pair, numbered over the scan's cameras, and ``region_feats`` (R, D) float32 the teacher
+  feature of every superpixel (:func:`bench.superpixels.scene_regions`), computed in the DataLoader workers.
 
 :class:`SceneDataset` is a ``torch.utils.data.Dataset`` of the scan ids of one split whose items are read on
 demand (from the dataset's files and the feature cache), so resident memory does not grow with the number of
@@ -52,6 +55,8 @@ class Scene:
     pairs: np.ndarray
     grids: torch.Tensor | None
     image_sizes: tuple[tuple[int, int], ...]
+    pair_regions: np.ndarray | None = None
+    region_feats: torch.Tensor | None = None
 
     def pair_features(self, rows: np.ndarray | None = None, device: torch.device | None = None) -> torch.Tensor:
         """Teacher features ``(M', D)`` float32 of ``pairs[rows]`` (all pairs when ``rows`` is None), on ``device``
@@ -77,6 +82,8 @@ class Scene:
         """The scene with its teacher grids in pinned memory (``DataLoader(pin_memory=True)``)."""
         if self.grids is not None:
             self.grids = self.grids.pin_memory()
+        if self.region_feats is not None:
+            self.region_feats = self.region_feats.pin_memory()
         return self
 
 
@@ -102,6 +109,8 @@ class SceneDataset(Dataset):
         crop_radius: horizontal crop in metres (None: every point).
         cache: the teacher's feature cache, filled for every id (None: items without teacher grids).
         ids: a subset of the dataset's ids (default: all, in the dataset's order).
+        augmentation: a :class:`bench.augment.Augmentation` applied to items requested as ``(index, seed)``.
+        superpixels: the superpixel cache, filled for every id (region losses; needs ``cache``).
     """
 
     def __init__(
@@ -111,20 +120,37 @@ class SceneDataset(Dataset):
         cache: FeatureCache | None = None,
         ids: Sequence[str] | None = None,
         augmentation: Any = None,
+        superpixels: Any = None,
     ) -> None:
+        if superpixels is not None and cache is None:
+            raise ValueError("superpixel regions need the teacher's feature cache")
         self.dataset = dataset
         self.crop_radius = crop_radius
         self.cache = cache
         self.ids = list(dataset.ids if ids is None else ids)
         self.augmentation = augmentation
+        self.superpixels = superpixels
+
+    def _copy(self, **changes: Any) -> SceneDataset:
+        args = {
+            "cache": self.cache,
+            "ids": self.ids,
+            "augmentation": self.augmentation,
+            "superpixels": self.superpixels,
+        }
+        return SceneDataset(self.dataset, self.crop_radius, **(args | changes))
 
     def augmented(self, augmentation: Any) -> SceneDataset:
         """The same scans, each augmented (:func:`bench.augment.augment`, a :class:`bench.augment.Augmentation`)
         when it is requested as ``(index, seed)`` (:class:`StepSampler` with ``seeded=True``)."""
-        return SceneDataset(self.dataset, self.crop_radius, self.cache, self.ids, augmentation)
+        return self._copy(augmentation=augmentation)
+
+    def with_superpixels(self, superpixels: Any) -> SceneDataset:
+        """The same scans with superpixel regions (a filled :class:`bench.superpixels.SuperpixelCache`)."""
+        return self._copy(superpixels=superpixels)
 
     def head(self, n: int | None) -> SceneDataset:
-        """The first ``n`` scans (all when ``n`` is None)."""
+        """The first ``n`` scans (all when ``n`` is None), without augmentation or superpixels."""
         return SceneDataset(self.dataset, self.crop_radius, self.cache, self.ids[:n] if n is not None else None)
 
     def without_features(self) -> SceneDataset:
@@ -147,6 +173,12 @@ class SceneDataset(Dataset):
             from bench.augment import augment
 
             scene = augment(scene, self.augmentation, seed)
+        if self.superpixels is not None and grids is not None:
+            from bench.superpixels import scene_regions
+
+            scene.pair_regions, scene.region_feats = scene_regions(
+                self.superpixels.load(scan.scan_id), scene.pairs, scene.grids
+            )
         return scene
 
 

@@ -10,6 +10,10 @@ One step:
 3. sample ``N = n_pairs`` point-pixel pairs uniformly, without replacement, over all valid pairs of the batch
    (SLidR's choice, METHOD.md section 2); ``K`` = the student's features of the pairs' points, ``Q`` = the
    teacher's features at the pairs' pixels;
+   *Region losses* (:data:`models.losses.LOSS_INPUTS` ``"superpixels"``: SLidR, ST-SLidR) use every pair of the
+   batch instead: the student's features of the pairs are L2-normalised and averaged per superpixel of each scan
+   (superpoints), ``K`` = one row per superpixel reached by a pair, ``Q`` = the teacher's features averaged over
+   the same superpixels (:func:`batch_regions`, :mod:`bench.superpixels`);
 4. ``loss(K, Q, **loss_params)`` by name from :data:`models.losses.LOSSES`; one optimiser step; the learning
    rate follows the cosine schedule ``lr_t = lr * (1 + cos(pi t / T)) / 2`` (SGDR without restarts,
    Loshchilov & Hutter, ICLR 2017; SLidR's schedule).
@@ -48,7 +52,7 @@ from bench.config import DistillConfig
 from bench.probe import GeometrySet
 from bench.results import write_bytes
 from bench.scenes import SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
-from models.losses import get_loss
+from models.losses import LOSS_INPUTS, get_loss, pool_segments
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
 
@@ -134,6 +138,31 @@ def batch_pairs(
     lengths = [0] * len(batch.scenes)  # rows of every scan of this rank (0 for scans without a drawn pair)
     for i, rows in mine:
         lengths[i] = len(rows)
+    return dist.gather_slots(k, lengths, differentiable=True), dist.gather_slots(q, lengths)
+
+
+def batch_regions(batch: SceneBatch, feats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``K`` (superpoint features, differentiable) and ``Q`` (superpixel features), one row per superpixel that a
+    pair of the batch reaches, scans in the single-process order over every rank (region losses, module docstring).
+
+    Pooling is per scan (regions never span scans), so each rank pools its own scans and the pooled rows are
+    gathered; the region losses re-normalise pooled rows, so this equals pooling all pairs at once.
+    """
+    k_parts, q_parts, lengths = [], [], []
+    for i, scene in enumerate(batch.scenes):
+        if scene.pair_regions is None or scene.region_feats is None:
+            raise ValueError(
+                f"scene {scene.scan_id} has no superpixel regions; region losses need the superpixel cache"
+            )
+        index = torch.from_numpy(scene.pairs[:, 0] + batch.offsets[i]).to(device)
+        regions = torch.from_numpy(scene.pair_regions).to(device)
+        pooled, ids = pool_segments(torch.nn.functional.normalize(feats[index], dim=1), regions)
+        k_parts.append(pooled)
+        q_parts.append(scene.region_feats.to(device, non_blocking=True)[ids])
+        lengths.append(len(ids))
+    k, q = torch.cat(k_parts), torch.cat(q_parts)
+    if dist.world_size() == 1:
+        return k, q
     return dist.gather_slots(k, lengths, differentiable=True), dist.gather_slots(q, lengths)
 
 
@@ -232,9 +261,13 @@ def train_student(
         scenes = scenes.augmented(augmentation)
     sampler = StepSampler(len(scenes), cfg.batch_size, cfg.seed, start, cfg.steps, seeded=augmentation is not None)
     loader = scene_loader(scenes, sampler, workers, device)
+    regions = LOSS_INPUTS[cfg.loss] == "superpixels"
     for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
         feats = model(*batch.inputs(device))
-        k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
+        if regions:
+            k, q = batch_regions(batch, feats, device)
+        else:
+            k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
         loss = loss_fn(k, q, **cfg.loss_params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -44,15 +44,16 @@ NON_RESULT_FIELDS = (
     "dataroot",
     "ood_dataroot",
     "feature_cache",
+    "superpixel_cache",
     "clip_checkpoint",
     "allow_torchscript",
     "checkpoint_every",
 )
-"""``config.json`` fields that do not make two runs different configurations: ``seed`` (the seeds of a
-configuration are its repeats, pooled as mean ± std), ``suite`` (suites are never pooled; see
-:attr:`Run.suite`), the paths of the data (``dataroot``, ``ood_dataroot``: where the dataset lies on the machine
-that ran it; the dataset, version and splits are fields of their own), of the teacher-feature cache
-(``feature_cache``) and of the CLIP weights (``clip_checkpoint``: the weights themselves are identified by
+"""``config.json`` fields that do not make two runs different configurations: ``seed`` (the seeds of a configuration
+are its repeats, pooled as mean ± std), ``suite`` (suites are never pooled; see :attr:`Run.suite`), the paths of the
+data (``dataroot``, ``ood_dataroot``: where the dataset lies on the machine that ran it; the dataset, version and
+splits are fields of their own), of the teacher-feature and superpixel caches (``feature_cache``,
+``superpixel_cache``) and of the CLIP weights (``clip_checkpoint``: the weights themselves are identified by
 ``clip_checkpoint_sha256`` and by the teacher identity, ``metrics.json`` ``teacher``, both part of the
 configuration), ``allow_torchscript`` (whether a TorchScript archive may be read, not which weights), and
 ``checkpoint_every`` (how often a resumable checkpoint is written; a resumed run equals an uninterrupted one)."""
