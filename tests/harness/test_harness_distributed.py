@@ -24,6 +24,8 @@ from .conftest import write_suite
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "contrastive-tau0.07-s0"
+REGION_RUN = "st_slidr-tau0.07-s0"
+"""A region loss: superpoints pooled per scan on each rank, then gathered (``bench.train.batch_regions``)."""
 ARCH_CONFIG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
@@ -33,8 +35,8 @@ ARCH_CONFIG = {
 FILES = {"checkpoint.pt", "config.json", "environment.json", "features.npz", "metrics.json", "trajectory.csv"}
 
 
-def _losses(path: Path) -> list[float]:
-    with open(path / RUN / "trajectory.csv") as handle:
+def _losses(path: Path, run: str = RUN) -> list[float]:
+    with open(path / run / "trajectory.csv") as handle:
         return [float(row["loss"]) for row in csv.DictReader(handle) if row["step"] != "0"]
 
 
@@ -50,7 +52,8 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]
     checkpoint = tmp / "clip.pt"
     torch.save(CLIPTeacher(str(arch), seed=0).model.state_dict(), checkpoint)
     suite = write_suite(
-        tmp / "ddp.yaml", root, [{"name": "contrastive", "params": {"tau": 0.07}}], [0],
+        tmp / "ddp.yaml", root, [{"name": "contrastive", "params": {"tau": 0.07}},
+                                 {"name": "st_slidr", "params": {"tau": 0.07}}], [0],
         dataset="nuscenes", version="v1.0-mini", teacher="clip", clip_arch=str(arch), clip_checkpoint=str(checkpoint),
         out_dim=32, crop_radius=10.0, steps=6, probe_every=1, checkpoint_every=3, n_pairs=512, lr=0.05, ft_batch_size=2,
         feature_cache=str(tmp / "features"), protocols=["zero_shot", "linear_probe", "few_shot"],
@@ -67,15 +70,17 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]
 def test_two_gloo_processes_equal_one_process(two_runs):
     single, ddp, done = two_runs
     assert done.returncode == 0, done.stderr[-3000:]
+    assert {p.name for p in ddp.iterdir() if p.is_dir()} == {RUN, REGION_RUN}
     assert done.stdout.count("runs in") == 1  # only rank 0 prints the summary
     assert {p.name for p in (ddp / RUN).iterdir()} == FILES  # no stray temporary files from rank 1
     # The same N pairs of the same batch every step, on every rank: per-step losses equal to float rounding
     # (measured: 3e-7 relative at step 1). Every SGD step amplifies rounding differences: at lr 0.05 the six
     # steps stay within 1e-5; at the suites' lr 0.5 they grew to 1.6e-5 and 4e-5 at steps 5 and 6 (measured).
-    one, two = _losses(single), _losses(ddp)
-    assert len(one) == len(two) == 6
-    for a, b in zip(one, two, strict=True):
-        assert b == pytest.approx(a, rel=1e-5)
+    for run in (RUN, REGION_RUN):
+        one, two = _losses(single, run), _losses(ddp, run)
+        assert len(one) == len(two) == 6
+        for a, b in zip(one, two, strict=True):
+            assert b == pytest.approx(a, rel=1e-5), run
     m1 = json.loads((single / RUN / "metrics.json").read_text())
     m2 = json.loads((ddp / RUN / "metrics.json").read_text())
     # Geometry of the same points: the students differ by float rounding only (summation order of the
