@@ -23,6 +23,8 @@ PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
 """Protocols that score (or train on) the labels of the main dataset."""
 OPTIMIZERS = ("sgd", "adamw")
+LOSS_DTYPES = ("float32", "bfloat16")
+"""Precision of the loss's N x N products (``torch.autocast``; sums and the loss stay float32)."""
 
 
 def type_error(name: str, value: Any, annotation: Any) -> str | None:
@@ -111,7 +113,9 @@ class DistillConfig:
     Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
     all valid pairs of the batch of ``batch_size`` scans (over every rank under ``torchrun``, with batch norm
     synchronised over the ranks when ``sync_bn``: results do not depend on the number of ranks);
-    ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or ``adamw``; cosine schedule over ``steps``; a
+    ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or ``adamw``; cosine schedule over ``steps``; the loss's
+    products in ``loss_dtype`` (``float32``, or ``bfloat16`` autocast, which pays on CPUs with AMX and on GPUs:
+    ``benchmarks/profile_step.py --compare`` measures its speed and error); a
     checkpoint every ``checkpoint_every`` steps; U, T, G on the probe set (``probe_per_class`` points per class
     of the first ``probe_scenes`` val scans) every ``probe_every`` steps.
 
@@ -158,6 +162,7 @@ class DistillConfig:
     sync_bn: bool = True
     augmentation: dict[str, Any] | None = None
     slic: dict[str, Any] | None = None
+    loss_dtype: str = "float32"
     superpixel_cache: str | None = None
     voxel_system: str = "cartesian"
     optimizer: str = "sgd"
@@ -220,6 +225,8 @@ class DistillConfig:
             raise ValueError(f"unknown voxel_system {self.voxel_system!r}; valid: cartesian, cylindrical")
         if self.augmentation is not None:
             self.augmentations()
+        if self.loss_dtype not in LOSS_DTYPES:
+            raise ValueError(f"unknown loss_dtype {self.loss_dtype!r}; valid: {', '.join(LOSS_DTYPES)}")
         if self.slic is not None:
             from bench.superpixels import settings_from
 

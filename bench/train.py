@@ -268,7 +268,8 @@ def train_student(
             k, q = batch_regions(batch, feats, device)
         else:
             k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
-        loss = loss_fn(k, q, **cfg.loss_params)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.loss_dtype == "bfloat16"):
+            loss = loss_fn(k, q, **cfg.loss_params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

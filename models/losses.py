@@ -89,25 +89,31 @@ class _RelationalFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, k: Tensor, q: Tensor, cross_weight: float, intra_weight: float) -> Tensor:  # noqa: D102
+    def forward(  # noqa: D102
+        ctx, k: Tensor, q: Tensor, cross_weight: float, intra_weight: float, low: torch.dtype | None = None
+    ) -> Tensor:
         n = k.shape[0]
         w_diag, w_off = 1.0 / n, 1.0 / (n * (n - 1))
+        acc = k.dtype  # sums and the returned loss keep the input precision
+        if low is not None:  # the N x N products in a lower precision (autocast), sums in ``acc``
+            k, q = k.to(low), q.to(low)
         p = q @ q.T
-        loss = k.new_zeros(())
+        loss = torch.zeros((), dtype=acc, device=k.device)
         w_cross = w_intra = None
         if cross_weight:
             a = torch.addmm(p, k, q.T, alpha=1.0, beta=-1.0)  # K Q^T - P
-            diag_abs = a.diagonal().abs().sum()
-            total_abs = a.abs().sum()
+            diag_abs = a.diagonal().abs().sum(dtype=acc)
+            total_abs = a.abs().sum(dtype=acc)
             loss = loss + cross_weight * (w_diag * diag_abs + w_off * (total_abs - diag_abs))
             w_cross = a.sign_().mul_(w_off * cross_weight)
             w_cross.diagonal().mul_(w_diag / w_off)
         if intra_weight:
             b = torch.addmm(p, k, k.T, alpha=1.0, beta=-1.0)  # K K^T - P
             b.diagonal().zero_()
-            loss = loss + intra_weight * w_off * b.abs().sum()
+            loss = loss + intra_weight * w_off * b.abs().sum(dtype=acc)
             w_intra = b.sign_().mul_(2.0 * w_off * intra_weight)
         ctx.save_for_backward(q, k, w_cross, w_intra)
+        ctx.acc = acc
         return loss
 
     @staticmethod
@@ -120,8 +126,16 @@ class _RelationalFunction(torch.autograd.Function):
                 grad_k.addmm_(w_cross, q)
             if w_intra is not None:
                 grad_k.addmm_(w_intra, k)
-            grad_k.mul_(grad_out)
-        return grad_k, None, None, None
+            grad_k = grad_k.to(ctx.acc).mul_(grad_out)
+        return grad_k, None, None, None, None
+
+
+def autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The lower precision of an active ``torch.autocast`` on ``x``'s device (None when it is off)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
 
 
 def relational(k: Tensor, q: Tensor, lam: float = 1.0, cross: bool = True, intra: bool = True) -> Tensor:
@@ -136,14 +150,16 @@ def relational(k: Tensor, q: Tensor, lam: float = 1.0, cross: bool = True, intra
 
     ``cross=False`` or ``intra=False`` give the two ablations (``relational_intra`` / ``relational_cross``);
     when only the intra term is kept, ``lam`` still scales it. ``Q Q^T`` carries no gradient and both terms
-    use the same N pairs.
+    use the same N pairs. Under ``torch.autocast`` (the trainer's ``loss_dtype``) the N x N products and the
+    backward's products run in the autocast dtype (bfloat16: AMX on recent Xeons) with sums and the loss in the
+    input precision.
     """
     if not (cross or intra):
         raise ValueError("relational loss needs at least one of cross=True or intra=True")
     if lam < 0:
         raise ValueError(f"lam must be non-negative; got {lam}")
     k, q = _prepare(k, q)
-    return _RelationalFunction.apply(k, q, 1.0 if cross else 0.0, float(lam) if intra else 0.0)
+    return _RelationalFunction.apply(k, q, 1.0 if cross else 0.0, float(lam) if intra else 0.0, autocast_dtype(k))
 
 
 def relational_cross(k: Tensor, q: Tensor) -> Tensor:

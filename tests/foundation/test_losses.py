@@ -164,3 +164,21 @@ def test_bad_input_messages(call, match):
     q = torch.randn(4, 5)
     with pytest.raises(ValueError, match=match):
         call(k, q)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_autocast_keeps_a_float32_loss_close_to_float32(name):
+    # the trainer's loss_dtype "bfloat16": products in bfloat16, the loss and K's gradient in float32
+    gen = torch.Generator().manual_seed(8)
+    k32 = torch.randn(256, 32, generator=gen, requires_grad=True)
+    q = torch.randn(256, 32, generator=gen)
+    k16 = k32.detach().clone().requires_grad_(True)
+    reference = get_loss(name)(k32, q)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = get_loss(name)(k16, q)
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(reference.item(), rel=2e-2)
+    reference.backward()
+    low.backward()
+    assert k16.grad.dtype == torch.float32
+    assert F.cosine_similarity(k16.grad.flatten(), k32.grad.flatten(), dim=0) > 0.98

@@ -1,0 +1,152 @@
+"""Profile one distillation step at a suite's sizes, phase by phase, in one process.
+
+Phases of :func:`bench.train.train_student`'s step: reading the batch (``DataLoader``, 0 workers), the student's
+forward (voxelisation, kernel maps, network, devoxelisation), drawing the pairs, the loss forward, the loss
+backward (gradient into K), the network backward and the optimiser step. The kernel-map share of the forward is
+measured separately (a second forward on the same voxels reuses the maps). Every time is the median over
+``--steps`` steps after one warm-up step; ``--compare`` reports the loss's value and gradient error of a variant
+against float32 on the same K, Q. Run with nothing else on the machine; the report prints ratios to the step's
+total measured in the same process.
+
+Usage::
+
+    python benchmarks/profile_step.py --suite full --loss relational --threads 1 --steps 5
+    python benchmarks/profile_step.py --suite full --loss relational --threads 2 --loss-dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.config import DistillConfig  # noqa: E402
+from bench.distill import make_teacher, scene_data  # noqa: E402
+from bench.scenes import StepSampler, scene_loader, step_generator  # noqa: E402
+from bench.suites import load_suite  # noqa: E402
+from bench.train import batch_pairs, batch_regions, build_distill_student, make_optimizer  # noqa: E402
+from models.losses import LOSS_INPUTS, get_loss  # noqa: E402
+from models.students.sparse import SparseTensor  # noqa: E402
+from models.students.voxelize import voxelize  # noqa: E402
+
+
+def profile(cfg: DistillConfig, steps: int, loss_dtype: str) -> dict[str, float]:
+    """Median seconds of every phase over ``steps`` steps (after one warm-up)."""
+    device = torch.device("cpu")
+    teacher = make_teacher(cfg, device)
+    train = scene_data(cfg, cfg.train_split, teacher, progress=False)
+    student = build_distill_student(cfg)
+    optimizer = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    loss_fn = get_loss(cfg.loss)
+    sampler = StepSampler(len(train), cfg.batch_size, cfg.seed, 0, steps + 1)
+    loader = iter(scene_loader(train, sampler, 0, device))
+    dtype = {"float32": None, "bfloat16": torch.bfloat16}[loss_dtype]
+    times: dict[str, list[float]] = {}
+
+    def tick(name: str, start: float) -> float:
+        now = time.perf_counter()
+        times.setdefault(name, []).append(now - start)
+        return now
+
+    student.train()
+    for step in range(1, steps + 2):
+        t = time.perf_counter()
+        batch = next(loader)
+        t = tick("read batch", t)
+        points, index = batch.inputs(device)
+        with torch.no_grad():
+            vox = voxelize(points[:, :3], index, points[:, 3:], student.voxel_size, student.system, student.reduce)
+        t = tick("voxelise", t)
+        x = SparseTensor(vox.coords, vox.feats)
+        with torch.no_grad():
+            student.network(x)  # builds and caches the kernel maps of x
+        t = tick("forward, maps built (no grad)", t)
+        with torch.no_grad():
+            student.network(x)
+        t = tick("forward, maps cached (no grad)", t)
+        feats = student(points, index)
+        t = tick("student forward (train)", t)
+        if LOSS_INPUTS[cfg.loss] == "superpixels":
+            k, q = batch_regions(batch, feats, device)
+        else:
+            k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
+        t = tick("pairs", t)
+        kk = k.detach().requires_grad_(True)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = loss_fn(kk, q, **cfg.loss_params)
+        t = tick("loss forward", t)
+        loss.backward()
+        t = tick("loss backward", t)
+        optimizer.zero_grad(set_to_none=True)
+        k.backward(kk.grad)
+        t = tick("network backward", t)
+        optimizer.step()
+        tick("optimiser step", t)
+        if step == 1:
+            times.clear()  # warm-up
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def compare(cfg: DistillConfig, n: int, dim: int) -> dict[str, float]:
+    """Loss value and gradient of bfloat16 autocast against float32 on random K, Q (N x D)."""
+    gen = torch.Generator().manual_seed(0)
+    k0, q = torch.randn(n, dim, generator=gen), torch.randn(n, dim, generator=gen)
+    loss_fn = get_loss(cfg.loss)
+    out = {}
+    for name, enabled in (("float32", False), ("bfloat16", True)):
+        k = k0.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            loss = loss_fn(k, q, **cfg.loss_params)
+        loss.backward()
+        out[name] = (float(loss.detach()), k.grad.clone())
+    (l32, g32), (l16, g16) = out["float32"], out["bfloat16"]
+    return {
+        "loss_rel_error": abs(l16 - l32) / abs(l32),
+        "grad_rel_error": float((g16 - g32).norm() / g32.norm()),
+        "grad_cosine": float(torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the phase table (and optionally write it as JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="full", help="suite whose defaults set the sizes (default full)")
+    parser.add_argument("--loss", default="relational", help="loss to profile (default relational)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps (median; default 5)")
+    parser.add_argument("--loss-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="autocast dtype around the loss (default float32: no autocast)")  # fmt: skip
+    parser.add_argument("--compare", action="store_true", help="also report bfloat16's loss and gradient error")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    suite = load_suite(args.suite)
+    runs = [run for run in suite.runs if run.get("loss") == args.loss]
+    if not runs:
+        parser.error(f"suite {args.suite} has no run of loss {args.loss}")
+    cfg = DistillConfig.from_run(runs[0])
+    phases = profile(cfg, args.steps, args.loss_dtype)
+    total = sum(v for k, v in phases.items() if "no grad" not in k and k != "voxelise")
+    print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}")
+    for name, seconds in phases.items():
+        print(f"  {name:<34} {seconds:8.3f} s  {seconds / total:6.1%}")
+    print(f"  {'step (read .. optimiser)':<34} {total:8.3f} s")
+    result = {"phases": phases, "step_seconds": total, **vars(args)}
+    if args.compare:
+        result["bfloat16_vs_float32"] = compare(cfg, cfg.n_pairs, cfg.out_dim)
+        print("  bfloat16 autocast vs float32:", result["bfloat16_vs_float32"])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
