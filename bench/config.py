@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenes import DATASETS
-from bench.segmentation_loss import SEGMENTATION_LOSSES
+from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
 from models.losses import LOSSES, get_loss
 
 TEACHERS = ("synthetic", "clip")
@@ -124,7 +124,8 @@ class DistillConfig:
     ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on the 1% split
     (nuScenes and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th
     train scene); downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule, loss
-    ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax).
+    ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's classes
+    weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``; :mod:`bench.segmentation_loss`).
     """
 
     loss: str
@@ -186,6 +187,7 @@ class DistillConfig:
     ft_lr: float = 0.05
     ft_batch_size: int = 1
     seg_loss: str = "ce"
+    seg_class_weight: str = "none"
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -202,6 +204,8 @@ class DistillConfig:
             raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.seg_class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"unknown seg_class_weight {self.seg_class_weight!r}; valid: {', '.join(CLASS_WEIGHTS)}")
         if self.seg_loss not in SEGMENTATION_LOSSES:
             raise ValueError(f"unknown seg_loss {self.seg_loss!r}; valid: {', '.join(SEGMENTATION_LOSSES)}")
         unknown = sorted(set(self.protocols) - set(PROTOCOLS))

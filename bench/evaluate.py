@@ -38,7 +38,7 @@ from tqdm import tqdm
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
 from bench.scenes import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
-from bench.segmentation_loss import segmentation_loss
+from bench.segmentation_loss import class_weights, segmentation_loss
 from bench.train import cosine_factor, make_optimizer
 from models.students import use_downstream_bn_momentum
 from models.students.sparse import synchronise_batch_norms
@@ -162,6 +162,21 @@ def frozen_features(
     return feats[:filled], labels[:filled]
 
 
+def _label_counts(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Points per class ``(C,)`` of a label tensor (ignored and out-of-range labels skipped)."""
+    labels = labels.reshape(-1).to(torch.int64)
+    labels = labels[(labels >= 0) & (labels < n_classes)]
+    return torch.bincount(labels.cpu(), minlength=n_classes)
+
+
+def _split_label_counts(scenes: SceneDataset, n_classes: int, workers: int = 0) -> torch.Tensor:
+    """Points per class over every scan of ``scenes`` (one streamed pass, labels only; summed over the ranks)."""
+    counts = torch.zeros(n_classes, dtype=torch.int64)
+    for batch in scene_loader(scenes.without_features(), ShardSampler(len(scenes)), workers):
+        counts += _label_counts(batch.labels, n_classes)
+    return dist.all_reduce_sum(counts)
+
+
 def _share_from_main(module: nn.Module) -> None:
     """Load rank 0's weights and buffers of ``module`` on every rank (nothing in a single process)."""
     if dist.active():
@@ -190,13 +205,14 @@ def linear_probe(
     feats, labels = frozen_features(student, train, per_scan, cfg.seed, device, workers)
     torch.manual_seed(cfg.seed)
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
+    weight = class_weights(_label_counts(labels, len(classes)), getattr(cfg, "seg_class_weight", "none"))
     if dist.is_main():  # the head is trained once, on rank 0, and sent to the other ranks
         optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
         for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
             pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
             logits = head(feats[pick].to(device))
-            loss = segmentation_loss(logits, labels[pick].to(device), cfg.seg_loss, IGNORE_INDEX)
+            loss = segmentation_loss(logits, labels[pick].to(device), cfg.seg_loss, IGNORE_INDEX, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -235,6 +251,8 @@ def fine_tune(
         network.normalize = False  # the head reads the projection before L2 normalisation (SLidR's downstream)
     use_downstream_bn_momentum(backbone)
     model = Segmenter(backbone, cfg.out_dim, len(classes)).to(device)
+    scheme = getattr(cfg, "seg_class_weight", "none")
+    weight = None if scheme == "none" else class_weights(_split_label_counts(train, len(classes), workers), scheme)
     world = dist.world_size()
     split = world > 1 and min(cfg.ft_batch_size, len(train)) >= world
     synchronise_batch_norms(backbone, split and bool(getattr(cfg, "sync_bn", True)))
@@ -254,7 +272,7 @@ def fine_tune(
                 lengths = np.diff(batch.offsets).tolist()
                 logits = dist.gather_slots(logits, lengths, differentiable=True)
                 target = dist.gather_slots(target, lengths)
-            loss = segmentation_loss(logits, target, cfg.seg_loss, IGNORE_INDEX)
+            loss = segmentation_loss(logits, target, cfg.seg_loss, IGNORE_INDEX, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,26 @@ def test_config_rejects_an_unknown_segmentation_loss():
     assert DistillConfig(loss="contrastive", seed=0, seg_loss="ce+lovasz").seg_loss == "ce+lovasz"
     with pytest.raises(ValueError, match="unknown seg_loss 'focal'; valid: ce, ce\\+lovasz"):
         DistillConfig(loss="contrastive", seed=0, seg_loss="focal")
+
+
+def test_class_weights_hand_computed_and_weighted_cross_entropy():
+    from bench.segmentation_loss import class_weights
+
+    counts = torch.tensor([75, 25, 0])  # frequencies 0.75, 0.25, absent
+    assert class_weights(counts, "none") is None
+    w = class_weights(counts, "inverse_sqrt")  # raw 1/sqrt(f): 1.1547, 2; mean weight 0.75*1.1547 + 0.25*2
+    raw = torch.tensor([1 / math.sqrt(0.75), 2.0, 0.0])
+    torch.testing.assert_close(w, (raw / (0.75 * raw[0] + 0.25 * raw[1])).float())
+    assert float((w[:2] * torch.tensor([0.75, 0.25])).sum()) == pytest.approx(1.0)
+    log = class_weights(counts, "inverse_log")
+    raw = torch.tensor([1 / math.log(1.77), 1 / math.log(1.27)])
+    torch.testing.assert_close(log[:2], (raw / (0.75 * raw[0] + 0.25 * raw[1])).float())
+    assert log[2] == 0
+    with pytest.raises(ValueError, match="valid: none, inverse_sqrt, inverse_log"):
+        class_weights(counts, "median")
+    # weighted CE = sum_i w_{y_i} CE_i / sum_i w_{y_i} (PyTorch's mean reduction), ignored points skipped
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    target = torch.tensor([0, 1, IGNORE_INDEX])
+    ce = -torch.log_softmax(logits, dim=1)[[0, 1], [0, 1]]
+    expected = (w[0] * ce[0] + w[1] * ce[1]) / (w[0] + w[1])
+    assert segmentation_loss(logits, target, "ce", IGNORE_INDEX, w).item() == pytest.approx(expected.item(), rel=1e-6)
