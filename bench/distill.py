@@ -26,7 +26,7 @@ from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_n
 from bench.scenes import SceneDataset, open_dataset
 from bench.superpixels import DEFAULT_ROOT as DEFAULT_SUPERPIXELS
 from bench.superpixels import SuperpixelCache, settings_from
-from bench.train import TRAJECTORY_COLUMNS, train_student
+from bench.train import TRAJECTORY_COLUMNS, convergence, train_student
 from models.losses import LOSS_INPUTS
 from models.teachers.base import Teacher, build_teacher
 
@@ -170,6 +170,7 @@ def run_distill(
         "class_names": list(_class_names(cfg.dataset)),  # label id -> name, for the report's legends
         "steps": cfg.steps,
         "final_loss": trajectory[-1]["loss"],
+        "convergence": convergence(trajectory),
     }
     geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed, len(classes), workers)
     k3d = half_precision(geo_set.student_features(student, device, workers))  # on every rank: gathered

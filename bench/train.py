@@ -166,6 +166,43 @@ def batch_regions(batch: SceneBatch, feats: torch.Tensor, device: torch.device) 
     return dist.gather_slots(k, lengths, differentiable=True), dist.gather_slots(q, lengths)
 
 
+CONVERGENCE_FRACTION = 0.2
+"""The diagnostic compares the end of training with the trajectory row at ``(1 - fraction) T``."""
+CONVERGENCE_TOLERANCE = 0.05
+"""*(choice, fixed before any run of the fair study)* a run counts as converged when every relative change of
+the diagnostic is at most this."""
+
+
+def convergence(trajectory: Sequence[dict[str, float]], fraction: float = CONVERGENCE_FRACTION) -> dict[str, Any]:
+    """Relative change of the probe's U, T, G and of the training loss over the last ``fraction`` of the steps.
+
+    With ``a`` the trajectory row at the largest step ``<= (1 - fraction) T`` and ``b`` the last row (step T):
+    ``change_x = |x_b - x_a| / max(|x_a|, 1e-8)`` for ``x`` in U, T, G and the loss (the loss of a row is the mean
+    training loss since the previous row, so ``a`` must be after step 0); ``converged`` when every change is at
+    most :data:`CONVERGENCE_TOLERANCE`. Values are None where the trajectory has no such row.
+    """
+    if not trajectory:
+        return {"from_step": None, "to_step": None, "converged": None}
+    last = trajectory[-1]
+    limit = (1.0 - fraction) * last["step"]
+    earlier = [row for row in trajectory if 0 < row["step"] <= limit]
+    out: dict[str, Any] = {"fraction": fraction, "to_step": int(last["step"])}
+    if not earlier:
+        return {**out, "from_step": None, "converged": None}
+    first = earlier[-1]
+    out["from_step"] = int(first["step"])
+    changes = []
+    for key in ("U", "T", "G", "loss"):
+        a, b = first.get(key), last.get(key)
+        ok = a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+        change = abs(b - a) / max(abs(a), 1e-8) if ok else None
+        out[f"change_{key}"] = change
+        if change is not None:
+            changes.append(change)
+    out["converged"] = bool(changes) and max(changes) <= CONVERGENCE_TOLERANCE
+    return out
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
