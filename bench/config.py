@@ -87,7 +87,9 @@ class DistillConfig:
 
     Data: ``dataset`` (``synthetic``, ``nuscenes``, ``semantickitti``) with ``dataroot`` (for synthetic the
     scene cache folder; for nuScenes the table ``version``, ``v1.0-trainval`` or ``v1.0-mini``), synthetic split
-    sizes ``train_scenes`` / ``val_scenes``, ``crop_radius`` metres *(choice; None keeps every point)*;
+    sizes ``train_scenes`` / ``val_scenes`` / ``test_scenes`` (three disjoint splits: distillation and downstream
+    training on train, selection on val, reported numbers on test), ``crop_radius`` metres *(choice; None keeps
+    every point)*;
     distillation and downstream training on ``train_split``, evaluation on the first ``eval_scenes`` scans of
     ``eval_split`` (None = all; nuScenes roles ``train``/``val``, and ``train_fit``/``holdout`` for
     hyper-parameter selection, :mod:`bench.data.nuscenes`). OOD few-shot on ``ood_dataset`` (``synthetic`` = the
@@ -139,6 +141,7 @@ class DistillConfig:
     variant: str = "nuscenes"
     train_scenes: int = 40
     val_scenes: int = 8
+    test_scenes: int = 0
     eval_scenes: int | None = None
     crop_radius: float | None = 20.0
     ood_dataset: str = "synthetic"
@@ -225,6 +228,13 @@ class DistillConfig:
             )
         if self.dataset == "nuscenes":
             self._check_nuscenes()
+        if self.dataset == "synthetic":
+            sizes = {"train": self.train_scenes, "val": self.val_scenes, "test": self.test_scenes}
+            for split in (self.train_split, self.eval_split):
+                if split not in sizes:
+                    raise ValueError(f"synthetic splits are train, val and test; got {split!r}")
+                if sizes[split] < 1:
+                    raise ValueError(f"split {split} is empty: set {split}_scenes to at least 1")
         if self.voxel_system not in ("cartesian", "cylindrical"):
             raise ValueError(f"unknown voxel_system {self.voxel_system!r}; valid: cartesian, cylindrical")
         if self.augmentation is not None:

@@ -79,7 +79,7 @@ def scene_data(
     sizes = (
         {"train": cfg.ood_train_scenes, "val": cfg.ood_val_scenes}
         if ood
-        else {"train": cfg.train_scenes, "val": cfg.val_scenes}
+        else {"train": cfg.train_scenes, "val": cfg.val_scenes, "test": cfg.test_scenes}
     )
     key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.version)
     if key not in _DATASETS:  # rank 0 generates synthetic scenes and indexes nuScenes; the others read them
