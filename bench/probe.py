@@ -13,7 +13,8 @@ final geometry both use it.
 
 Without labels (a nuScenes dataroot without lidarseg) the set is a uniform sample of
 ``n_per_class x n_classes`` paired points (same seed) and only the label-free geometry is measured
-(U, G, A and U of the 2D side; T, ΔT and S are None).
+(U, G, A and U of the 2D side; T, ΔT and S are None). The structure metrics (CKA, mutual k-NN, effective
+ranks, :mod:`geomstruct.structure`) need no labels and are measured on both kinds of set.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bench.data.classes import IGNORE_INDEX
 from bench.scenes import SceneDataset, ShardSampler, scene_loader
 from geomstruct.metrics import alignment, geometry, modality_gap, uniformity
 from geomstruct.sampling import balanced_sample
+from geomstruct.structure import MKNN_QUERIES, structure
 
 
 @dataclass
@@ -124,14 +126,24 @@ class GeometrySet:
             out[torch.from_numpy(np.asarray(part_rows, dtype=np.int64))] = part
         return out
 
-    def geometry(self, k3d: torch.Tensor, t: float = 2.0) -> dict[str, float | None]:
+    def geometry(self, k3d: torch.Tensor, t: float = 2.0, with_structure: bool = True) -> dict[str, float | None]:
         """:func:`geomstruct.metrics.geometry` of ``k3d`` against the set's 2D features (label-free part only
-        when the set has no labels)."""
+        when the set has no labels) and, when ``with_structure``, :func:`geomstruct.structure.structure` (CKA,
+        mutual k-NN, effective ranks, collapse flag; none of them needs labels). The mutual k-NN averages over
+        ``MKNN_QUERIES`` (10 000) query points drawn with the set's seed, neighbours among all its points: exact
+        up to 10 000 points, above that an unbiased estimate with its standard error ``mknn_se``. Cost on 2 CPU
+        cores: about 22 s at 80 000 x 512, 1 s at 4 800 x 512. ``with_structure=False`` skips it (e.g. for a
+        trajectory that records U, T, G only).
+        """
         if self.labelled:
-            return geometry(k3d, self.q2d, self.labels, t=t)
-        u3, u2 = uniformity(k3d, t=t), uniformity(self.q2d, t=t)
-        g, a = modality_gap(k3d, self.q2d), alignment(k3d, self.q2d)
-        return {"U": u3, "T": None, "G": g, "A": a, "dU": u3 - u2, "dT": None, "S": None, "U_2d": u2, "T_2d": None}
+            geo: dict[str, float | None] = geometry(k3d, self.q2d, self.labels, t=t)
+        else:
+            u3, u2 = uniformity(k3d, t=t), uniformity(self.q2d, t=t)
+            g, a = modality_gap(k3d, self.q2d), alignment(k3d, self.q2d)
+            geo = {"U": u3, "T": None, "G": g, "A": a, "dU": u3 - u2, "dT": None, "S": None, "U_2d": u2, "T_2d": None}
+        if with_structure:
+            geo.update(structure(k3d, self.q2d, mknn_queries=MKNN_QUERIES, seed=self.seed))
+        return geo
 
 
 def half_precision(x: torch.Tensor) -> torch.Tensor:

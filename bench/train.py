@@ -286,7 +286,7 @@ def train_student(
         model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
 
     def record(step: int, loss: float) -> None:
-        geo = probe.geometry(probe.student_features(student, device, workers), t=cfg.uniformity_t)
+        geo = probe.geometry(probe.student_features(student, device, workers), t=cfg.uniformity_t, with_structure=False)
         lr = optimizer.param_groups[0]["lr"]
         trajectory.append({"step": step, "loss": loss, "lr": lr, "U": geo["U"], "T": geo["T"], "G": geo["G"]})
 

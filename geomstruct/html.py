@@ -22,12 +22,14 @@ FIGURE_CAPTIONS = {
     "uniformity_tolerance.png": "Every student in the uniformity–tolerance plane, with the 2D teacher.",
     "trajectories.png": "U, T and G of the students over training, the teacher's values as dashed lines.",
     "gap_vs_performance.png": "Structural gap (S, ΔU, ΔT) against segmentation mIoU, with correlations.",
+    "predictors.png": "Which measure predicts downstream? Spearman ρ and Pearson r (bootstrap 95% CIs) of every "
+    "structure quantity with each protocol's mIoU, ranked by |ρ|.",
     "toy/toy_initial_outputs.png": "Toy experiment (Figure 3): the initial MLP outputs and the targets.",
     "toy/toy_evolution_1cluster.png": "Toy experiment (Figure 2), one cluster: the predicted space over training.",
     "toy/toy_evolution_3clusters.png": "Toy experiment (Figure 2), three clusters: the predicted space over training.",
     "toy/toy_uniformity.png": "Toy experiment (Figure 4): uniformity and tolerance over training per loss.",
 }
-TABLE_ORDER = ("summary.md", "correlations.md", "per_class_zero_shot.md", "per_class_linear_probe.md",
+TABLE_ORDER = ("summary.md", "predictors.md", "correlations.md", "per_class_zero_shot.md", "per_class_linear_probe.md",
                "per_class_few_shot.md", "per_class_few_shot_ood.md", "toy/toy_table.md")  # fmt: skip
 
 

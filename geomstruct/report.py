@@ -47,12 +47,18 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from geomstruct.figures.distill import plot_gap_vs_performance, plot_pca, plot_trajectories, plot_ut_plane
+from geomstruct.figures.distill import (
+    plot_gap_vs_performance,
+    plot_pca,
+    plot_predictors,
+    plot_trajectories,
+    plot_ut_plane,
+)
 from geomstruct.figures.toy import write_toy_report
 from geomstruct.html import Row, write_index
 from geomstruct.runs import Run, label_configurations, load_runs
 from geomstruct.summary import loss_rank, students_frame
-from geomstruct.tables import write_tables
+from geomstruct.tables import add_structure_columns, predictor_table, write_tables
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_OUT = Path("reports")
@@ -62,12 +68,16 @@ REPORT_FILES = (
     "uniformity_tolerance.png",
     "trajectories.png",
     "gap_vs_performance.png",
+    "predictors.png",
     "summary.md",
     "summary.tex",
     "summary.csv",
     "correlations.md",
     "correlations.tex",
     "correlations.csv",
+    "predictors.md",
+    "predictors.tex",
+    "predictors.csv",
     "per_class_*.md",
     "per_class_*.tex",
     "per_class_*.csv",
@@ -173,17 +183,21 @@ def _main_teacher(runs: list[Run], problems: list[str]) -> list[Run]:
 
 def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot: int = 10_000) -> list[Path]:
     """Figures and tables of distillation runs (of one suite) into ``out``; runs of a minority teacher are set
-    aside, and every configuration is its own row (:func:`geomstruct.runs.label_configurations`)."""
+    aside, and every configuration is its own row (:func:`geomstruct.runs.label_configurations`). The notes of
+    the predictor ranking (quantities left out because some runs lack them) are added to ``problems``."""
     runs = _main_teacher(runs, problems)
     label_configurations(runs)
     out.mkdir(parents=True, exist_ok=True)
-    students = students_frame(runs)
-    written = write_tables(runs, students, out, n_boot=n_boot)
+    students = add_structure_columns(students_frame(runs), runs)
+    predictors, notes = predictor_table(students, n_boot=n_boot)
+    problems.extend(notes)
+    written = write_tables(runs, students, out, n_boot=n_boot, predictors=(predictors, notes))
     for path in (
         plot_pca(runs, out),
         plot_ut_plane(students, out),
         plot_trajectories(runs, out),
         plot_gap_vs_performance(students, out, n_boot=n_boot),
+        plot_predictors(predictors, out),
     ):
         if path is not None:
             written.append(path)

@@ -6,7 +6,8 @@ messages, never fatal: a folder without ``metrics.json`` is an unfinished run, a
 be read or lacks what the report draws (invalid JSON or text, ``metrics.json`` without ``geometry``, a truncated
 or corrupt ``features.npz`` / ``snapshots.npz``, a ``trajectory.csv`` without its columns) is skipped with a
 message that names the file. A missing ``trajectory.csv`` or ``features.npz`` only leaves the run out of the
-figure that needs it.
+figure that needs it; missing structure metrics (runs older than them, :data:`STRUCTURE_COLUMNS`) only leave the
+run's values empty in the tables that show them.
 
 Suites and configurations: a run's suite is ``config.json``'s ``suite`` when it has one (the harness does not
 write it today), else the name of the folder holding the run directory (``runs/<suite>/<run>``). Two runs are
@@ -36,6 +37,11 @@ FEATURES_FILE = "features.npz"
 SNAPSHOT_FILE = "snapshots.npz"
 
 GEOMETRY_COLUMNS = ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
+STRUCTURE_COLUMNS = ("CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio")
+"""Structure metrics (``geomstruct.structure``) in ``metrics.json`` ``geometry``, with the flag ``collapsed``.
+Optional: runs written before they existed lack them and load as before; the report treats them as missing
+there (:func:`structure_values`). A value that is null (undefined, e.g. CKA of a space without variance) or not a
+number is missing too; a value that is not a number is noted in :attr:`Run.problems`."""
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 
 NON_RESULT_FIELDS = (
@@ -203,6 +209,32 @@ def _check_metrics(path: Path, metrics: dict[str, Any], kind: str) -> None:
             raise ValueError(f"{path}: '{protocol}' per_class is not an object of numbers")
 
 
+def structure_values(run: Run) -> dict[str, float | bool | None]:
+    """The run's :data:`STRUCTURE_COLUMNS` and ``collapsed`` as floats (NaN when null or not a number) and a bool
+    (None when not a bool); keys the run's ``geometry`` lacks (a run older than the structure metrics) are left
+    out, so that absence and an undefined value can be told apart."""
+    geometry = run.metrics.get("geometry") or {}
+    values: dict[str, float | bool | None] = {
+        key: float(geometry[key]) if _is_number(geometry[key]) else float("nan")
+        for key in STRUCTURE_COLUMNS
+        if key in geometry
+    }
+    if "collapsed" in geometry:
+        values["collapsed"] = geometry["collapsed"] if isinstance(geometry["collapsed"], bool) else None
+    return values
+
+
+def _check_structure(path: Path, metrics: dict[str, Any]) -> list[str]:
+    """Notes on structure metrics that are present but neither null nor a number (they count as missing)."""
+    geometry = metrics.get("geometry") or {}
+    bad = [k for k in STRUCTURE_COLUMNS if geometry.get(k) is not None and not _is_number(geometry[k])]
+    if geometry.get("collapsed") is not None and not isinstance(geometry["collapsed"], bool):
+        bad.append("collapsed")
+    if not bad:
+        return []
+    return [f"{path}: 'geometry' {', '.join(bad)} not a number (a bool for collapsed); treated as missing"]
+
+
 def _npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """The shapes of ``keys`` in an ``.npz`` after checking every member's CRC; ``ValueError`` naming ``path``
     when the file is truncated, corrupt or lacks one of ``keys``."""
@@ -281,6 +313,7 @@ def read_run(folder: Path) -> Run:
     config = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
     run = Run(path=folder, config=config, metrics=metrics)
     _check_metrics(folder / METRICS_FILE, metrics, run.kind)
+    run.problems += _check_structure(folder / METRICS_FILE, metrics)
     traj = folder / TRAJECTORY_FILE
     if traj.is_file():
         run.trajectory = _read_trajectory(traj, run.kind)

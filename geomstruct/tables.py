@@ -1,7 +1,8 @@
-"""Tables of a report in Markdown, CSV and LaTeX (booktabs): per-loss summary, per-class IoU, correlations.
+"""Tables of a report in Markdown, CSV and LaTeX (booktabs): per-loss summary, per-class IoU, correlations, and
+which structure quantity predicts each protocol best (``predictors``).
 
 Every table carries a header line that names its columns and units. Values are computed from the run files
-only (``metrics.json``); the correlation table uses :mod:`geomstruct.correlation`.
+only (``metrics.json``); the correlation and predictor tables use :mod:`geomstruct.correlation`.
 """
 
 from __future__ import annotations
@@ -13,27 +14,62 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geomstruct.correlation import Correlation, pearson, spearman
-from geomstruct.runs import Run
+from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
+from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
+from geomstruct.structure import COLLAPSE_RATIO
 from geomstruct.summary import GEOMETRY_COLUMNS, PROTOCOL_TITLES, PROTOCOLS, loss_rank
 
 SUMMARY_HEADER = (
     "Per loss, mean ± std over seeds (n students): uniformity U (negated, t = 2; higher = more uniform), "
     "tolerance T (mean same-class cosine), modality gap G (distance between the 3D and 2D feature centroids), "
     "structural gap dU = U_3D − U_2D, dT = T_3D − T_2D, S = sqrt(dU² + dT²), the teacher's U_2d and T_2d; "
+    "linear CKA and mutual k-NN alignment mkNN (k = 10) between the 3D and 2D features of the same points, and "
+    "the ratio of their effective ranks erank_3D / erank_2D (– where a run predates these); "
     "mIoU in % for zero-shot, linear probe, 1% few-shot and OOD 1% few-shot."
 )
 GAP_QUANTITIES = ("S", "dU", "dT")
+STRUCTURE_SHOWN = ("CKA", "mknn", "erank_ratio")
+"""Structure columns of the summary's Markdown and LaTeX (the CSV holds every :data:`STRUCTURE_COLUMNS`)."""
+STRUCTURE_TITLES = {"CKA": "CKA", "mknn": "mkNN", "erank_ratio": "erank ratio"}
+COLLAPSED_MARK = "†"
+COLLAPSED_NOTE = (
+    f"{COLLAPSED_MARK} collapsed: effective rank < {COLLAPSE_RATIO:g} × the 2D space's (in m of n seeds when not all)."
+)
+PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio")
+"""The structure quantities ranked by how well they predict each protocol's mIoU (:func:`predictor_table`)."""
+PREDICTORS_HEADER = (
+    "Which measure predicts downstream? Per protocol, every structure quantity (dU, dT, S, G, linear CKA, mutual "
+    "k-NN alignment mknn, effective-rank ratio erank_3D / erank_2D) correlated across students with the "
+    "protocol's mIoU: Spearman ρ and Pearson r with percentile-bootstrap 95% CIs, n students; ranked by |ρ| "
+    "within each protocol (rank 1: the strongest monotone relation, of either sign); n < 5 is not a finding."
+)
+
+
+def add_structure_columns(students: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
+    """``students`` (one row per run, with its ``path``) with the structure metrics of every run:
+    :data:`STRUCTURE_COLUMNS` (NaN when missing or undefined), ``collapsed`` (1.0 / 0.0, NaN when unknown) and
+    ``absent``: the tuple of structure keys the run's ``metrics.json`` lacks (runs older than them)."""
+    by_path = {run.path.as_posix(): structure_values(run) for run in runs}
+    frame = students.copy()
+    values = [by_path.get(path, {}) for path in frame["path"]] if "path" in frame else [{} for _ in range(len(frame))]
+    for key in STRUCTURE_COLUMNS:
+        frame[key] = [float(v.get(key, np.nan)) for v in values]
+    frame["collapsed"] = [np.nan if v.get("collapsed") is None else float(v["collapsed"]) for v in values]
+    frame["absent"] = [tuple(k for k in (*STRUCTURE_COLUMNS, "collapsed") if k not in v) for v in values]
+    return frame
 
 
 def summary_table(students: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (``label``): ``n``, ``<column>_mean`` / ``<column>_std`` of the geometry and mIoU columns
-    and, last, ``runs``: the run folders of the row (``; ``-separated, in seed order)."""
-    columns = [*GEOMETRY_COLUMNS, *PROTOCOLS]
+    """Per configuration (``label``): ``n``, ``<column>_mean`` / ``<column>_std`` of the geometry, structure (when
+    ``students`` has them, :func:`add_structure_columns`) and mIoU columns, ``collapsed`` (how many of its seeds
+    are collapsed) and, last, ``runs``: the run folders of the row (``; ``-separated, in seed order)."""
+    columns = [*GEOMETRY_COLUMNS, *[c for c in STRUCTURE_COLUMNS if c in students], *PROTOCOLS]
     grouped = students.groupby("label", sort=False)
     table = grouped[columns].agg(["mean", "std"])
     table.columns = [f"{c}_{stat}" for c, stat in table.columns]
     table.insert(0, "n", grouped.size())
+    if "collapsed" in students:
+        table["collapsed"] = grouped["collapsed"].sum(min_count=1)  # collapsed seeds; NaN: none known
     if "path" in students:
         ordered = students.sort_values(["seed", "path"])
         table["runs"] = ordered.groupby("label", sort=False)["path"].agg("; ".join)
@@ -94,15 +130,92 @@ def _digits(column: str) -> int:
     return 1 if column in PROTOCOLS else 3
 
 
+def _row_label(row: pd.Series) -> str:
+    """The configuration, marked :data:`COLLAPSED_MARK` when a seed is collapsed (``m of n seeds`` if not all)."""
+    collapsed = row.get("collapsed", np.nan)
+    if not isinstance(collapsed, int | float) or not math.isfinite(collapsed) or collapsed < 1:
+        return row["label"]
+    n, m = int(row["n"]), int(collapsed)
+    return f"{row['label']} {COLLAPSED_MARK}" + ("" if m == n else f" ({m} of {n} seeds)")
+
+
 def _summary_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    columns = [*GEOMETRY_COLUMNS, *PROTOCOLS]
-    header = ["loss", "n", *[PROTOCOL_TITLES.get(c, c) for c in columns]]
+    columns = [*GEOMETRY_COLUMNS, *[c for c in STRUCTURE_SHOWN if f"{c}_mean" in table], *PROTOCOLS]
+    titles = {**PROTOCOL_TITLES, **STRUCTURE_TITLES}
+    header = ["loss", "n", *[titles.get(c, c) for c in columns]]
     body = [
-        [r["label"], str(int(r["n"]))]
+        [_row_label(r), str(int(r["n"]))]
         + [_pm(r[f"{c}_mean"], r[f"{c}_std"], _digits(c), signed=c in ("dU", "dT")) for c in columns]
         for _, r in table.iterrows()
     ]
     return header, body
+
+
+def predictor_table(students: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Which structure quantity predicts each protocol's mIoU best.
+
+    For every protocol with scores and every quantity of :data:`PREDICTOR_QUANTITIES`: Pearson and Spearman
+    (bootstrap 95% CIs, n) across the students, ranked by ``|Spearman rho|`` within the protocol (``rank`` 1 =
+    strongest; NaN when rho is undefined, e.g. a constant column). Returns ``(table, notes)``: a quantity that
+    some runs lack (runs older than the structure metrics: ``absent`` of :func:`add_structure_columns`) or that
+    no run has is left out, with a note, so that every ranked quantity is measured on the same students; runs
+    where a quantity is present but undefined (null, e.g. CKA of a space without variance) are left out of that
+    quantity's correlations only (its n says so), with a note.
+    """
+    protocols = [p for p in PROTOCOLS if p in students and students[p].notna().any()]
+    absent = students["absent"] if "absent" in students else pd.Series([()] * len(students), index=students.index)
+    notes, kept = [], []
+    for quantity in PREDICTOR_QUANTITIES:
+        lacking = int(sum(quantity in a for a in absent)) if quantity in STRUCTURE_COLUMNS else 0
+        values = students[quantity] if quantity in students else pd.Series(np.nan, index=students.index)
+        if lacking:
+            notes.append(
+                f"predictors: {quantity} is missing for {lacking} of {len(students)} runs (written before the "
+                "structure metrics); left out of the ranking (rerun those runs with python -m bench.run to include it)"
+            )
+            continue
+        if not values.notna().any():
+            notes.append(f"predictors: no run has a value of {quantity}; left out of the ranking")
+            continue
+        undefined = int(values.isna().sum())
+        if undefined:
+            notes.append(
+                f"predictors: {quantity} is undefined for {undefined} of {len(students)} runs (null in metrics.json); "
+                "they are left out of its correlations"
+            )
+        kept.append(quantity)
+    rows = []
+    for protocol in protocols:
+        y = students[protocol].to_numpy(float)
+        block = []
+        for quantity in kept:
+            x = students[quantity].to_numpy(float)
+            p = pearson(x, y, n_boot=n_boot, seed=seed)
+            s = spearman(x, y, n_boot=n_boot, seed=seed)
+            block.append(
+                {
+                    "protocol": protocol,
+                    "rank": np.nan,
+                    "quantity": quantity,
+                    "n": s.n,
+                    "spearman_rho": s.r,
+                    "spearman_ci_low": s.ci_low,
+                    "spearman_ci_high": s.ci_high,
+                    "spearman_p": s.p_value,
+                    "pearson_r": p.r,
+                    "pearson_ci_low": p.ci_low,
+                    "pearson_ci_high": p.ci_high,
+                    "pearson_p": p.p_value,
+                    "reliable": s.n >= MIN_STUDENTS,
+                }
+            )
+        block.sort(key=lambda r: -abs(r["spearman_rho"]) if math.isfinite(r["spearman_rho"]) else math.inf)
+        for i, row in enumerate(r for r in block if math.isfinite(r["spearman_rho"])):
+            row["rank"] = i + 1
+        rows += block
+    columns = ["protocol", "rank", "quantity", "n", "spearman_rho", "spearman_ci_low", "spearman_ci_high",
+               "spearman_p", "pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p", "reliable"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns), notes
 
 
 def markdown(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) -> str:
@@ -115,7 +228,7 @@ def markdown(header: Sequence[str], body: Sequence[Sequence[str]], caption: str)
 def _latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
         text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace("–", "--").replace("τ", r"$\tau$")
+    return text.replace("±", r"$\pm$").replace("–", "--").replace("τ", r"$\tau$").replace("†", r"\dag{}")
 
 
 def latex(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) -> str:
@@ -144,12 +257,47 @@ def write_all(
     return paths
 
 
-def write_tables(runs: Sequence[Run], students: pd.DataFrame, out: Path, n_boot: int = 10_000) -> list[Path]:
-    """The summary, per-class and correlation tables into ``out``."""
+def _ci(r: float, lo: float, hi: float) -> str:
+    return "–" if not math.isfinite(r) else f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def write_predictors(predictors: pd.DataFrame, notes: Sequence[str], out: Path) -> list[Path]:
+    """``predictors.md``, ``.tex`` and ``.csv`` from :func:`predictor_table` (nothing when it has no row: no
+    protocol was evaluated)."""
+    if predictors.empty:
+        return []
+    cells = [
+        [
+            PROTOCOL_TITLES[r["protocol"]],
+            str(int(r["rank"])) if math.isfinite(r["rank"]) else "–",
+            r["quantity"],
+            str(r["n"]) + ("" if r["reliable"] else " (too few)"),
+            _ci(r["spearman_rho"], r["spearman_ci_low"], r["spearman_ci_high"]),
+            _ci(r["pearson_r"], r["pearson_ci_low"], r["pearson_ci_high"]),
+        ]
+        for _, r in predictors.iterrows()
+    ]
+    caption = " ".join([PREDICTORS_HEADER, *(f"Note: {n[len('predictors: ') :]}." for n in notes)])
+    header = ["protocol", "rank", "quantity", "n", "Spearman ρ [95% CI]", "Pearson r [95% CI]"]
+    return write_all(header, cells, caption, predictors, out / "predictors")
+
+
+def write_tables(
+    runs: Sequence[Run],
+    students: pd.DataFrame,
+    out: Path,
+    n_boot: int = 10_000,
+    predictors: tuple[pd.DataFrame, Sequence[str]] | None = None,
+) -> list[Path]:
+    """The summary, per-class, correlation and predictor tables into ``out``; ``predictors``: the result of
+    :func:`predictor_table` when already computed."""
     out.mkdir(parents=True, exist_ok=True)
+    if "absent" not in students:
+        students = add_structure_columns(students, runs)
     table = summary_table(students)
     header, body = _summary_cells(table)
-    written = write_all(header, body, SUMMARY_HEADER, table, out / "summary")
+    caption = SUMMARY_HEADER + (f" {COLLAPSED_NOTE}" if (table.get("collapsed", pd.Series()) > 0).any() else "")
+    written = write_all(header, body, caption, table, out / "summary")
 
     for protocol in PROTOCOLS:
         frame = per_class_table(runs, protocol)
@@ -168,16 +316,13 @@ def write_tables(runs: Sequence[Run], students: pd.DataFrame, out: Path, n_boot:
         "Spearman ρ with percentile-bootstrap 95% CIs, n students; n < 5 is not a finding."
     )
 
-    def ci(r, lo, hi):
-        return "–" if not math.isfinite(r) else f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
     cells = [
         [
             r["gap"],
             PROTOCOL_TITLES[r["protocol"]],
             str(r["n"]) + ("" if r["reliable"] else " (too few)"),
-            ci(r["pearson_r"], r["pearson_ci_low"], r["pearson_ci_high"]),
-            ci(r["spearman_rho"], r["spearman_ci_low"], r["spearman_ci_high"]),
+            _ci(r["pearson_r"], r["pearson_ci_low"], r["pearson_ci_high"]),
+            _ci(r["spearman_rho"], r["spearman_ci_low"], r["spearman_ci_high"]),
         ]
         for _, r in corr.iterrows()
     ]
@@ -188,4 +333,6 @@ def write_tables(runs: Sequence[Run], students: pd.DataFrame, out: Path, n_boot:
         corr,
         out / "correlations",
     )
+    pred, notes = predictors if predictors is not None else predictor_table(students, n_boot=n_boot)
+    written += write_predictors(pred, notes, out)
     return written

@@ -8,6 +8,8 @@
 - :func:`plot_trajectories`: U, T and G over training steps per loss, the teacher's values as horizontal lines.
 - :func:`plot_gap_vs_performance`: S, dU and dT against every protocol's mIoU, with the least-squares line and
   Pearson r / Spearman rho (bootstrap 95% CIs, n) printed on each panel.
+- :func:`plot_predictors`: "which measure predicts downstream?": per protocol, Spearman rho (and Pearson r) of
+  every structure quantity with the mIoU, bootstrap 95% CIs as bars, quantities ranked by |rho|.
 """
 
 from __future__ import annotations
@@ -250,6 +252,65 @@ def plot_gap_vs_performance(students: pd.DataFrame, out: Path, n_boot: int = 10_
     fig.suptitle("Structural gap against segmentation (one point per student)")
     fig.tight_layout(rect=(0, 0.5 / fig.get_figheight() + 0.02, 1, 1))
     path = out / "gap_vs_performance.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+QUANTITY_TITLES = {
+    "dU": "ΔU = U_3D − U_2D",
+    "dT": "ΔT = T_3D − T_2D",
+    "S": "structural gap S",
+    "G": "modality gap G",
+    "CKA": "linear CKA",
+    "mknn": "mutual k-NN",
+    "erank_ratio": "erank_3D / erank_2D",
+}
+
+
+def plot_predictors(predictors: pd.DataFrame, out: Path) -> Path | None:
+    """One panel per protocol: Spearman rho (filled) and Pearson r (hollow) of every structure quantity with the
+    protocol's mIoU, bootstrap 95% CIs as bars, rank 1 (largest |rho|) on top; grey and marked when n < 5 (not
+    a finding). ``predictors``: :func:`geomstruct.tables.predictor_table`; None when it has no row."""
+    if predictors.empty:
+        return None
+    protocols = list(dict.fromkeys(predictors["protocol"]))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 0.45 * predictors["quantity"].nunique()
+                             + 1.8), squeeze=False, sharey=False)  # fmt: skip
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        rows = predictors[predictors["protocol"] == protocol].reset_index(drop=True)  # already in rank order
+        y = np.arange(len(rows))[::-1]
+        for yi, (_, r) in zip(y, rows.iterrows(), strict=True):
+            colour = "#1f4e79" if r["reliable"] else "0.6"
+            for key, offset, marker, face in (("spearman", 0.12, "o", colour), ("pearson", -0.12, "D", "white")):
+                value = r["spearman_rho" if key == "spearman" else "pearson_r"]
+                low, high = r[f"{key}_ci_low"], r[f"{key}_ci_high"]
+                if np.isfinite(low) and np.isfinite(high):  # a percentile interval need not contain the estimate
+                    ax.plot([low, high], [yi + offset] * 2, color=colour, linewidth=1.4 if key == "spearman" else 0.9)
+                if np.isfinite(value):
+                    ax.plot([value], [yi + offset], marker=marker, linestyle="", color=colour, markerfacecolor=face,
+                            markersize=6 if key == "spearman" else 5)  # fmt: skip
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels(
+            [f"{int(r['rank']) if np.isfinite(r['rank']) else '–'}. {QUANTITY_TITLES.get(r['quantity'], r['quantity'])}"
+             for _, r in rows.iterrows()], fontsize=8)  # fmt: skip
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel("correlation with mIoU")
+        n = int(rows["n"].max()) if len(rows) else 0
+        few = "" if rows["reliable"].all() else "\nn < 5: not a finding (grey)"
+        ax.set_title(f"{PROTOCOL_TITLES[protocol]} (n = {n}){few}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color="#1f4e79", label="Spearman ρ [95% CI]"),
+        plt.Line2D([], [], marker="D", linestyle="", color="#1f4e79", markerfacecolor="white",
+                   label="Pearson r [95% CI]"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Which measure predicts downstream? Quantities ranked by |Spearman ρ| per protocol")
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight() + 0.02, 1, 1))
+    path = out / "predictors.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

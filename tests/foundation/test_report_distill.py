@@ -13,6 +13,7 @@ from scipy import stats
 
 from geomstruct import report as geo_report
 from geomstruct.metrics import geometry
+from geomstruct.structure import structure
 
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 CLASSES = [f"c{i}" for i in range(4)]
@@ -28,6 +29,7 @@ def _write_run(root, name, loss, params, seed, teacher="synthetic-abc", rng=None
     k3d, q2d = k3d.astype(np.float16), q2d.astype(np.float16)
     np.savez(folder / "features.npz", k3d=k3d, q2d=q2d, labels=labels)
     geo = geometry(k3d.astype(np.float32), q2d.astype(np.float32), labels)
+    geo.update(structure(k3d.astype(np.float32), q2d.astype(np.float32), k=5))
     metrics = {"kind": "distill", "loss": loss, "params": params, "seed": seed, "teacher": teacher,
                "dataset": "synthetic", "geometry": geo, "class_names": CLASSES}  # fmt: skip
     for protocol in PROTOCOLS:
@@ -74,8 +76,13 @@ def test_distill_report_files_tables_and_correlations(runs_dir, tmp_path):
         "correlations.md",
         "correlations.tex",
         "correlations.csv",
+        "predictors.png",
+        "predictors.md",
+        "predictors.tex",
+        "predictors.csv",
     ):
         assert (out / name).stat().st_size > 0, name  # fmt: skip
+        assert geo_report.is_report_file(name), name
     for protocol in PROTOCOLS:
         assert (out / f"per_class_{protocol}.csv").is_file()
 
@@ -86,6 +93,10 @@ def test_distill_report_files_tables_and_correlations(runs_dir, tmp_path):
     assert row["S_mean"] == pytest.approx(np.mean([m["geometry"]["S"] for m in pair]), rel=1e-5)
     assert row["U_std"] == pytest.approx(np.std([m["geometry"]["U"] for m in pair], ddof=1), rel=1e-5)
     assert row["few_shot_mean"] == pytest.approx(100 * np.mean([m["few_shot"]["miou"] for m in pair]), rel=1e-5)
+    for key in ("CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio"):
+        assert row[f"{key}_mean"] == pytest.approx(np.mean([m["geometry"][key] for m in pair]), rel=1e-5)
+    assert row["collapsed"] == 0
+    assert "| CKA | mkNN | erank ratio |" in (out / "summary.md").read_text()
     assert "\\toprule" in (out / "summary.tex").read_text() and "$\\pm$" in (out / "summary.tex").read_text()
     assert (out / "summary.md").read_text().startswith("Per loss, mean ± std")
 
@@ -126,7 +137,8 @@ def test_index_html_links_every_figure_and_inlines_every_table(runs_dir, tmp_pat
     page = (out / "index.html").read_text()
     for figure in ("pca.png", "uniformity_tolerance.png", "trajectories.png", "gap_vs_performance.png"):
         assert f"src='{figure}'" in page
-    assert page.count("<table>") == 6  # summary, correlations, four per-class tables
+    assert page.count("<table>") == 7  # summary, predictors, correlations, four per-class tables
+    assert "src='predictors.png'" in page and "Which measure predicts downstream?" in page
     assert page.count("<table class='folders'>") == 1  # and the run folders of every row
     assert page.count(f"<code>{(root / 'similarity-s1').as_posix()}</code>") == 1
     assert "How these runs were produced" in page and "8 runs (8 distill)" in page
@@ -171,3 +183,127 @@ def test_label_styles_tell_contrastive_temperatures_apart():
         "#d62728",
         "o",
     )
+
+
+# Structure metrics in the report (issue 14): collapse flag, "which measure predicts downstream?", old runs.
+
+
+def _edit_metrics(folder, edit):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    edit(metrics)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def test_predictors_rank_a_monotone_quantity_first(runs_dir, tmp_path):
+    root, _ = runs_dir
+    rng = np.random.default_rng(7)
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    mknn = rng.uniform(0.1, 0.9, len(folders))
+    erank = rng.uniform(0.2, 1.0, len(folders))
+    for folder, a, b in zip(folders, mknn, erank, strict=True):
+
+        def edit(m, a=a, b=b):
+            m["geometry"]["mknn"], m["geometry"]["erank_ratio"] = float(a), float(b)
+            m["zero_shot"]["miou"] = float(0.2 + 0.5 * a**2)  # increasing in mknn, not linear
+            m["few_shot"]["miou"] = float(0.9 - 0.6 * b)  # decreasing in the effective-rank ratio
+
+        _edit_metrics(folder, edit)
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    pred = pd.read_csv(out / "predictors.csv")
+    assert list(dict.fromkeys(pred["protocol"])) == list(PROTOCOLS)
+    assert set(pred["quantity"]) == {"dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio"}
+    for protocol, group in pred.groupby("protocol"):
+        assert list(group["rank"]) == list(range(1, 8)), protocol
+        rho = group["spearman_rho"].abs().to_numpy()
+        assert (np.diff(rho) <= 1e-12).all(), protocol  # ranked by |rho|
+    top = pred[pred["rank"] == 1].set_index("protocol")
+    assert top.loc["zero_shot", "quantity"] == "mknn" and top.loc["zero_shot", "spearman_rho"] == pytest.approx(1.0)
+    assert top.loc["zero_shot", "pearson_r"] < 1.0  # monotone, not linear
+    assert top.loc["few_shot", "quantity"] == "erank_ratio"
+    assert top.loc["few_shot", "spearman_rho"] == pytest.approx(-1.0)  # |rho| ranks, the sign is kept
+    ordered = sorted((json.loads((f / "metrics.json").read_text()) for f in folders), key=lambda m: m["seed"])
+    s = np.array([m["geometry"]["S"] for m in ordered])
+    ood = np.array([m["few_shot_ood"]["miou"] for m in ordered])
+    got = pred[(pred["protocol"] == "few_shot_ood") & (pred["quantity"] == "S")].iloc[0]
+    assert got["n"] == 8 and bool(got["reliable"])
+    assert got["spearman_rho"] == pytest.approx(stats.spearmanr(s, ood)[0], abs=1e-9)
+    assert got["pearson_r"] == pytest.approx(stats.pearsonr(s, ood)[0], abs=1e-9)
+    table = (out / "predictors.md").read_text()
+    assert table.startswith("Which measure predicts downstream?")
+    assert "| zero-shot | 1 | mknn | 8 | +1.00 [" in table
+    assert "\\toprule" in (out / "predictors.tex").read_text()
+
+
+def test_collapsed_students_are_flagged_and_old_runs_are_skipped_with_a_note(runs_dir, tmp_path, capsys):
+    root, _ = runs_dir
+
+    def collapse(m):
+        m["geometry"]["collapsed"] = True
+
+    _edit_metrics(root / "similarity-s0", collapse)
+    _edit_metrics(root / "similarity-s1", collapse)
+    _edit_metrics(root / "contrastive-tau0.5-s1", collapse)
+
+    def old(m):  # a run written before the structure metrics
+        for key in ("CKA", "mknn", "mknn_k", "mknn_queries", "mknn_se", "erank_3d", "erank_2d", "erank_ratio",
+                    "collapsed"):  # fmt: skip
+            del m["geometry"][key]
+
+    _edit_metrics(root / "relational-lam1.0-s0", old)
+    _edit_metrics(root / "contrastive-tau0.07-s1", lambda m: m["geometry"].update(CKA=None))  # undefined
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "CKA is missing for 1 of 8 runs" in err and "left out of the ranking" in err
+
+    summary = (out / "summary.md").read_text()
+    assert "| similarity † | 2 |" in summary
+    assert "| contrastive (tau=0.5) † (1 of 2 seeds) | 2 |" in summary
+    assert "† collapsed: effective rank < 0.1 × the 2D space's" in summary
+    assert "\\dag{}" in (out / "summary.tex").read_text()
+    frame = pd.read_csv(out / "summary.csv").set_index("label")
+    assert frame.loc["similarity", "collapsed"] == 2 and frame.loc["contrastive (tau=0.07)", "collapsed"] == 0
+    assert frame.loc["relational (lam=1.0)", "collapsed"] == 0  # one seed known, not collapsed; one unknown
+    assert np.isfinite(frame.loc["relational (lam=1.0)", "CKA_mean"])  # the run that has it
+
+    pred = pd.read_csv(out / "predictors.csv")
+    assert set(pred["quantity"]) == {"dU", "dT", "S", "G"}  # CKA, mknn, erank_ratio: missing for one run
+    assert (pred["n"] == 8).all()
+    table = (out / "predictors.md").read_text()
+    assert "Note: mknn is missing for 1 of 8 runs" in table
+    page = (out / "index.html").read_text()
+    assert "src='predictors.png'" in page and "erank_ratio is missing for 1 of 8 runs" in page
+
+
+def test_predictors_of_too_few_students_are_not_a_finding(tmp_path):
+    root = tmp_path / "runs"
+    for seed, loss in enumerate(("contrastive", "similarity", "relational", "relational_intra")):
+        _write_run(root, f"{loss}-s{seed}", loss, {}, seed)
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    pred = pd.read_csv(out / "predictors.csv")
+    assert (pred["n"] == 4).all() and not pred["reliable"].any()
+    assert "| 4 (too few) |" in (out / "predictors.md").read_text()
+    assert (out / "predictors.png").stat().st_size > 0
+
+
+def test_predictor_table_leaves_undefined_values_out_of_their_correlation_only():
+    from geomstruct.tables import predictor_table
+
+    rng = np.random.default_rng(3)
+    students = pd.DataFrame({q: rng.standard_normal(7) for q in ("dU", "dT", "S", "G", "mknn", "erank_ratio")})
+    students["CKA"] = [0.1, 0.2, None, 0.4, 0.5, 0.6, 0.7]  # one student's CKA undefined (null in metrics.json)
+    students["zero_shot"] = [10.0, 12.0, 99.0, 13.0, 15.0, 16.0, 20.0]  # monotone in CKA where it is defined
+    students["absent"] = [()] * 7
+    for protocol in PROTOCOLS[1:]:
+        students[protocol] = np.nan  # not evaluated: no rows
+    table, notes = predictor_table(students, n_boot=200)
+    assert set(table["protocol"]) == {"zero_shot"} and len(table) == 7
+    top = table.iloc[0]
+    assert top["quantity"] == "CKA" and top["rank"] == 1 and top["n"] == 6 and top["spearman_rho"] == 1.0
+    assert (table["n"][table["quantity"] != "CKA"] == 7).all()
+    assert notes == [
+        "predictors: CKA is undefined for 1 of 7 runs (null in metrics.json); they are left out of its correlations"
+    ]

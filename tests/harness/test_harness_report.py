@@ -27,6 +27,9 @@ def test_report_from_suite_runs_matches_metrics(tiny_runs, tmp_path):
         "summary.csv",
         "correlations.csv",
         "per_class_zero_shot.csv",
+        "predictors.png",
+        "predictors.md",
+        "predictors.csv",
     ):
         assert (out / name).stat().st_size > 0, name  # fmt: skip
     summary = pd.read_csv(out / "summary.csv").set_index("label")
@@ -36,14 +39,34 @@ def test_report_from_suite_runs_matches_metrics(tiny_runs, tmp_path):
         label = m["loss"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(m["params"].items())) + ")"
                              if m["params"] else "")  # fmt: skip
         row = summary.loc[label]
-        for key in ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d"):
+        for key in ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d", "CKA", "mknn", "erank_3d", "erank_2d",
+                    "erank_ratio"):  # fmt: skip
             assert row[f"{key}_mean"] == pytest.approx(m["geometry"][key], rel=1e-5, abs=1e-9)
+        assert row["collapsed"] == int(m["geometry"]["collapsed"])
         for protocol in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
             assert row[f"{protocol}_mean"] == pytest.approx(100 * m[protocol]["miou"], rel=1e-5)
         assert m["class_names"][0] == "barrier" and len(m["class_names"]) == 16
     per_class = pd.read_csv(out / "per_class_zero_shot.csv").set_index("label")
     assert set(per_class.columns) <= set(runs[0]["class_names"])
     assert np.isfinite(per_class.to_numpy(float)).any()
+    predictors = pd.read_csv(out / "predictors.csv")
+    assert set(predictors["quantity"]) == {"dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio"}
+    assert (predictors["n"] == len(runs)).all() and not predictors["reliable"].any()  # 2 students: not a finding
+    assert "(too few)" in (out / "predictors.md").read_text()
+
+
+def test_structure_metrics_of_every_run_recomputed_from_features(tiny_runs):
+    from geomstruct.structure import MKNN_QUERIES, structure
+
+    for folder in sorted(p for p in tiny_runs.iterdir() if (p / "metrics.json").is_file()):
+        m = json.loads((folder / "metrics.json").read_text())
+        with np.load(folder / "features.npz") as f:
+            k3d, q2d = f["k3d"].astype(np.float32), f["q2d"].astype(np.float32)
+        again = structure(k3d, q2d, mknn_queries=MKNN_QUERIES, seed=m["geometry_set"]["seed"])
+        assert again["mknn_queries"] == len(k3d) and again["mknn_se"] == 0.0  # a small set: exact
+        for key, value in again.items():
+            assert m["geometry"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        assert 0.0 <= m["geometry"]["mknn"] <= 1.0 and -1e-9 <= m["geometry"]["CKA"] <= 1.0 + 1e-9
 
 
 # Reliability (issue 13, items 1-2): suites and configurations are never pooled, every row names its run folders,
