@@ -20,7 +20,16 @@ PROTOCOL_TITLES = {
     "few_shot": "few-shot (1%)",
     "few_shot_ood": "OOD few-shot (1%)",
 }
-LOSS_ORDER = ("contrastive", "similarity", "relational", "relational_cross", "relational_intra")
+LOSS_ORDER = (
+    "contrastive",
+    "similarity",
+    "relational",
+    "relational_cross",
+    "relational_intra",
+    "regression",
+    "slidr",
+    "st_slidr",
+)
 
 
 def loss_rank(label: str) -> tuple[int, str]:

@@ -36,6 +36,9 @@ LOSS_STYLE = {
     "relational": ("#2ca02c", "D"),
     "relational_cross": ("#9467bd", "^"),
     "relational_intra": ("#ff7f0e", "v"),
+    "regression": ("#17becf", "P"),
+    "slidr": ("#8c564b", "*"),
+    "st_slidr": ("#e377c2", "X"),
 }
 
 
