@@ -29,8 +29,17 @@ FIGURE_CAPTIONS = {
     "toy/toy_evolution_3clusters.png": "Toy experiment (Figure 2), three clusters: the predicted space over training.",
     "toy/toy_uniformity.png": "Toy experiment (Figure 4): uniformity and tolerance over training per loss.",
 }
-TABLE_ORDER = ("summary.md", "predictors.md", "correlations.md", "per_class_zero_shot.md", "per_class_linear_probe.md",
-               "per_class_few_shot.md", "per_class_few_shot_ood.md", "toy/toy_table.md")  # fmt: skip
+TABLE_ORDER = (
+    "summary.md",
+    "claims.md",
+    "predictors.md",
+    "correlations.md",
+    "per_class_zero_shot.md",
+    "per_class_linear_probe.md",
+    "per_class_few_shot.md",
+    "per_class_few_shot_ood.md",
+    "toy/toy_table.md",
+)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geomstruct.claims import claims_frame, evaluate_claims
 from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
 from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
 from geomstruct.structure import COLLAPSE_RATIO
@@ -335,4 +336,35 @@ def write_tables(
     )
     pred, notes = predictors if predictors is not None else predictor_table(students, n_boot=n_boot)
     written += write_predictors(pred, notes, out)
+    written += write_claims(claims_frame(evaluate_claims(students, n_boot=n_boot)), out)
     return written
+
+
+CLAIMS_HEADER = (
+    "The paper's claims (METHOD.md section 1) on contrastive (τ = 0.07), similarity and relational. Each statement "
+    "is an estimate with a 95% interval (seed means: Student t; differences of seed means: Welch t; correlations "
+    "over students: percentile bootstrap, none below 5 students); supported when the interval lies on the "
+    "claimed side of 0, contradicted when on the other side. A claim holds when all its statements are "
+    "supported, does not hold when one is contradicted, and is inconclusive otherwise (rule fixed before any "
+    "result, geomstruct/claims.py)."
+)
+
+
+def write_claims(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """``claims.md``, ``.tex`` and ``.csv`` from :func:`geomstruct.claims.claims_frame`."""
+    if frame.empty:
+        return []
+
+    def interval(r: pd.Series) -> str:
+        if not math.isfinite(r["estimate"]):
+            return "–"
+        if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])):
+            return f"{r['estimate']:+.3g} (no interval)"
+        return f"{r['estimate']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
+
+    cells = [
+        [f"{r['claim']}. {r['text']}", r["statement"], interval(r), r["n"], r["status"], r["verdict"]]
+        for _, r in frame.iterrows()
+    ]
+    header = ["claim", "statement", "estimate [95% CI]", "n", "statement status", "verdict"]
+    return write_all(header, cells, CLAIMS_HEADER, frame, out / "claims")
