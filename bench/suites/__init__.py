@@ -5,6 +5,12 @@ shared by every run) and ``grid``: every combination of the listed values is one
 of such grids, whose runs are concatenated). A ``loss`` entry is a name
 or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path. Kinds:
 ``toy`` (the toy experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
+
+``recipes: FILE`` (a path relative to the suite file) gives every run the optimisation recipe selected for its
+loss configuration by the tuning suite (:mod:`bench.tune`): the fields of the file's ``selected`` entry for the
+run's ``loss`` and ``loss_params`` (e.g. ``optimizer``, ``lr``) replace the defaults; a value the grid lists
+explicitly still wins. A loss configuration the file does not hold is an error naming the file and the command
+that regenerates it.
 """
 
 from __future__ import annotations
@@ -124,6 +130,37 @@ def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str,
     return runs
 
 
+def recipe_key(loss: str, params: dict[str, Any]) -> str:
+    """The identity of a loss configuration in a recipes file: ``loss`` plus its sorted parameters as JSON."""
+    import json
+
+    return f"{loss} {json.dumps(params, sort_keys=True)}"
+
+
+def apply_recipes(runs: list[dict[str, Any]], path: Path, gridded: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``runs`` with the recipe of each run's loss configuration from the recipes file ``path`` (module
+    docstring); the fields in ``gridded`` (listed by the runs' grid) are kept."""
+    import json
+
+    if not path.is_file():
+        raise ValueError(f"recipes file {path} does not exist: run the tuning suite and `python -m bench.tune` first")
+    try:
+        selected = json.loads(path.read_text())["selected"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a recipes file of bench.tune ({exc})") from None
+    out = []
+    for run in runs:
+        key = recipe_key(run["loss"], run["loss_params"])
+        if key not in selected:
+            raise ValueError(
+                f"{path} holds no recipe for {key}: add the configuration to the tuning suite and rerun it "
+                f"(its command is in the file's 'command' entry)"
+            )
+        recipe = {k: v for k, v in selected[key]["recipe"].items() if k not in gridded}
+        out.append({**run, **recipe})
+    return out
+
+
 def load_suite(name_or_path: str) -> Suite:
     """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
     path = Path(name_or_path)
@@ -148,7 +185,12 @@ def load_suite(name_or_path: str) -> Suite:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ValueError(f"{path}: defaults must be a mapping of run parameters; got {type(defaults).__name__}")
-    runs = [run for grid in grids for run in _expand(grid, dict(defaults), path)]
+    runs = []
+    for grid in grids:
+        expanded = _expand(grid, dict(defaults), path)
+        if data.get("recipes") is not None:
+            expanded = apply_recipes(expanded, path.parent / str(data["recipes"]), tuple(grid))
+        runs += expanded
     return Suite(
         name=str(data.get("name", path.stem)),
         kind=kind,

@@ -1,0 +1,140 @@
+"""Select each loss configuration's optimisation recipe from a finished tuning suite (issue 15: an equal tuning
+budget for every loss).
+
+The tuning suite (``bench/suites/tune.yaml``) runs one grid, fixed before any run, for every loss configuration:
+the recipe fields it varies (optimiser x learning rate), one seed, scored on the **val** split by a criterion that
+does not depend on the loss and is written down before the grid runs: the linear-probe mIoU
+(:data:`CRITERION`). For every loss configuration (loss and parameters) the recipe with the highest score is
+selected; ties go to the earlier recipe of the grid. The output file holds the selection, the score of every
+grid point and the command that regenerates it; a suite reads it with ``recipes: FILE``
+(:func:`bench.suites.apply_recipes`).
+
+CLI::
+
+    python -m bench.run --suite tune                       # the grid (hours on 2 cores; resumes)
+    python -m bench.tune --suite tune --runs runs/tune --out bench/suites/recipes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.suites import load_suite, recipe_key, run_names, varied_fields
+
+CRITERION = "linear_probe"
+"""The selection score: ``metrics.json`` ``linear_probe.miou`` of the run (on the tuning suite's eval split)."""
+
+
+def recipe_fields(runs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The fields a tuning grid varies besides the loss configuration and the seed (e.g. ``lr``, ``optimizer``)."""
+    return tuple(k for k in varied_fields(runs) if k not in ("loss", "loss_params", "seed"))
+
+
+def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict[str, Any]:
+    """The recipes file's content for the finished tuning suite ``suite_name`` whose run folders are in
+    ``runs_dir`` (module docstring).
+
+    Raises:
+        ValueError: a run of the grid has not finished (its folder has no ``metrics.json``) unless
+            ``allow_missing``, or a run has no score.
+    """
+    suite = load_suite(suite_name)
+    fields = recipe_fields(suite.runs)
+    if not fields:
+        raise ValueError(f"suite {suite_name} varies no recipe field besides the loss; nothing to select")
+    grid: list[dict[str, Any]] = []
+    missing = []
+    for run, name in zip(suite.runs, run_names(suite.runs), strict=True):
+        metrics_path = runs_dir / name / "metrics.json"
+        entry = {
+            "run": name,
+            "configuration": recipe_key(run["loss"], run["loss_params"]),
+            "recipe": {k: run.get(k) for k in fields},
+            "seed": run["seed"],
+            "score": None,
+        }
+        if metrics_path.is_file():
+            metrics = json.loads(metrics_path.read_text())
+            score = (metrics.get(CRITERION) or {}).get("miou")
+            if score is None:
+                raise ValueError(f"{metrics_path}: no {CRITERION} mIoU (the tuning suite must run that protocol)")
+            entry["score"] = float(score)
+        else:
+            missing.append(name)
+        grid.append(entry)
+    if missing and not allow_missing:
+        raise ValueError(
+            f"{len(missing)} of {len(grid)} tuning runs have not finished in {runs_dir} "
+            f"(e.g. {', '.join(missing[:3])}); run `python -m bench.run --suite {suite_name}` to finish them"
+        )
+    selected: dict[str, Any] = {}
+    for entry in grid:  # grid order: the first best recipe wins ties
+        if entry["score"] is None:
+            continue
+        best = selected.get(entry["configuration"])
+        if best is None or entry["score"] > best["score"]:
+            selected[entry["configuration"]] = {"recipe": entry["recipe"], "score": entry["score"], "run": entry["run"]}
+    return {
+        "criterion": f"{CRITERION} mIoU on the tuning suite's eval split, higher is better; ties: first in the grid",
+        "suite": suite_name,
+        "recipe_fields": list(fields),
+        "command": f"python -m bench.tune --suite {suite_name} --runs {runs_dir.as_posix()}",
+        "complete": not missing,
+        "selected": selected,
+        "grid": grid,
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Every configuration x recipe with its score (%), the selected one in bold."""
+    fields = result["recipe_fields"]
+    lines = ["| configuration | " + " | ".join(fields) + " | val score (%) |", "|---" * (len(fields) + 2) + "|"]
+    for entry in result["grid"]:
+        chosen = result["selected"].get(entry["configuration"], {}).get("run") == entry["run"]
+        score = "–" if entry["score"] is None else f"{100 * entry['score']:.1f}"
+        cells = [
+            entry["configuration"],
+            *(str(entry["recipe"][f]) for f in fields),
+            f"**{score}**" if chosen else score,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the recipes file (``python -m bench.tune --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.tune",
+        description="Select every loss configuration's recipe (the grid's fields besides the loss) from a finished "
+        f"tuning suite by its {CRITERION} mIoU on the suite's eval split, and write the recipes file a suite "
+        "reads with `recipes: FILE`, with every grid point's score and a Markdown table beside it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--suite", default="tune", help="the tuning suite (name or YAML path)")
+    parser.add_argument("--runs", type=Path, default=None, help="its run folders (default runs/<suite>)")
+    parser.add_argument("--out", type=Path, default=Path("bench/suites/recipes.json"), help="recipes file")
+    parser.add_argument("--allow-missing", action="store_true", help="select from the runs finished so far")
+    args = parser.parse_args(argv)
+    runs_dir = args.runs or Path("runs") / load_suite(args.suite).name
+    try:
+        result = select(args.suite, runs_dir, args.allow_missing)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown_table(result)
+    args.out.with_suffix(".md").write_text(
+        f"Tuning grid of suite {result['suite']}: {result['criterion']}. Selected recipes in bold.\n\n{table}"
+    )
+    print(table)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

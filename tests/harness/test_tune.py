@@ -1,0 +1,79 @@
+"""Recipe selection from a tuning grid and suites that read the selection (``recipes: FILE``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from bench.suites import load_suite, recipe_key, run_names
+from bench.tune import main, select
+
+GRID = {
+    "loss": ["similarity", {"name": "contrastive", "params": {"tau": 0.07}}],
+    "optimizer": ["sgd"],
+    "lr": [0.05, 0.5],
+    "seed": [0],
+}
+SCORES = {  # (loss, lr) -> linear-probe mIoU of the fabricated runs
+    ("similarity", 0.05): 0.30,
+    ("similarity", 0.5): 0.20,
+    ("contrastive", 0.05): 0.25,
+    ("contrastive", 0.5): 0.25,  # a tie: the first recipe of the grid wins
+}
+
+
+@pytest.fixture()
+def tuning(tmp_path):
+    suite = tmp_path / "tune.yaml"
+    suite.write_text(yaml.safe_dump({"name": "tune", "kind": "distill", "defaults": {"steps": 10}, "grid": GRID}))
+    runs = load_suite(str(suite)).runs
+    out = tmp_path / "runs"
+    for run, name in zip(runs, run_names(runs), strict=True):
+        (out / name).mkdir(parents=True)
+        score = SCORES[(run["loss"], run["lr"])]
+        (out / name / "metrics.json").write_text(json.dumps({"linear_probe": {"miou": score}}))
+    return suite, out
+
+
+def test_selects_the_best_recipe_per_loss_configuration(tuning):
+    suite, out = tuning
+    result = select(str(suite), out)
+    assert result["recipe_fields"] == ["lr"] and result["complete"]
+    sim, con = recipe_key("similarity", {}), recipe_key("contrastive", {"tau": 0.07})
+    assert result["selected"][sim]["recipe"] == {"lr": 0.05} and result["selected"][sim]["score"] == 0.30
+    assert result["selected"][con]["recipe"] == {"lr": 0.05}  # tie: first in the grid
+    assert len(result["grid"]) == 4 and all(e["score"] is not None for e in result["grid"])
+
+
+def test_unfinished_grid_is_refused_and_cli_writes_the_file(tuning, tmp_path, capsys):
+    suite, out = tuning
+    (out / run_names(load_suite(str(suite)).runs)[0] / "metrics.json").unlink()
+    with pytest.raises(ValueError, match="1 of 4 tuning runs have not finished"):
+        select(str(suite), out)
+    recipes = tmp_path / "recipes.json"
+    assert main(["--suite", str(suite), "--runs", str(out), "--out", str(recipes)]) == 2
+    assert main(["--suite", str(suite), "--runs", str(out), "--out", str(recipes), "--allow-missing"]) == 0
+    assert json.loads(recipes.read_text())["complete"] is False
+    assert "**" in recipes.with_suffix(".md").read_text()
+
+
+def test_a_suite_reads_its_recipes(tuning, tmp_path):
+    suite, out = tuning
+    recipes = tmp_path / "recipes.json"
+    assert main(["--suite", str(suite), "--runs", str(out), "--out", str(recipes)]) == 0
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "study", "kind": "distill", "recipes": "recipes.json", "defaults": {"lr": 9.0, "steps": 10},
+        "grid": [{"loss": ["similarity", {"name": "contrastive", "params": {"tau": 0.07}}], "seed": [0, 1]},
+                 {"loss": ["similarity"], "lr": [0.1], "seed": [0]}],
+    }))  # fmt: skip
+    runs = load_suite(str(study)).runs
+    assert [r["lr"] for r in runs] == [0.05, 0.05, 0.05, 0.05, 0.1]  # the grid's explicit lr wins
+    study.write_text(study.read_text().replace("tau: 0.07", "tau: 0.2"))
+    with pytest.raises(ValueError, match="holds no recipe for contrastive"):
+        load_suite(str(study))
+    (tmp_path / "recipes.json").unlink()
+    with pytest.raises(ValueError, match="does not exist: run the tuning suite"):
+        load_suite(str(study))
