@@ -1,7 +1,10 @@
-"""Sparse-convolution benchmarks: the ``torch`` backend against patched ``spconv`` on a lidar-like scan.
+"""Sparse-convolution benchmarks: the ``torch`` backend against patched ``spconv`` and ``torchsparse`` (optional,
+built from source) on a lidar-like scan.
 
-Run: ``pytest benchmarks/test_bench_sparse.py --benchmark-only``. Both backends run in the same process on the same
-scan, so the pair ratio ``minkunet_torch_vs_spconv`` (torch time / spconv time) is meaningful on a shared machine.
+Run: ``pytest benchmarks/test_bench_sparse.py --benchmark-only``. The backends run in the same process on the same
+scan, so the pair ratios ``minkunet_torch_vs_spconv`` and ``minkunet_torch_vs_torchsparse`` (torch time / other
+time) are meaningful on a shared machine. ``python benchmarks/test_bench_sparse.py`` prints, for every installed
+backend, the forward and forward + backward times of the MinkUNet and of the layer against the torch backend's.
 
 Nominal multiply-add counts (``record_reference``), forward + backward = 3 x forward:
 - a convolution costs ``pairs * C_in * C_out`` per forward, ``pairs`` = active (input, output, offset) triples
@@ -17,6 +20,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +36,7 @@ VOXEL_SIZE = 0.1
 OUT_DIM = 512
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(name not in available_backends(), reason=f"{name} not installed"))
-    for name in ("torch", "spconv")
+    for name in ("torch", "spconv", "torchsparse")
 ]
 
 
@@ -191,3 +195,44 @@ def test_minkunet_fwd_bwd(benchmark, record_reference, backend):
     benchmark.extra_info["peak_rss_mib"] = peak_rss_mib("minkunet", backend)
     record_reference(3 * minkunet_forward_macs(_minkunet("torch"), x))
     benchmark.pedantic(_minkunet_step, args=(net, x), rounds=3, iterations=1, warmup_rounds=1)
+
+
+def _forward(step_input: tuple) -> None:
+    with torch.no_grad():
+        if isinstance(step_input[0], MinkUNet):
+            net, x = step_input
+            net(SparseTensor(x.coords, x.feats))
+        else:
+            layer, x, _ = step_input
+            layer(x)
+
+
+def compare_backends(rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Best times (s) per backend of the MinkUNet (maps built) and the layer (map cached), forward (no grad) and
+    forward + backward, rounds interleaved across backends; printed with their ratio to the torch backend's."""
+    names = available_backends()
+    cases = {name: {"minkunet": (_minkunet(name), scan_tensor()), "layer": _layer_case(name)} for name in names}
+    steps = {"minkunet": _minkunet_step, "layer": _layer_step}
+    best: dict[str, dict[str, float]] = {name: {} for name in names}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name in names:
+            for case, args in cases[name].items():
+                for mode, run in (
+                    ("fwd", lambda a=args: _forward(a)),
+                    ("fwd+bwd", lambda a=args, c=case: steps[c](*a)),
+                ):
+                    t0 = time.perf_counter()
+                    run()
+                    seconds = time.perf_counter() - t0
+                    key = f"{case} {mode}"
+                    if r:
+                        best[name][key] = min(best[name].get(key, math.inf), seconds)
+    print(f"threads={torch.get_num_threads()} voxels={N_VOXELS}; best of {rounds}; ratio = backend time / torch time")
+    for name in names:
+        for key, seconds in best[name].items():
+            print(f"{name:<12} {key:<18} {seconds * 1e3:9.1f} ms  ratio {seconds / best['torch'][key]:.2f}")
+    return best
+
+
+if __name__ == "__main__":
+    compare_backends()

@@ -1,4 +1,5 @@
-"""Sparse 3D convolution for the students: tensor, kernel maps, layers, backends (``torch``, ``spconv``)."""
+"""Sparse 3D convolution for the students: tensor, kernel maps, layers, backends (``torch``, ``spconv``,
+``torchsparse``)."""
 
 from .backends import SparseBackend, TorchBackend, available_backends, get_backend
 from .kernel_map import DownsampleMap, downsample_map, kernel_offsets, neighbour_table

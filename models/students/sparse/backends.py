@@ -10,8 +10,9 @@ A backend implements three convolutions on :class:`SparseTensor` with weights in
   from (MinkowskiEngine's generative-off transposed convolution).
 
 Each equals ``torch.nn.functional.conv3d`` / ``conv_transpose3d`` on a dense grid, read at the active sites.
-Backends: ``torch`` (always available, any device) and ``spconv`` (``models.students.sparse.spconv_backend``,
-when the ``spconv`` package is installed).
+Backends: ``torch`` (always available, any device), ``spconv`` (``models.students.sparse.spconv_backend``,
+when the ``spconv`` package is installed) and ``torchsparse`` (``models.students.sparse.torchsparse_backend``,
+when torchsparse 2.1 is built from source; README, "torchsparse backend").
 """
 
 from __future__ import annotations
@@ -73,22 +74,31 @@ class TorchBackend:
         return SparseTensor(x.cache[("coords", fine)], feats, fine, x.cache)
 
 
+BACKENDS = ("torch", "spconv", "torchsparse")
+
+
 def get_backend(name: str) -> SparseBackend:
-    """The backend called ``name`` (``torch`` or ``spconv``); ``ImportError`` when its package is missing."""
+    """The backend called ``name`` (one of :data:`BACKENDS`); ``ImportError`` when its package is missing."""
     if name == "torch":
         return TorchBackend()
     if name == "spconv":
         from .spconv_backend import SpconvBackend
 
         return SpconvBackend()
-    raise ValueError(f"unknown sparse backend {name!r}; choose 'torch' or 'spconv'")
+    if name == "torchsparse":
+        from .torchsparse_backend import TorchsparseBackend
+
+        return TorchsparseBackend()
+    raise ValueError(f"unknown sparse backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def available_backends() -> list[str]:
     """Names of the backends importable here."""
-    names = ["torch"]
-    try:
-        get_backend("spconv")
-    except ImportError:
-        return names
-    return [*names, "spconv"]
+    names = []
+    for name in BACKENDS:
+        try:
+            get_backend(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
