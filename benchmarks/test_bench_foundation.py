@@ -37,7 +37,20 @@ def balanced() -> tuple[torch.Tensor, torch.Tensor]:
     return centres[labels] + 1.5 * torch.randn(labels.numel(), DIM, generator=gen), labels
 
 
-@pytest.mark.parametrize("name", ["contrastive", "similarity", "relational", "relational_cross", "relational_intra"])
+LOSS_NAMES = [
+    "contrastive",
+    "similarity",
+    "relational",
+    "relational_cross",
+    "relational_intra",
+    "regression",
+    "slidr",
+    "st_slidr",
+]
+"""Every loss; the region losses (slidr, st_slidr) on 4096 region rows (``segments=None``)."""
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_loss_forward_backward(benchmark, record_reference, pairs, name):
     k0, q = pairs
     loss_fn = get_loss(name)
@@ -47,7 +60,7 @@ def test_loss_forward_backward(benchmark, record_reference, pairs, name):
         loss_fn(k, q).backward()
 
     record_reference(N_PAIRS * N_PAIRS * DIM)
-    rounds = 30 if name == "similarity" else 5  # a few milliseconds: more rounds for a stable minimum
+    rounds = 30 if name in ("similarity", "regression") else 5  # a few milliseconds: more rounds for a stable minimum
     benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
 
 
