@@ -17,7 +17,7 @@ import pandas as pd
 from geomstruct.claims import claims_frame, evaluate_claims
 from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
 from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
-from geomstruct.structure import COLLAPSE_RATIO
+from geomstruct.structure import COLLAPSE_RANK
 from geomstruct.summary import GEOMETRY_COLUMNS, PROTOCOL_TITLES, PROTOCOLS, loss_rank
 
 SUMMARY_HEADER = (
@@ -34,7 +34,7 @@ STRUCTURE_SHOWN = ("CKA", "mknn", "erank_ratio")
 STRUCTURE_TITLES = {"CKA": "CKA", "mknn": "mkNN", "erank_ratio": "erank ratio"}
 COLLAPSED_MARK = "†"
 COLLAPSED_NOTE = (
-    f"{COLLAPSED_MARK} collapsed: effective rank < {COLLAPSE_RATIO:g} × the 2D space's (in m of n seeds when not all)."
+    f"{COLLAPSED_MARK} collapsed: effective rank of the 3D space < {COLLAPSE_RANK:g} (in m of n seeds when not all)."
 )
 PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio")
 """The structure quantities ranked by how well they predict each protocol's mIoU (:func:`predictor_table`)."""
@@ -46,6 +46,15 @@ PREDICTORS_HEADER = (
 )
 
 
+def _collapsed(values: dict) -> float:
+    """1.0 / 0.0 by the current rule (``erank_3d < COLLAPSE_RANK``) when the run has its effective rank, so that
+    runs written under an earlier rule are judged alike; else the run's stored flag (NaN when unknown)."""
+    rank = values.get("erank_3d")
+    if rank is not None and math.isfinite(rank):
+        return float(rank < COLLAPSE_RANK)
+    return np.nan if values.get("collapsed") is None else float(values["collapsed"])
+
+
 def add_structure_columns(students: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
     """``students`` (one row per run, with its ``path``) with the structure metrics of every run:
     :data:`STRUCTURE_COLUMNS` (NaN when missing or undefined), ``collapsed`` (1.0 / 0.0, NaN when unknown) and
@@ -55,7 +64,7 @@ def add_structure_columns(students: pd.DataFrame, runs: Sequence[Run]) -> pd.Dat
     values = [by_path.get(path, {}) for path in frame["path"]] if "path" in frame else [{} for _ in range(len(frame))]
     for key in STRUCTURE_COLUMNS:
         frame[key] = [float(v.get(key, np.nan)) for v in values]
-    frame["collapsed"] = [np.nan if v.get("collapsed") is None else float(v["collapsed"]) for v in values]
+    frame["collapsed"] = [_collapsed(v) for v in values]
     frame["absent"] = [tuple(k for k in (*STRUCTURE_COLUMNS, "collapsed") if k not in v) for v in values]
     return frame
 

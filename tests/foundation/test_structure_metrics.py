@@ -194,7 +194,7 @@ def test_structure_collects_every_quantity_and_flags_collapse(pair, brute_mknn):
     wide = rng.standard_normal((300, 64))  # erank about 60
     narrow = np.outer(rng.standard_normal(300), rng.standard_normal(64)) + 1e-3 * wide  # about one direction
     flag = st.structure(narrow, wide, k=5)
-    assert flag["erank_3d"] < st.COLLAPSE_RATIO * flag["erank_2d"] and flag["collapsed"] is True
+    assert flag["erank_3d"] < st.COLLAPSE_RANK and flag["collapsed"] is True
     assert st.structure(wide, narrow, k=5)["collapsed"] is False  # only the 3D side can collapse
 
 
