@@ -108,10 +108,33 @@ def test_distill_report_files_tables_and_correlations(runs_dir, tmp_path):
     ordered = sorted(metrics.values(), key=lambda m: (m["loss"], m["seed"]))
     s = np.array([m["geometry"]["S"] for m in ordered])
     zs = np.array([100 * m["zero_shot"]["miou"] for m in ordered])
-    got = corr[(corr["gap"] == "S") & (corr["protocol"] == "zero_shot")].iloc[0]
+    pick = corr[(corr["gap"] == "S") & (corr["protocol"] == "zero_shot")].set_index("over")
+    got = pick.loc["students"]
     assert got["n"] == 8
     assert got["pearson_r"] == pytest.approx(stats.pearsonr(s, zs)[0], abs=1e-9)
     assert got["spearman_rho"] == pytest.approx(stats.spearmanr(s, zs)[0], abs=1e-9)
+    # over configurations: one point per loss configuration (here every configuration's seeds average alike)
+    assert pick.loc["configurations", "n"] == 4
+
+
+def test_correlations_over_configuration_means():
+    from geomstruct.tables import configuration_means, correlation_table
+
+    students = pd.DataFrame({
+        "label": ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"], "seed": [0, 1] * 5,
+        "S": [0.1, 0.3, 0.5, 0.5, 0.9, 1.1, 1.5, 1.3, 2.0, 2.2],
+        "zero_shot": [50.0, 48.0, 40.0, 44.0, 30.0, 31.0, 20.0, 26.0, 10.0, 9.0],
+    })  # fmt: skip
+    for column in ("dU", "dT", "few_shot", "linear_probe", "few_shot_ood"):
+        students[column] = np.nan
+    means = configuration_means(students)
+    assert list(means["label"]) == ["a", "b", "c", "d", "e"]
+    np.testing.assert_allclose(means["S"], [0.2, 0.5, 1.0, 1.4, 2.1])
+    np.testing.assert_allclose(means["zero_shot"], [49.0, 42.0, 30.5, 23.0, 9.5])
+    corr, _ = correlation_table(students, n_boot=200)
+    row = corr[(corr["gap"] == "S") & (corr["protocol"] == "zero_shot")].set_index("over").loc["configurations"]
+    assert row["n"] == 5
+    assert row["pearson_r"] == pytest.approx(stats.pearsonr(means["S"], means["zero_shot"])[0], abs=1e-12)
 
 
 def test_different_teachers_and_missing_files_still_draw(runs_dir, tmp_path, capsys):
