@@ -71,6 +71,11 @@ def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
         raise
 
 
+def _size(n_bytes: int) -> str:
+    """``1.23 GB`` from 1 GB up, else ``12.3 MB``."""
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
+
+
 @dataclass(frozen=True)
 class FillReport:
     """What one :meth:`FeatureCache.fill` did: scans written (by all ranks), seconds, scans cached, bytes."""
@@ -92,7 +97,7 @@ class FillReport:
         rate = f", {self.rate:.2f} scans/s with {self.workers} workers" if self.written else ""
         return (
             f"{what} {folder}: {self.cached}/{self.total} scans cached, "
-            f"{self.bytes_on_disk / 1e9:.2f} GB; wrote {self.written} in {self.seconds:.1f} s{rate}"
+            f"{_size(self.bytes_on_disk)}; wrote {self.written} in {self.seconds:.1f} s{rate}"
         )
 
 
