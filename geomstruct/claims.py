@@ -128,11 +128,15 @@ def _select(students: pd.DataFrame, loss: str) -> pd.DataFrame:
     return rows[rows["label"] == main]
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def _one(students: pd.DataFrame, loss: str, column: str, sign: int, what: str) -> Statement:
     values = _select(students, loss)[column].to_numpy(float) if column in students else np.array([])
     mean, lo, hi = mean_interval(values)
     side = ">" if sign > 0 else "<"
-    return Statement(f"{what} {side} 0", mean, lo, hi, f"{np.isfinite(values).sum()} seeds", sign)
+    return Statement(f"{what} {side} 0", mean, lo, hi, _seeds(int(np.isfinite(values).sum())), sign)
 
 
 def _diff(students: pd.DataFrame, first: str, second: str, column: str, sign: int, what: str) -> Statement:
@@ -140,7 +144,7 @@ def _diff(students: pd.DataFrame, first: str, second: str, column: str, sign: in
     b = _select(students, second)[column].to_numpy(float) if column in students else np.array([])
     diff, lo, hi = difference_interval(a, b)
     side = ">" if sign > 0 else "<"
-    n = f"{np.isfinite(a).sum()} + {np.isfinite(b).sum()} seeds"
+    n = f"{int(np.isfinite(a).sum())} + {_seeds(int(np.isfinite(b).sum()))}"
     return Statement(f"{what} {side} 0", diff, lo, hi, n, sign)
 
 
