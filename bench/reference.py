@@ -99,10 +99,6 @@ def teacher_zero_shot(
     return miou(dist.all_reduce_sum(conf).numpy(), classes)
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Compute reference rows of a suite's configuration (``python -m bench.reference --help``)."""
     from bench.suites import load_suite
@@ -135,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             key, sep, value = item.partition("=")
             if not sep:
                 parser.error(f"--set takes FIELD=VALUE; got {item!r}")
-            run[key] = _parse_value(value)
+            run[key] = yaml.safe_load(value)
         cfg = DistillConfig.from_run({k: v for k, v in run.items() if k not in ("kind", "suite")})
         args.out.mkdir(parents=True, exist_ok=True)
         progress = not args.no_progress
         for row in args.rows:
-            path = args.out / f"{args.name or row}{'' if args.name is None else '-' + row}.json"
+            path = args.out / (f"{args.name}-{row}.json" if args.name else f"{row}.json")
             if path.is_file():
                 print(f"{path}: exists, skipped")
                 continue
