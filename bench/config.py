@@ -257,6 +257,9 @@ class DistillConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        sizes = self.voxel_size if isinstance(self.voxel_size, (list, tuple)) else (self.voxel_size,)
+        if not all(v > 0 for v in sizes):
+            raise ValueError(f"voxel_size must be positive; got {self.voxel_size}")
 
     def _check_nuscenes(self) -> None:
         """The dataroot holds the table version; protocols that need labels need nuScenes-lidarseg."""

@@ -137,3 +137,22 @@ def test_run_written_before_a_parameter_existed_matches_its_default(tmp_path):
         run.check_config({**current, "seg_loss": "ce+lovasz"}, DistillConfig.field_defaults())
     with pytest.raises(RunConflictError, match="differs in: seg_loss"):
         run.check_config(current)  # without defaults every missing key is a difference
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        ({"voxel_size": -0.1}, "voxel_size must be positive"),
+        ({"voxel_size": [0.1, 0.0, 0.1]}, "voxel_size must be positive"),
+        ({"eval_split": "test"}, "split test is empty: set test_scenes"),
+        ({"eval_split": "holdout"}, "synthetic splits are train, val and test"),
+        ({"seg_class_weight": "median"}, "unknown seg_class_weight"),
+        ({"loss_dtype": "float16"}, "unknown loss_dtype"),
+        ({"slic": {"segments": 10}}, "unknown slic fields"),
+    ],
+)
+def test_config_refuses_bad_values_naming_them(fields, match):
+    from bench.config import DistillConfig
+
+    with pytest.raises(ValueError, match=match):
+        DistillConfig(loss="similarity", seed=0, **fields)
