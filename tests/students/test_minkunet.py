@@ -96,3 +96,19 @@ def test_l2_normalize_matches_functional_and_gradcheck():
     g = torch.autograd.grad((l2_normalize(x) * probe).sum(), x)[0]
     g_ref = torch.autograd.grad((torch.nn.functional.normalize(x, dim=1) * probe).sum(), x)[0]
     torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("spread", [1, 50, 10**6])
+def test_unique_cells_equals_the_row_wise_unique(spread):
+    from models.students.voxelize import unique_cells
+
+    gen = torch.Generator().manual_seed(spread)
+    cells = torch.randint(-spread, spread + 1, (5000, 4), generator=gen)
+    cells[:, 0] = torch.randint(0, 3, (5000,), generator=gen)
+    expected = torch.unique(cells, dim=0, sorted=True, return_inverse=True)
+    got = unique_cells(cells)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    huge = cells.clone()
+    huge[:, 1:] *= 2**40  # spans whose product overflows int64: the row-wise path
+    expected = torch.unique(huge, dim=0, sorted=True, return_inverse=True)
+    assert all(torch.equal(a, b) for a, b in zip(unique_cells(huge), expected, strict=True))
