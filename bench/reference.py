@@ -10,9 +10,11 @@ itself reaches (issue 15; SLidR reports the same three kinds of row).
 - **Teacher zero-shot**: the 2D teacher's own zero-shot segmentation of the evaluation points that project into
   an image (first pair of each point; points seen by no camera are not scored): ``argmax_c normalize(q) . e_c``.
 
-CLI (one JSON file per row under ``--out``; a row whose file exists is skipped, so a sweep resumes)::
+CLI (one JSON file per row under ``--out``; a row whose file exists is skipped, so a sweep resumes). Written into
+``references/`` beside a suite's run folders (``runs/<suite>/references/``), the rows appear in the suite's report
+(``references.md``, :mod:`geomstruct.report`)::
 
-    python -m bench.reference --suite full --rows ceiling floor teacher --out runs/reference
+    python -m bench.reference --suite full --rows ceiling floor teacher --out runs/full/references
     python -m bench.reference --suite full --rows ceiling --set voxel_size=0.1 --set seg_loss=ce+lovasz \\
         --steps 2000 --name ceiling-v0.1-lovasz     # one point of a student-size / budget curve
 """
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result = teacher_zero_shot(cfg, device, progress, args.workers)
             result["seconds"] = time.perf_counter() - start
-            result["config"] = cfg.resolved()
+            result.update(kind="reference", row=row, suite=suite.name, config=cfg.resolved())
             if dist.is_main():
                 write_json(path, result)
                 print(f"{path}: {row} mIoU {100 * result['miou']:.1f}% ({result['seconds']:.0f} s)")

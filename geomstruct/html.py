@@ -31,6 +31,7 @@ FIGURE_CAPTIONS = {
 }
 TABLE_ORDER = (
     "summary.md",
+    "references.md",
     "claims.md",
     "predictors.md",
     "correlations.md",

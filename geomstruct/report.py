@@ -58,7 +58,13 @@ from geomstruct.figures.toy import write_toy_report
 from geomstruct.html import Row, write_index
 from geomstruct.runs import Run, label_configurations, load_runs
 from geomstruct.summary import loss_rank, students_frame
-from geomstruct.tables import add_structure_columns, predictor_table, write_tables
+from geomstruct.tables import (
+    add_structure_columns,
+    load_references,
+    predictor_table,
+    write_references,
+    write_tables,
+)
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_OUT = Path("reports")
@@ -81,6 +87,9 @@ REPORT_FILES = (
     "claims.md",
     "claims.tex",
     "claims.csv",
+    "references.md",
+    "references.tex",
+    "references.csv",
     "per_class_*.md",
     "per_class_*.tex",
     "per_class_*.csv",
@@ -217,8 +226,11 @@ def _rows(table: str, runs: Sequence[Run], key) -> list[Row]:
     ]
 
 
-def _write(selected: dict[str, list[Run]], folder: Path, problems: list[str], n_boot: int) -> list[Path]:
-    """Every part of the report into ``folder``; returns the written files."""
+def _write(
+    selected: dict[str, list[Run]], folder: Path, problems: list[str], n_boot: int, references: Sequence[dict] = ()
+) -> list[Path]:
+    """Every part of the report into ``folder`` (with the reference rows of the distill suite); returns the
+    written files."""
     written: list[Path] = []
     used: list[Run] = []
     rows: list[Row] = []
@@ -232,6 +244,11 @@ def _write(selected: dict[str, list[Run]], folder: Path, problems: list[str], n_
     distill = _main_teacher(selected.get("distill", []), problems)
     if distill:
         written += write_distill_report(distill, folder, problems, n_boot=n_boot)
+        homes = {run.path.parent.resolve() for run in distill}  # reference rows sit beside the run folders
+        mine = [r for r in references if Path(r["path"]).parent.parent.resolve() in homes]
+        for other in sorted(r["path"] for r in references if r not in mine):
+            problems.append(f"{other}: a reference row of another suite's folder; left out of this report")
+        written += write_references(mine, folder)
         rows += _rows("summary", sorted(distill, key=lambda r: loss_rank(r.label)), lambda r: r.label)
         used += distill
     if written:
@@ -304,6 +321,8 @@ def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) ->
     read, or when writing fails, ``out`` is left as it was.
     """
     runs, problems = load_runs(runs_roots)
+    references, reference_problems = load_references(runs_roots)
+    problems += reference_problems
     if not runs:
         problems.append(
             "no finished run found under " + ", ".join(map(str, runs_roots)) + " (run python -m bench.run first)"
@@ -322,7 +341,7 @@ def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) ->
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         staging.chmod(_dir_mode(target))
-        written = _write(selected, staging, problems, n_boot)
+        written = _write(selected, staging, problems, n_boot, references)
         if written:
             _carry_over(target, staging)
             _replace(staging, target)

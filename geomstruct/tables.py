@@ -393,3 +393,73 @@ def write_claims(frame: pd.DataFrame, out: Path) -> list[Path]:
     ]
     header = ["claim", "statement", "estimate [95% CI]", "n", "statement status", "verdict"]
     return write_all(header, cells, CLAIMS_HEADER, frame, out / "claims")
+
+
+REFERENCE_TITLES = {
+    "teacher": "2D teacher, zero-shot (paired points)",
+    "floor": "random student, linear probe (floor)",
+    "ceiling": "student trained with every train label (supervised ceiling)",
+}
+REFERENCES_HEADER = (
+    "Reference rows (python -m bench.reference): the 2D teacher's own zero-shot on the evaluation points seen by a "
+    "camera, a randomly initialised student under the linear probe, and the suite's student trained from random "
+    "weights with the labels of every train scan; mIoU in %, on each row's evaluation split."
+)
+
+
+def load_references(roots: Sequence[Path]) -> tuple[list[dict], list[str]]:
+    """The reference rows (``kind: reference`` JSON files of :mod:`bench.reference`) in the ``references``
+    folders under ``roots``; unreadable files are skipped with a note naming them."""
+    import json
+
+    rows, problems = [], []
+    for root in roots:
+        for path in sorted(Path(root).rglob("references/*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problems.append(f"{path}: unreadable reference row ({exc}); skipped")
+                continue
+            if not isinstance(data, dict) or data.get("kind") != "reference" or data.get("row") not in REFERENCE_TITLES:
+                problems.append(f"{path}: not a reference row of bench.reference; skipped")
+                continue
+            if not isinstance(data.get("miou"), (int, float)):
+                problems.append(f"{path}: no mIoU; skipped")
+                continue
+            rows.append({**data, "path": path.as_posix()})
+    return rows, problems
+
+
+def write_references(rows: Sequence[dict], out: Path) -> list[Path]:
+    """``references.md``, ``.tex`` and ``.csv`` (nothing when there is no row)."""
+    if not rows:
+        return []
+    order = list(REFERENCE_TITLES)
+    rows = sorted(rows, key=lambda r: (order.index(r["row"]), r["path"]))
+    frame = pd.DataFrame(
+        [
+            {
+                "row": r["row"],
+                "miou": 100.0 * float(r["miou"]),
+                "eval_split": (r.get("config") or {}).get("eval_split"),
+                "steps": r.get("steps"),
+                "batch_size": r.get("batch_size"),
+                "lr": r.get("lr"),
+                "train_scans": r.get("train_scans"),
+                "points": r.get("points"),
+                "file": r["path"],
+            }
+            for r in rows
+        ]
+    )
+
+    def budget(r: pd.Series) -> str:
+        if r["row"] != "ceiling":
+            return "–"
+        return f"{int(r['steps'])} steps × {int(r['batch_size'])} scans, lr {r['lr']:g}, {int(r['train_scans'])} scans"
+
+    cells = [
+        [REFERENCE_TITLES[r["row"]], f"{r['miou']:.1f}", str(r["eval_split"]), budget(r)] for _, r in frame.iterrows()
+    ]
+    header = ["reference", "mIoU", "evaluated on", "training budget"]
+    return write_all(header, cells, REFERENCES_HEADER, frame, out / "references")

@@ -331,3 +331,30 @@ def test_predictor_table_leaves_undefined_values_out_of_their_correlation_only()
     assert notes == [
         "predictors: CKA is undefined for 1 of 7 runs (null in metrics.json); they are left out of its correlations"
     ]
+
+
+def test_reference_rows_beside_the_runs_become_a_table(runs_dir, tmp_path, capsys):
+    import json
+
+    root, _ = runs_dir
+    refs = root / "references"
+    refs.mkdir()
+    rows = {"teacher": 0.643, "floor": 0.068, "ceiling": 0.279}
+    for row, score in rows.items():
+        extra = {"steps": 800, "batch_size": 1, "lr": 0.05, "train_scans": 40} if row == "ceiling" else {}
+        (refs / f"{row}.json").write_text(json.dumps({"kind": "reference", "row": row, "miou": score, "points": 10,
+                                                       "config": {"eval_split": "val"}, **extra}))  # fmt: skip
+    (refs / "broken.json").write_text("{not json")
+    elsewhere = tmp_path / "other" / "references"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "floor.json").write_text(json.dumps({"kind": "reference", "row": "floor", "miou": 0.5}))
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), str(tmp_path / "other"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "broken.json: unreadable reference row" in err and "a reference row of another suite's folder" in err
+    table = (out / "references.md").read_text()
+    assert table.index("2D teacher") < table.index("random student") < table.index("supervised ceiling")
+    assert "| 64.3 |" in table and "| 6.8 |" in table and "800 steps × 1 scans, lr 0.05, 40 scans" in table
+    frame = pd.read_csv(out / "references.csv")
+    assert list(frame["row"]) == ["teacher", "floor", "ceiling"] and frame["miou"].tolist() == [64.3, 6.8, 27.9]
+    assert "references.md" in (out / "index.html").read_text()
