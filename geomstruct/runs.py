@@ -64,6 +64,10 @@ splits are fields of their own), of the teacher-feature and superpixel caches (`
 configuration), ``allow_torchscript`` (whether a TorchScript archive may be read, not which weights), and
 ``checkpoint_every`` (how often a resumable checkpoint is written; a resumed run equals an uninterrupted one)."""
 
+LABEL_GEOMETRY = ("T", "dT", "S", "T_2d")
+"""Geometry that needs labels: null in the ``metrics.json`` of a label-free run (a nuScenes dataroot without
+lidarseg, ``--protocols none``); such runs are reported with "–" there."""
+
 _TRAJECTORY_COLUMNS = {"toy": ("iteration", "U", "T"), "distill": ("step", "U", "T", "G")}
 _GEOMETRY_KEYS = {"toy": ("U", "T", "G"), "distill": GEOMETRY_COLUMNS}
 
@@ -184,7 +188,12 @@ def _check_metrics(path: Path, metrics: dict[str, Any], kind: str) -> None:
     geometry = metrics.get("geometry")
     if not isinstance(geometry, dict):
         raise ValueError(f"{path}: no 'geometry' object")
-    bad = [k for k in _GEOMETRY_KEYS.get(kind, GEOMETRY_COLUMNS) if not _is_number(geometry.get(k))]
+    nullable = LABEL_GEOMETRY if kind == "distill" else ()  # null in label-free runs (no labels: no tolerance)
+    bad = [
+        k
+        for k in _GEOMETRY_KEYS.get(kind, GEOMETRY_COLUMNS)
+        if not _is_number(geometry.get(k)) and not (k in nullable and k in geometry and geometry[k] is None)
+    ]
     if bad:
         raise ValueError(f"{path}: 'geometry' lacks numbers for {', '.join(bad)}")
     if "seed" in metrics and (not isinstance(metrics["seed"], int) or isinstance(metrics["seed"], bool)):

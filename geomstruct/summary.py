@@ -56,7 +56,7 @@ def students_frame(runs: Sequence[Run]) -> pd.DataFrame:
             "teacher": m.get("teacher", ""),
             "dataset": m.get("dataset", ""),
         }
-        row.update({k: float(geo.get(k, np.nan)) for k in GEOMETRY_COLUMNS})
+        row.update({k: np.nan if geo.get(k) is None else float(geo[k]) for k in GEOMETRY_COLUMNS})
         for protocol in PROTOCOLS:
             score = (m.get(protocol) or {}).get("miou")
             row[protocol] = 100.0 * float(score) if score is not None else np.nan

@@ -82,6 +82,11 @@ def _one_per_label(runs: Sequence[Run]) -> list[Run]:
     return list(chosen.values())
 
 
+def _fmt(value: float | None) -> str:
+    """Two decimals, or "–" for a quantity a run has not (T of a label-free run)."""
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _pca2(x: np.ndarray) -> np.ndarray:
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     centred = x - x.mean(axis=0)
@@ -118,9 +123,9 @@ def plot_pca(runs: Sequence[Run], out: Path, max_points: int = 20_000, seed: int
         y = _pca2(x[keep])
         ax.scatter(y[:, 0], y[:, 1], s=2, c=[CLASS_COLOURS[c % 16] for c in labels[keep]], linewidths=0)
         stats = (
-            f"U={geo['U_2d']:.2f} T={geo['T_2d']:.2f}"
+            f"U={_fmt(geo['U_2d'])} T={_fmt(geo['T_2d'])}"
             if is_teacher
-            else f"U={geo['U']:.2f} T={geo['T']:.2f} G={geo['G']:.2f}"
+            else f"U={_fmt(geo['U'])} T={_fmt(geo['T'])} G={_fmt(geo['G'])}"
         )
         ax.set_title(f"{title}\n{stats}", fontsize=10)
         ax.set_xticks([])
@@ -193,8 +198,11 @@ def plot_trajectories(runs: Sequence[Run], out: Path) -> Path | None:
     if not per_label:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.6))
-    teacher = {"U": np.mean([r.metrics["geometry"]["U_2d"] for r in runs]),
-               "T": np.mean([r.metrics["geometry"]["T_2d"] for r in runs])}  # fmt: skip
+    teacher = {}  # the teacher's U and T lines (T_2d is null in label-free runs)
+    for key in ("U", "T"):
+        values = [r.metrics["geometry"].get(f"{key}_2d") for r in runs]
+        if any(v is not None for v in values):
+            teacher[key] = float(np.mean([v for v in values if v is not None]))
     styles = label_styles(
         [
             (label, m[0].loss, float((m[0].metrics.get("params") or {}).get("tau", np.nan)))

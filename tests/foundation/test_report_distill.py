@@ -358,3 +358,23 @@ def test_reference_rows_beside_the_runs_become_a_table(runs_dir, tmp_path, capsy
     frame = pd.read_csv(out / "references.csv")
     assert list(frame["row"]) == ["teacher", "floor", "ceiling"] and frame["miou"].tolist() == [64.3, 6.8, 27.9]
     assert "references.md" in (out / "index.html").read_text()
+
+
+def test_label_free_runs_are_reported_with_dashes(runs_dir, tmp_path, capsys):
+    root, _ = runs_dir
+
+    def label_free(m):  # a nuScenes dataroot without lidarseg: no tolerance, no label protocols
+        m["geometry"].update(T=None, dT=None, S=None, T_2d=None)
+        for protocol in ("zero_shot", "linear_probe", "few_shot"):
+            m.pop(protocol, None)
+
+    _edit_metrics(root / "relational-lam1.0-s0", label_free)
+    _edit_metrics(root / "relational-lam1.0-s1", label_free)
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    assert "relational-lam1.0-s0" not in capsys.readouterr().err  # read, not skipped as broken
+    frame = pd.read_csv(out / "summary.csv").set_index("label")
+    assert frame.loc["relational (lam=1.0)", "n"] == 2 and np.isnan(frame.loc["relational (lam=1.0)", "T_mean"])
+    assert np.isfinite(frame.loc["relational (lam=1.0)", "U_mean"])
+    row = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| relational"))
+    assert "| – |" in row
