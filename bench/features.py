@@ -267,6 +267,18 @@ def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> 
     return dist.broadcast_object(text)
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser, split: str) -> None:
+    """The options naming a dataset split (read by :func:`build_dataset`), shared by the cache CLIs."""
+    parser.add_argument("--dataset", choices=["synthetic", "nuscenes", "semantickitti"], default="synthetic")
+    parser.add_argument("--split", default=split, help="split (nuScenes: train, val, holdout, train_fit, ...)")
+    parser.add_argument(
+        "--dataroot", type=Path, default=Path("cache/synthetic"), help="dataset root (synthetic: its scene cache)"
+    )
+    parser.add_argument("--variant", default="nuscenes", help="synthetic world variant")
+    parser.add_argument("--size", type=int, default=None, help="synthetic: scenes in the split")
+    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes table version (v1.0-mini, ...)")
+
+
 def build_dataset(args: argparse.Namespace) -> ScanDataset:
     """The dataset named on the command line."""
     from bench.scenes import open_dataset
@@ -288,14 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--root", type=Path, required=True, help="cache root folder")
-    parser.add_argument("--dataset", choices=["synthetic", "nuscenes", "semantickitti"], default="synthetic")
-    parser.add_argument("--split", default="val", help="split (nuScenes: train, val, holdout, train_fit, ...)")
-    parser.add_argument(
-        "--dataroot", type=Path, default=Path("cache/synthetic"), help="dataset root (synthetic: its scene cache)"
-    )
-    parser.add_argument("--variant", default="nuscenes", help="synthetic world variant")
-    parser.add_argument("--size", type=int, default=None, help="synthetic: scenes in the split")
-    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes table version (v1.0-mini, ...)")
+    add_dataset_arguments(parser, split="val")
     parser.add_argument("--teacher", choices=["synthetic", "clip"], default="synthetic")
     parser.add_argument("--clip-arch", default="ViT-B-16")
     parser.add_argument("--clip-checkpoint", type=Path, default=None, help="local CLIP weights (required for clip)")

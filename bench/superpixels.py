@@ -240,7 +240,7 @@ def settings_from(config: dict[str, Any] | None) -> SlicSettings:
 
 def main(argv: list[str] | None = None) -> int:
     """Fill the superpixel cache of one split (``python -m bench.superpixels --help``)."""
-    from bench.features import build_dataset
+    from bench.features import add_dataset_arguments, build_dataset
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.superpixels",
@@ -250,14 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--root", type=Path, default=Path(DEFAULT_ROOT), help="cache root folder")
-    parser.add_argument("--dataset", choices=["synthetic", "nuscenes", "semantickitti"], default="synthetic")
-    parser.add_argument("--split", default="train", help="split (nuScenes: train, val, holdout, train_fit, ...)")
-    parser.add_argument(
-        "--dataroot", type=Path, default=Path("cache/synthetic"), help="dataset root (synthetic: its scene cache)"
-    )
-    parser.add_argument("--variant", default="nuscenes", help="synthetic world variant")
-    parser.add_argument("--size", type=int, default=None, help="synthetic: scenes in the split")
-    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes table version (v1.0-mini, ...)")
+    add_dataset_arguments(parser, split="train")
     parser.add_argument("--n-segments", type=int, default=150, help="SLIC n_segments (SLidR's)")
     parser.add_argument("--compactness", type=float, default=6.0, help="SLIC compactness (SLidR's)")
     parser.add_argument("--sigma", type=float, default=3.0, help="SLIC Gaussian smoothing (SLidR's)")

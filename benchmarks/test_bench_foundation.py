@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from geomstruct.metrics import tolerance, uniformity
-from models.losses import get_loss
+from models.losses import LOSSES, get_loss
 
 N_PAIRS, DIM = 4096, 512
 N_CLASSES, PER_CLASS = 16, 5000
@@ -37,16 +37,7 @@ def balanced() -> tuple[torch.Tensor, torch.Tensor]:
     return centres[labels] + 1.5 * torch.randn(labels.numel(), DIM, generator=gen), labels
 
 
-LOSS_NAMES = [
-    "contrastive",
-    "similarity",
-    "relational",
-    "relational_cross",
-    "relational_intra",
-    "regression",
-    "slidr",
-    "st_slidr",
-]
+LOSS_NAMES = list(LOSSES)
 """Every loss; the region losses (slidr, st_slidr) on 4096 region rows (``segments=None``)."""
 
 
