@@ -125,9 +125,12 @@ class DistillConfig:
     evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
     ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on the 1% split
     (nuScenes and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th
-    train scene); downstream SGD momentum 0.9, weight decay 1e-4, cosine schedule, loss
+    train scene) with ``ft_optimizer`` (``sgd``: momentum 0.9; or ``adamw``), weight decay 1e-4, cosine
+    schedule; the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule; both with loss
     ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's classes
     weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``; :mod:`bench.segmentation_loss`).
+    The supervised ceiling (:mod:`bench.reference`) is the few-shot fine-tuning on every train scan for
+    ``ceiling_steps`` steps of ``ceiling_batch_size`` scans.
     """
 
     loss: str
@@ -189,6 +192,9 @@ class DistillConfig:
     ft_steps: int = 60
     ft_lr: float = 0.05
     ft_batch_size: int = 1
+    ft_optimizer: str = "sgd"
+    ceiling_steps: int = 800
+    ceiling_batch_size: int = 1
     seg_loss: str = "ce"
     seg_class_weight: str = "none"
 
@@ -207,6 +213,8 @@ class DistillConfig:
             raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.ft_optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown ft_optimizer {self.ft_optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if self.seg_class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"unknown seg_class_weight {self.seg_class_weight!r}; valid: {', '.join(CLASS_WEIGHTS)}")
         if self.seg_loss not in SEGMENTATION_LOSSES:

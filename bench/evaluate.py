@@ -3,6 +3,9 @@
 - **mIoU** from one confusion matrix ``M`` over non-ignored points (rows ground truth, columns prediction):
   ``IoU_c = M_cc / (sum_j M_cj + sum_i M_ic - M_cc)``; a class absent from both prediction and ground truth
   has no IoU (NaN) and is left out of the mean; per-class IoU is always reported (``None`` when NaN).
+  **Chance** (issue 15: "every class learned above chance"): the IoU of a predictor that draws each point's class
+  uniformly at random, ``p_c / (1 + p_c (C - 1))`` for a class holding the share ``p_c`` of the labelled points
+  (``TP = p_c / C``, ``FP = (1 - p_c) / C``, ``FN = p_c (1 - 1/C)``); a class is *learned* when its IoU exceeds it.
 - **Zero-shot**: ``argmax_c normalize(k) . e_c`` with the teacher's prompt-ensemble text embeddings ``e_c``.
 - **Linear probe**: the backbone frozen in eval mode, a linear head trained with cross-entropy on the frozen
   features of a uniform sample of labelled train points: ``p = min(lp_points_per_scan, lp_max_points // n_scans)``
@@ -60,7 +63,9 @@ def confusion_matrix(
 
 
 def miou(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """``{"miou": NaN-mean IoU, "per_class": {name: IoU or None}}`` of a confusion matrix (module docstring)."""
+    """``{"miou": NaN-mean IoU, "per_class": {name: IoU or None}, "points": labelled points, "chance": {name:
+    chance IoU or None}, "below_chance": [names of present classes whose IoU does not exceed chance]}`` of a
+    confusion matrix (module docstring)."""
     conf = np.asarray(confusion, dtype=np.float64)
     if conf.shape != (len(classes), len(classes)):
         raise ValueError(f"confusion matrix {conf.shape} does not match {len(classes)} classes")
@@ -71,7 +76,12 @@ def miou(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     present = ~np.isnan(iou)
     mean = float(iou[present].mean()) if present.any() else float("nan")
     per_class = {name: (float(v) if ok else None) for name, v, ok in zip(classes, iou, present, strict=True)}
-    return {"miou": mean, "per_class": per_class, "points": int(conf.sum())}
+    share = conf.sum(axis=1) / max(conf.sum(), 1.0)
+    chance_iou = share / (1.0 + share * (len(classes) - 1))
+    labelled = conf.sum(axis=1) > 0
+    chance = {name: (float(c) if ok else None) for name, c, ok in zip(classes, chance_iou, labelled, strict=True)}
+    below = [name for name, v, c, ok in zip(classes, iou, chance_iou, labelled, strict=True) if ok and not v > c]
+    return {"miou": mean, "per_class": per_class, "points": int(conf.sum()), "chance": chance, "below_chance": below}
 
 
 PointPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -234,7 +244,7 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``out_dim``, ``seg_loss`` and ``seed``. The
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``out_dim``, ``seg_loss`` and ``seed``. The
     student's batch norms take their downstream momentum (SLidR's 0.02 for the ``slidr`` preset,
     :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the scans of a step are split over
     the ranks as in distillation (DistributedDataParallel, synchronised batch norm, the logits of the whole batch
@@ -260,7 +270,7 @@ def fine_tune(
         network: nn.Module = model
         if split:
             network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        optimizer = make_optimizer(model.parameters(), "sgd", cfg.ft_lr, 0.9, 1e-4)
+        optimizer = make_optimizer(model.parameters(), getattr(cfg, "ft_optimizer", "sgd"), cfg.ft_lr, 0.9, 1e-4)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
         model.train()
         sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=split)

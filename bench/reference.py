@@ -101,6 +101,28 @@ def teacher_zero_shot(
     return miou(dist.all_reduce_sum(conf).numpy(), classes)
 
 
+CURVE_HEADER = (
+    "Supervised-ceiling curve (python -m bench.reference --table DIR): every reference row computed into one folder, "
+    "one line per student, downstream setting and budget; mIoU in %, with the classes whose IoU does not exceed "
+    "a uniform random predictor's (bench.evaluate.miou)."
+)
+
+
+def write_curve(folder: Path) -> int:
+    """Tabulate the reference rows of ``folder`` into ``folder/curve.{md,csv,tex}``; 2 when there is none."""
+    from geomstruct.tables import load_references, write_references
+
+    rows, problems = load_references([folder], pattern="*.json")
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not rows:
+        print(f"error: no reference row of bench.reference in {folder}", file=sys.stderr)
+        return 2
+    for path in write_references(rows, folder, stem="curve", header_text=CURVE_HEADER):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compute reference rows of a suite's configuration (``python -m bench.reference --help``)."""
     from bench.suites import load_suite
@@ -116,15 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="rows to compute")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field (YAML value), e.g. voxel_size=0.1")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=800, help="ceiling: training steps")
-    parser.add_argument("--batch-size", type=int, default=1, help="ceiling: scans per step")
+    parser.add_argument("--steps", type=int, default=None, help="ceiling: training steps (default: ceiling_steps)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="ceiling: scans per step (default: the run's ceiling_batch_size)")  # fmt: skip
     parser.add_argument("--lr", type=float, default=None, help="ceiling: learning rate (default: the run's ft_lr)")
     parser.add_argument("--name", default=None, help="file-name prefix of the rows (default: the row name)")
     parser.add_argument("--out", type=Path, default=Path("runs/reference"), help="output folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--table", type=Path, default=None, metavar="DIR",
+                        help="compute nothing: tabulate every row in DIR (a student-size / budget curve) into "
+                        "DIR/curve.md, .csv and .tex")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.table is not None:
+        return write_curve(args.table)
     device = dist.init(torch.device(args.device))
     try:
         suite = load_suite(args.suite)
@@ -145,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             if row == "ceiling":
                 lr = cfg.ft_lr if args.lr is None else args.lr
-                result = supervised_ceiling(cfg, args.steps, args.batch_size, lr, device, progress, args.workers)
+                steps = cfg.ceiling_steps if args.steps is None else args.steps
+                batch_size = cfg.ceiling_batch_size if args.batch_size is None else args.batch_size
+                result = supervised_ceiling(cfg, steps, batch_size, lr, device, progress, args.workers)
             elif row == "floor":
                 result = random_floor(cfg, device, progress, args.workers)
             else:

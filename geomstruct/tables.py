@@ -407,14 +407,14 @@ REFERENCES_HEADER = (
 )
 
 
-def load_references(roots: Sequence[Path]) -> tuple[list[dict], list[str]]:
-    """The reference rows (``kind: reference`` JSON files of :mod:`bench.reference`) in the ``references``
-    folders under ``roots``; unreadable files are skipped with a note naming them."""
+def load_references(roots: Sequence[Path], pattern: str = "references/*.json") -> tuple[list[dict], list[str]]:
+    """The reference rows (``kind: reference`` JSON files of :mod:`bench.reference`) matching ``pattern`` under
+    ``roots``; unreadable files are skipped with a note naming them."""
     import json
 
     rows, problems = [], []
     for root in roots:
-        for path in sorted(Path(root).rglob("references/*.json")):
+        for path in sorted(Path(root).rglob(pattern)):
             try:
                 data = json.loads(path.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -430,8 +430,27 @@ def load_references(roots: Sequence[Path]) -> tuple[list[dict], list[str]]:
     return rows, problems
 
 
-def write_references(rows: Sequence[dict], out: Path) -> list[Path]:
-    """``references.md``, ``.tex`` and ``.csv`` (nothing when there is no row)."""
+def _student_cell(config: dict) -> str:
+    """``widths init/planes, voxel size, input`` of a reference row's student."""
+    overrides = config.get("student_overrides") or {}
+    planes = overrides.get("planes")
+    widths = f"{overrides.get('init_dim', '?')}/{'-'.join(str(p) for p in planes)}" if planes else config.get("preset")
+    return f"{widths}, {config.get('voxel_size')} m"
+
+
+def _downstream_cell(config: dict) -> str:
+    """``seg_loss [class weight], optimiser`` of a reference row's downstream training."""
+    weight = config.get("seg_class_weight", "none")
+    loss = config.get("seg_loss", "ce") + ("" if weight in (None, "none") else f" ({weight})")
+    return f"{loss}, {config.get('ft_optimizer', 'sgd')}"
+
+
+def write_references(
+    rows: Sequence[dict], out: Path, stem: str = "references", header_text: str = REFERENCES_HEADER
+) -> list[Path]:
+    """``<stem>.md``, ``.tex`` and ``.csv`` (nothing when there is no row): one line per reference row with its
+    student, downstream loss and optimiser, budget, mIoU and the present classes whose IoU does not exceed chance
+    (:func:`bench.evaluate.miou`)."""
     if not rows:
         return []
     order = list(REFERENCE_TITLES)
@@ -442,11 +461,14 @@ def write_references(rows: Sequence[dict], out: Path) -> list[Path]:
                 "row": r["row"],
                 "miou": 100.0 * float(r["miou"]),
                 "eval_split": (r.get("config") or {}).get("eval_split"),
+                "student": _student_cell(r.get("config") or {}),
+                "downstream": _downstream_cell(r.get("config") or {}) if r["row"] == "ceiling" else "",
                 "steps": r.get("steps"),
                 "batch_size": r.get("batch_size"),
                 "lr": r.get("lr"),
                 "train_scans": r.get("train_scans"),
                 "points": r.get("points"),
+                "below_chance": " ".join(r["below_chance"]) if isinstance(r.get("below_chance"), list) else None,
                 "file": r["path"],
             }
             for r in rows
@@ -458,8 +480,22 @@ def write_references(rows: Sequence[dict], out: Path) -> list[Path]:
             return "–"
         return f"{int(r['steps'])} steps × {int(r['batch_size'])} scans, lr {r['lr']:g}, {int(r['train_scans'])} scans"
 
+    def below(r: pd.Series) -> str:
+        if r["below_chance"] is None:
+            return "–"
+        return r["below_chance"].replace(" ", ", ") or "none"
+
     cells = [
-        [REFERENCE_TITLES[r["row"]], f"{r['miou']:.1f}", str(r["eval_split"]), budget(r)] for _, r in frame.iterrows()
+        [
+            REFERENCE_TITLES[r["row"]],
+            f"{r['miou']:.1f}",
+            str(r["eval_split"]),
+            r["student"] if r["row"] != "teacher" else "–",
+            r["downstream"] or "–",
+            budget(r),
+            below(r),
+        ]
+        for _, r in frame.iterrows()
     ]
-    header = ["reference", "mIoU", "evaluated on", "training budget"]
-    return write_all(header, cells, REFERENCES_HEADER, frame, out / "references")
+    header = ["reference", "mIoU", "evaluated on", "student", "downstream", "training budget", "classes at chance"]
+    return write_all(header, cells, header_text, frame, out / stem)

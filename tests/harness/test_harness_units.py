@@ -32,6 +32,19 @@ def test_miou_hand_computed_absent_class_and_ignore_index():
     assert result["per_class"]["d"] is None
     assert result["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
     assert result["points"] == 5
+    # chance IoU p / (1 + p (C - 1)) with shares a 2/5, b 2/5, c 1/5 over C = 4 classes; d has no label
+    assert result["chance"]["a"] == pytest.approx(0.4 / 2.2)
+    assert result["chance"]["c"] == pytest.approx(0.2 / 1.6)
+    assert result["chance"]["d"] is None
+    assert result["below_chance"] == ["c"]
+
+
+def test_chance_iou_matches_a_uniform_random_predictor():
+    rng = np.random.default_rng(0)
+    target = rng.choice(4, size=400_000, p=[0.7, 0.2, 0.07, 0.03])
+    result = miou(confusion_matrix(rng.integers(0, 4, size=target.size), target, 4), CLASSES)
+    for name in CLASSES:
+        assert result["per_class"][name] == pytest.approx(result["chance"][name], rel=0.05)
 
 
 def test_miou_class_only_predicted_counts_as_zero():

@@ -67,3 +67,15 @@ def test_cli_writes_rows_and_skips_existing_ones(tmp_path, capsys):
     assert main([*args, "--rows", "floor", "--name", "x"]) == 0
     assert "exists, skipped" in capsys.readouterr().out
     assert main([*args, "--rows", "floor", "--set", "seg_class_weight=median"]) == 2  # named in the error
+    # the ceiling's budget defaults to the configuration's ceiling_steps / ceiling_batch_size
+    budget = ["--set", "ceiling_steps=3", "--set", "ceiling_batch_size=2", "--set", "ft_optimizer=adamw"]
+    assert main([a for a in args if a not in ("--steps", "2")] + ["--rows", "ceiling", "--name", "y", *budget]) == 0
+    row = json.loads((tmp_path / "ref" / "y-ceiling.json").read_text())
+    assert row["steps"] == 3 and row["batch_size"] == 2 and row["config"]["ft_optimizer"] == "adamw"
+    # the curve table: one line per row, with the downstream setting and the classes at chance
+    assert main(["--table", str(tmp_path / "ref")]) == 0
+    curve = (tmp_path / "ref" / "curve.md").read_text()
+    assert curve.count("supervised ceiling") == 2 and "ce, adamw" in curve and "ce, sgd" in curve
+    lines = [line for line in curve.splitlines() if "supervised ceiling" in line]
+    assert all(line.rstrip().endswith("|") and line.count("|") == 8 for line in lines)
+    assert main(["--table", str(tmp_path / "empty")]) == 2
