@@ -17,6 +17,7 @@ from typing import Any
 from bench.scenes import DATASETS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
 from models.losses import LOSSES, get_loss
+from models.students.minkunet import INPUTS as STUDENT_INPUTS
 
 TEACHERS = ("synthetic", "clip")
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
@@ -103,7 +104,9 @@ class DistillConfig:
 
     Student: ``student`` ``preset`` (``small`` for CPUs, ``slidr`` = SLidR's MinkUNet34C) with
     ``student_overrides``, ``voxel_size`` metres on ``voxel_system`` coordinates (``cartesian``, or SLidR's
-    ``cylindrical``: rho and z in metres, phi in degrees). ``augmentation``: None (off), or the fields of
+    ``cylindrical``: rho and z in metres, phi in degrees), reading the per-point channels ``student_inputs``
+    (``intensity``, ``z``, ``range``: :data:`models.students.minkunet.INPUTS`; SLidR reads intensity only).
+    ``augmentation``: None (off), or the fields of
     :class:`bench.augment.Augmentation` to change (``{}``: SLidR's cloud rotation and flips, DropCuboids,
     resized crop and horizontal flip, applied to the train scans of every distillation step).
 
@@ -163,6 +166,7 @@ class DistillConfig:
     out_dim: int = 512
     voxel_size: float | tuple[float, ...] = 0.1
     student_overrides: dict[str, Any] = field(default_factory=dict)
+    student_inputs: tuple[str, ...] = ("intensity",)
     steps: int = 500
     batch_size: int = 2
     n_pairs: int = 4096
@@ -213,6 +217,8 @@ class DistillConfig:
             raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if not self.student_inputs or set(self.student_inputs) - set(STUDENT_INPUTS):
+            raise ValueError(f"unknown student_inputs {list(self.student_inputs)}; valid: {', '.join(STUDENT_INPUTS)}")
         if self.ft_optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown ft_optimizer {self.ft_optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if self.seg_class_weight not in CLASS_WEIGHTS:
@@ -309,8 +315,9 @@ class DistillConfig:
         if unknown:
             raise ValueError(f"unknown distill run parameters {unknown}; valid: {', '.join(sorted(names))}")
         values = dict(run)
-        if "protocols" in values:
-            values["protocols"] = tuple(values["protocols"])
+        for name in ("protocols", "student_inputs"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @classmethod

@@ -244,8 +244,8 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``out_dim``, ``seg_loss`` and ``seed``. The
-    student's batch norms take their downstream momentum (SLidR's 0.02 for the ``slidr`` preset,
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``out_dim``, ``seg_loss`` and
+    ``seed``. The student's batch norms take their downstream momentum (SLidR's 0.02 for the ``slidr`` preset,
     :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the scans of a step are split over
     the ranks as in distillation (DistributedDataParallel, synchronised batch norm, the logits of the whole batch
     gathered so that every rank computes the single-process loss); when a step has fewer scans than ranks the

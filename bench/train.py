@@ -69,7 +69,7 @@ def build_distill_student(cfg: DistillConfig) -> PointStudent:
         out_dim=cfg.out_dim,
         preset=cfg.preset,
         voxel_size=cfg.voxel_size,
-        in_channels=1,
+        inputs=tuple(cfg.student_inputs),
         system=cfg.voxel_system,
         **overrides,
     )

@@ -253,11 +253,32 @@ class MinkUNet(nn.Module):
         return out
 
 
+INPUTS = ("intensity", "z", "range")
+"""Per-point input channels a student can read: the scan's ``intensity`` column, the height ``z`` in the sensor
+frame (metres), the horizontal ``range`` sqrt(x^2 + y^2) (metres), as WaffleIron and ScaLR feed them."""
+
+
+def input_channels(points: torch.Tensor, inputs: tuple[str, ...]) -> torch.Tensor:
+    """``(N, len(inputs))`` input features of ``points`` (N, 4) = x, y, z, intensity (:data:`INPUTS`)."""
+    columns = {
+        "intensity": lambda: points[:, 3:4],
+        "z": lambda: points[:, 2:3],
+        "range": lambda: torch.linalg.vector_norm(points[:, :2], dim=1, keepdim=True),
+    }
+    unknown = [name for name in inputs if name not in columns]
+    if unknown or not inputs:
+        raise ValueError(f"unknown student inputs {unknown or inputs!r}; valid: {', '.join(INPUTS)}")
+    if inputs == ("intensity",):
+        return points[:, 3:]
+    return torch.cat([columns[name]() for name in inputs], dim=1)
+
+
 class PointStudent(nn.Module):
     """Points -> voxels -> MinkUNet -> back to points.
 
-    ``forward(points, batch)``: ``points`` (N, 3 + in_channels) = x, y, z and per-point features (e.g.
-    intensity), ``batch`` (N,) scan index; returns (N, out_dim) features, L2-normalised per voxel.
+    ``forward(points, batch)``: ``points`` (N, 4) = x, y, z, intensity, ``batch`` (N,) scan index; returns
+    (N, out_dim) features, L2-normalised per voxel. The network reads the channels ``inputs`` of every point
+    (:func:`input_channels`), averaged per voxel.
     """
 
     def __init__(
@@ -266,13 +287,17 @@ class PointStudent(nn.Module):
         voxel_size: float | tuple[float, float, float] | None = None,
         system: str = "cartesian",
         reduce: str = "mean",
+        inputs: tuple[str, ...] = ("intensity",),
     ) -> None:
         super().__init__()
         self.network, self.voxel_size, self.system, self.reduce = network, voxel_size, system, reduce
+        self.inputs = tuple(inputs)
+        input_channels(torch.zeros(1, 4), self.inputs)  # validates the names
 
     def forward(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            vox = voxelize(points[:, :3], batch, points[:, 3:], self.voxel_size, self.system, self.reduce)
+            feats = input_channels(points, self.inputs)
+            vox = voxelize(points[:, :3], batch, feats, self.voxel_size, self.system, self.reduce)
         out = self.network(SparseTensor(vox.coords, vox.feats))
         return devoxelize(out.feats, vox.inverse)
 
@@ -294,20 +319,25 @@ def build_student(
     out_dim: int = 512,
     preset: str = "small",
     backend: str = "torch",
-    in_channels: int = 1,
+    in_channels: int | None = None,
     voxel_size: float | tuple[float, float, float] | None = None,
     system: str = "cartesian",
+    inputs: tuple[str, ...] = ("intensity",),
     **overrides: object,
 ) -> PointStudent:
     """A point-cloud student by name (``minkunet``): preset ``small`` (CPU default) or ``slidr``.
 
     ``overrides`` replace fields of the preset's :class:`MinkUNetConfig` (e.g. ``planes=...``,
     ``layers=...``, ``init="he"``, ``bn_momentum=0.02``).
-    Seed the global generator (``torch.manual_seed``) before building for reproducible weights.
+    ``inputs``: the per-point channels the network reads (:data:`INPUTS`); ``in_channels`` defaults to their
+    number. Seed the global generator (``torch.manual_seed``) before building for reproducible weights.
     """
+    in_channels = len(inputs) if in_channels is None else in_channels
+    if in_channels != len(inputs):
+        raise ValueError(f"in_channels {in_channels} does not match the {len(inputs)} inputs {inputs}")
     if name != "minkunet":
         raise ValueError(f"unknown student {name!r}; available: 'minkunet'")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
     config = replace(PRESETS[preset], **overrides)  # type: ignore[arg-type]
-    return PointStudent(MinkUNet(in_channels, out_dim, config, backend), voxel_size, system)
+    return PointStudent(MinkUNet(in_channels, out_dim, config, backend), voxel_size, system, inputs=tuple(inputs))

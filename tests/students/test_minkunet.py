@@ -8,6 +8,7 @@ from sparse_reference import random_sites
 
 from models.students import MinkUNet, MinkUNetConfig, build_student
 from models.students.l2norm import l2_normalize
+from models.students.minkunet import input_channels
 from models.students.sparse import SparseTensor, TorchBackend
 
 TINY = MinkUNetConfig(planes=(4, 8, 8, 4), layers=(1, 1, 1, 1), init_dim=4)
@@ -82,6 +83,25 @@ def test_unknown_names_are_rejected():
         build_student("pointnet")
     with pytest.raises(ValueError):
         build_student(preset="huge")
+    with pytest.raises(ValueError, match="elevation"):
+        build_student(inputs=("intensity", "elevation"))
+    with pytest.raises(ValueError, match="does not match"):
+        build_student(inputs=("intensity", "z"), in_channels=1)
+
+
+def test_input_channels_are_the_named_columns():
+    points = torch.tensor([[3.0, 4.0, -1.5, 0.25], [0.0, -2.0, 0.5, 0.75]])
+    got = input_channels(points, ("z", "intensity", "range"))
+    torch.testing.assert_close(got, torch.tensor([[-1.5, 0.25, 5.0], [0.5, 0.75, 2.0]]))
+    torch.manual_seed(0)
+    student = build_student(out_dim=8, planes=TINY.planes, layers=TINY.layers, init_dim=4, inputs=("intensity", "z"))
+    assert student.network.stem.conv.weight.shape[-2] == 2  # the stem reads two channels (K, C_in, C_out)
+    points = _scan(5)
+    shifted = points.clone()
+    shifted[:, 2] += 1.0  # the same cloud one metre higher: the occupancy is unchanged, the z channel is not
+    batch = torch.zeros(len(points), dtype=torch.int64)
+    student.eval()
+    assert not torch.allclose(student(points, batch), student(shifted, batch))
 
 
 def test_l2_normalize_matches_functional_and_gradcheck():
