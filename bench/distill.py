@@ -9,6 +9,7 @@ while training, then ``trajectory.csv``, ``features.npz`` (the balanced point se
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from bench.data.base import ScanDataset
 from bench.evaluate import fine_tune, linear_probe, zero_shot
 from bench.features import FeatureCache, text_embeddings
 from bench.probe import GeometrySet, half_precision
-from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_npz
+from bench.results import TIMING_FILE, TRAJECTORY_FILE, RunDir, read_json, write_csv, write_json, write_npz
 from bench.scenes import SceneDataset, open_dataset
 from bench.superpixels import DEFAULT_ROOT as DEFAULT_SUPERPIXELS
 from bench.superpixels import SuperpixelCache, settings_from
@@ -154,6 +155,15 @@ def run_distill(
     name = run_dir.path.name if run_dir is not None else "run"
     if on_ready is not None:
         on_ready()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:  # wall-clock seconds of each phase, for budgeting a suite (not a result)
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = round(now - clock, 2)
+        clock = now
+
     with tqdm(total=cfg.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
         student, trajectory = train_student(
             cfg, train, probe, device, run_path, on_step=lambda _: bar.update(), workers=workers
@@ -172,6 +182,7 @@ def run_distill(
         "final_loss": trajectory[-1]["loss"],
         "convergence": convergence(trajectory),
     }
+    lap("distill")
     geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed, len(classes), workers)
     k3d = half_precision(geo_set.student_features(student, device, workers))  # on every rank: gathered
     if dist.is_main():
@@ -191,16 +202,20 @@ def run_distill(
                 q2d=q2d.numpy().astype(np.float16),
                 labels=geo_set.labels.astype(np.int64),
             )
+    lap("geometry")
     if "zero_shot" in cfg.protocols:
         vocabulary = "semantickitti" if cfg.dataset == "semantickitti" else "nuscenes"
         text = text_embeddings(teacher, vocabulary, feature_root(cfg))
         metrics["zero_shot"] = zero_shot(student, evaluation, text, classes, device, workers)
+        lap("zero_shot")
     if "linear_probe" in cfg.protocols:
         metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress, workers)
+        lap("linear_probe")
     if "few_shot" in cfg.protocols:
         few = scene_data(cfg, "train_1pct", None, progress)
         metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
         metrics["few_shot"]["train_scans"] = len(few)
+        lap("few_shot")
     if "few_shot_ood" in cfg.protocols:
         few_ood = scene_data(cfg, "train_1pct", None, progress, ood=True)
         val_ood = scene_data(cfg, "val", None, progress, ood=True)
@@ -209,10 +224,13 @@ def run_distill(
         )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
         metrics["few_shot_ood"]["train_scans"] = len(few_ood)
+        lap("few_shot_ood")
     for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
         if key in metrics:
             metrics[key]["miou"] = _json_float(metrics[key]["miou"])
     metrics["final_loss"] = _json_float(metrics["final_loss"])
+    if path is not None:  # wall-clock, machine-dependent: beside the results, never in metrics.json
+        write_json(path / TIMING_FILE, {"seconds": seconds, "total": round(sum(seconds.values()), 2)})
     return metrics
 
 

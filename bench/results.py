@@ -2,8 +2,9 @@
 
 A run directory holds ``config.json`` (the resolved configuration), ``environment.json`` (package versions,
 device, git commit), ``metrics.json`` (written last: its presence marks the run as finished),
-``trajectory.csv`` and any arrays (``.npz``). Every file is written to a temporary name in the same folder and
-renamed into place, so an interrupted process never leaves a half-written file behind.
+``trajectory.csv``, any arrays (``.npz``) and ``timing.json`` (wall-clock seconds of each phase of the attempt
+that finished the run: for budgeting suites, not a result). Every file is written to a temporary name in the same
+folder and renamed into place, so an interrupted process never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.json"
 TRAJECTORY_FILE = "trajectory.csv"
+TIMING_FILE = "timing.json"
 ERROR_FILE = "error.txt"
 
 _PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "nuscenes-devkit", "open_clip_torch", "matplotlib")

@@ -32,7 +32,8 @@ ARCH_CONFIG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 """A 1-block ViT with patch 16 (the teacher's grids have ViT-B/16's shape at 224 x 416, 32 channels)."""
-FILES = {"checkpoint.pt", "config.json", "environment.json", "features.npz", "metrics.json", "trajectory.csv"}
+FILES = {"checkpoint.pt", "config.json", "environment.json", "features.npz", "metrics.json", "timing.json",
+         "trajectory.csv"}  # fmt: skip
 
 
 def _losses(path: Path, run: str = RUN) -> list[float]:

@@ -1,0 +1,57 @@
+"""The doubling check: runs paired by configuration, the 1-point / 0.05 rule at its edges, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.doubling import compare, main
+
+
+def _run(folder, name, steps, miou, u, t, lr=0.5, loss="similarity"):
+    path = folder / name
+    path.mkdir(parents=True)
+    config = {"loss": loss, "loss_params": {}, "seed": 0, "optimizer": "sgd", "lr": lr, "steps": steps,
+              "checkpoint_every": steps // 2}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.json").write_text(json.dumps({"linear_probe": {"miou": miou}, "geometry": {"U": u, "T": t}}))
+
+
+def test_rule_edges_and_pairing(tmp_path):
+    base, doubled = tmp_path / "base", tmp_path / "doubled"
+    _run(base, "a", 100, 0.300, 1.00, 0.50, lr=0.5)
+    _run(base, "b", 100, 0.300, 1.00, 0.50, lr=0.05)
+    _run(base, "c", 100, 0.300, 1.00, 0.50, loss="relational")
+    _run(doubled, "a", 200, 0.3099, 1.0499, 0.4501, lr=0.5)  # inside every bound: converged
+    _run(doubled, "b", 200, 0.3101, 1.00, 0.50, lr=0.05)  # 1.01 points of mIoU: not converged
+    _run(doubled, "c", 200, 0.300, 1.00, 0.5501, loss="relational")  # T moved by 0.0501
+    result = compare(base, doubled)
+    by_lr = {(r["configuration"], r["recipe"]["lr"]): r for r in result["rows"]}
+    assert by_lr[("similarity {}", 0.5)]["converged"]
+    assert by_lr[("similarity {}", 0.5)]["change"]["miou"] == pytest.approx(0.0099)
+    assert not by_lr[("similarity {}", 0.05)]["converged"]
+    assert not by_lr[("relational {}", 0.5)]["converged"]
+    assert by_lr[("similarity {}", 0.05)]["base_run"].endswith("base/b")  # paired by configuration, not name
+    assert not result["all_converged"]
+
+
+def test_unpaired_runs_are_named(tmp_path):
+    base, doubled = tmp_path / "base", tmp_path / "doubled"
+    _run(base, "a", 100, 0.3, 1.0, 0.5)
+    _run(doubled, "a", 300, 0.3, 1.0, 0.5)  # three times the steps: no twin
+    with pytest.raises(ValueError, match="half its 300 steps"):
+        compare(base, doubled)
+    assert main([str(base), str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_writes_json_and_markdown(tmp_path, capsys):
+    base, doubled = tmp_path / "base", tmp_path / "doubled"
+    _run(base, "a", 100, 0.30, 1.0, 0.5)
+    _run(doubled, "a", 200, 0.32, 1.0, 0.5)
+    assert main([str(base), str(doubled), "--out", str(tmp_path / "out" / "doubling")]) == 0
+    data = json.loads((tmp_path / "out" / "doubling.json").read_text())
+    assert data["rows"][0]["change"]["miou"] == pytest.approx(0.02) and not data["all_converged"]
+    table = (tmp_path / "out" / "doubling.md").read_text()
+    assert "30.0 → 32.0" in table and "+2.0" in table and "**no**" in table
+    assert "all converged: False" in capsys.readouterr().out
