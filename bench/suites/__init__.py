@@ -6,6 +6,10 @@ of such grids, whose runs are concatenated). A ``loss`` entry is a name
 or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path. Kinds:
 ``toy`` (the toy experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
 
+``defaults_from: SUITE`` (a shipped suite's name, or a path relative to the suite file) starts the defaults from
+that suite's ``defaults`` (recursively), which the file's own ``defaults`` then update: a tuning or checking suite
+stays the same study as the suite it serves, changing only what it lists.
+
 ``recipes: FILE`` (a path relative to the suite file) gives every run the optimisation recipe selected for its
 loss configuration by the tuning suite (:mod:`bench.tune`): the fields of the file's ``selected`` entry for the
 run's ``loss`` and ``loss_params`` (e.g. ``optimizer``, ``lr``) replace the defaults; a value the grid lists
@@ -161,9 +165,11 @@ def apply_recipes(runs: list[dict[str, Any]], path: Path, gridded: tuple[str, ..
     return out
 
 
-def load_suite(name_or_path: str) -> Suite:
-    """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
+def _suite_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """The YAML file of a shipped suite name or a suite path (relative paths tried against ``relative_to``)."""
     path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute() and (relative_to / path).is_file():
+        path = relative_to / path
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         if name_or_path not in available_suites():
             raise ValueError(
@@ -171,20 +177,44 @@ def load_suite(name_or_path: str) -> Suite:
                 "(or the path of a suite .yaml file)"
             )
         path = SUITE_DIR / f"{name_or_path}.yaml"
+    return path
+
+
+def _read_suite_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a suite file must be a mapping with name, kind, defaults and grid")
+    return data
+
+
+def _defaults(path: Path, data: dict[str, Any], seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The suite's defaults, starting from those of its ``defaults_from`` suite (module docstring)."""
+    own = data.get("defaults") or {}
+    if not isinstance(own, dict):
+        raise ValueError(f"{path}: defaults must be a mapping of run parameters; got {type(own).__name__}")
+    parent = data.get("defaults_from")
+    if parent is None:
+        return dict(own)
+    parent_path = _suite_path(str(parent), path.parent).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ValueError(f"{path}: defaults_from makes a cycle through {parent_path}")
+    inherited = _defaults(parent_path, _read_suite_file(parent_path), (*seen, path.resolve()))
+    return {**inherited, **own}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
+    path = _suite_path(name_or_path)
+    data = _read_suite_file(path)
     kind = data.get("kind")
     if kind not in KINDS:
         raise ValueError(f"{path}: unknown suite kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     grids = data.get("grid") or {}
     grids = grids if isinstance(grids, list) else [grids]
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        raise ValueError(f"{path}: defaults must be a mapping of run parameters; got {type(defaults).__name__}")
+    defaults = _defaults(path, data)
     runs = []
     for grid in grids:
         expanded = _expand(grid, dict(defaults), path)

@@ -77,3 +77,23 @@ def test_a_suite_reads_its_recipes(tuning, tmp_path):
     (tmp_path / "recipes.json").unlink()
     with pytest.raises(ValueError, match="does not exist: run the tuning suite"):
         load_suite(str(study))
+
+
+def test_defaults_from_inherits_and_overrides(tmp_path):
+    base = {"name": "base", "kind": "distill", "defaults": {"steps": 10, "lr": 0.5, "val_scenes": 3},
+            "grid": {"loss": ["similarity"], "seed": [0]}}  # fmt: skip
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    child = {"name": "child", "kind": "distill", "defaults_from": "base.yaml", "defaults": {"steps": 20},
+             "grid": {"loss": ["similarity"], "lr": [0.05], "seed": [0]}}  # fmt: skip
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(child))
+    (run,) = load_suite(str(tmp_path / "child.yaml")).runs
+    assert (run["steps"], run["lr"], run["val_scenes"]) == (20, 0.05, 3)  # own default, grid, inherited
+    grandchild = {**child, "name": "grandchild", "defaults_from": "child.yaml", "defaults": {}}
+    (tmp_path / "grandchild.yaml").write_text(yaml.safe_dump(grandchild))
+    assert load_suite(str(tmp_path / "grandchild.yaml")).runs[0]["steps"] == 20
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**base, "defaults_from": "grandchild.yaml"}))
+    with pytest.raises(ValueError, match="cycle"):
+        load_suite(str(tmp_path / "child.yaml"))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({**child, "defaults_from": "nowhere"}))
+    with pytest.raises(ValueError, match="unknown suite 'nowhere'"):
+        load_suite(str(tmp_path / "child.yaml"))
