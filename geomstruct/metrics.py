@@ -159,24 +159,42 @@ class StructuralGap:
 
 
 def structural_gap(
-    x3d: ArrayLike, x2d: ArrayLike, labels: ArrayLike, t: float = 2.0, block_size: int = DEFAULT_BLOCK_SIZE
+    x3d: ArrayLike,
+    x2d: ArrayLike,
+    labels: ArrayLike,
+    t: float = 2.0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    reference: tuple[float, float] | None = None,
 ) -> StructuralGap:
-    """Structural gap between 3D features ``x3d`` and 2D features ``x2d`` of the same labelled points."""
+    """Structural gap between 3D features ``x3d`` and 2D features ``x2d`` of the same labelled points.
+
+    ``reference``: ``(U_2d, T_2d)`` already computed for these ``x2d``, ``labels`` and ``t`` (every student
+    evaluated on the same point set shares them), used instead of recomputing them.
+    """
     if len(x3d) != len(x2d):
         raise ValueError(f"x3d and x2d must hold the same points; got {len(x3d)} and {len(x2d)} rows")
+    if reference is None:
+        reference = (uniformity(x2d, t=t, block_size=block_size), tolerance(x2d, labels))
+    u2, t2 = reference
     return StructuralGap(
         U_3d=uniformity(x3d, t=t, block_size=block_size),
         T_3d=tolerance(x3d, labels),
-        U_2d=uniformity(x2d, t=t, block_size=block_size),
-        T_2d=tolerance(x2d, labels),
+        U_2d=u2,
+        T_2d=t2,
     )
 
 
 def geometry(
-    x3d: ArrayLike, x2d: ArrayLike, labels: ArrayLike, t: float = 2.0, block_size: int = DEFAULT_BLOCK_SIZE
+    x3d: ArrayLike,
+    x2d: ArrayLike,
+    labels: ArrayLike,
+    t: float = 2.0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    reference: tuple[float, float] | None = None,
 ) -> dict[str, float]:
-    """Everything METHOD.md section 4 reports for one student: U, T, G, A, dU, dT, S, U_2d, T_2d."""
-    gap = structural_gap(x3d, x2d, labels, t=t, block_size=block_size)
+    """Everything METHOD.md section 4 reports for one student: U, T, G, A, dU, dT, S, U_2d, T_2d
+    (``reference``: the 2D side's ``(U_2d, T_2d)`` when already known, :func:`structural_gap`)."""
+    gap = structural_gap(x3d, x2d, labels, t=t, block_size=block_size, reference=reference)
     return {
         "U": gap.U_3d,
         "T": gap.T_3d,

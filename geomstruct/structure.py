@@ -201,13 +201,18 @@ def _knn_indices(x: torch.Tensor, rows: torch.Tensor, k: int, block_size: int) -
     return out
 
 
-def knn_overlap(
-    x3d: ArrayLike, x2d: ArrayLike, k: int = DEFAULT_K, rows: ArrayLike | None = None, block_size: int | None = None
-) -> np.ndarray:
-    """``|N_3d(i) ∩ N_2d(i)| / k`` for every query point ``i`` of ``rows`` (all points by default), neighbours
-    searched among all N points of each space; see :func:`mutual_knn` for the definition, blocks and ties."""
-    x, y = _paired(x3d, x2d)
-    n = x.shape[0]
+def knn_neighbours(
+    x: ArrayLike, k: int = DEFAULT_K, rows: ArrayLike | None = None, block_size: int | None = None
+) -> torch.Tensor:
+    """``(len(rows), k)`` int64: the indices of the ``k`` nearest other rows of ``x`` (cosine) of every query row
+    of ``rows`` (all rows by default), as :func:`mutual_knn` finds them (blocks, ties); for reusing one space's
+    neighbours across many comparisons (:func:`knn_overlap`'s ``neighbours_2d``)."""
+    xt = _normalize(_as_tensor(x))
+    query = _query_rows(xt.shape[0], k, rows, block_size, xt.device)
+    return _knn_indices(xt, query, k, block_size or _knn_block_size(xt.shape[0], xt.element_size()))
+
+
+def _query_rows(n: int, k: int, rows: ArrayLike | None, block_size: int | None, device: torch.device) -> torch.Tensor:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}")
     if k >= n:
@@ -215,13 +220,34 @@ def knn_overlap(
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be positive; got {block_size}")
     if rows is None:
-        query = torch.arange(n, device=x.device)
-    else:
-        query = torch.as_tensor(np.asarray(rows), dtype=torch.int64, device=x.device).flatten()
-        if len(query) and (int(query.min()) < 0 or int(query.max()) >= n):
-            raise ValueError(f"rows must index the {n} points")
+        return torch.arange(n, device=device)
+    query = torch.as_tensor(np.asarray(rows), dtype=torch.int64, device=device).flatten()
+    if len(query) and (int(query.min()) < 0 or int(query.max()) >= n):
+        raise ValueError(f"rows must index the {n} points")
+    return query
+
+
+def knn_overlap(
+    x3d: ArrayLike,
+    x2d: ArrayLike,
+    k: int = DEFAULT_K,
+    rows: ArrayLike | None = None,
+    block_size: int | None = None,
+    neighbours_2d: torch.Tensor | None = None,
+) -> np.ndarray:
+    """``|N_3d(i) ∩ N_2d(i)| / k`` for every query point ``i`` of ``rows`` (all points by default), neighbours
+    searched among all N points of each space; see :func:`mutual_knn` for the definition, blocks and ties.
+    ``neighbours_2d``: :func:`knn_neighbours` of ``x2d`` for the same ``k`` and ``rows``, when already known."""
+    x, y = _paired(x3d, x2d)
+    n = x.shape[0]
+    query = _query_rows(n, k, rows, block_size, x.device)
     a = _knn_indices(x, query, k, block_size or _knn_block_size(n, x.element_size()))
-    b = _knn_indices(y, query, k, block_size or _knn_block_size(n, y.element_size()))
+    if neighbours_2d is None:
+        b = _knn_indices(y, query, k, block_size or _knn_block_size(n, y.element_size()))
+    else:
+        b = torch.as_tensor(neighbours_2d, device=x.device)
+        if b.shape != (len(query), k):
+            raise ValueError(f"neighbours_2d must have shape ({len(query)}, {k}); got {tuple(b.shape)}")
     shared = torch.empty(len(query), dtype=torch.int64, device=x.device)
     for j0 in range(0, len(query), 65536):  # (rows, k, k) comparisons: each set holds distinct indices
         aj, bj = a[j0 : j0 + 65536], b[j0 : j0 + 65536]
@@ -304,8 +330,12 @@ def structure(
     mknn_queries: int | None = MKNN_QUERIES,
     seed: int = 0,
     block_size: int | None = None,
+    neighbours_2d: torch.Tensor | None = None,
 ) -> dict[str, float | int | bool | None]:
     """Every structure quantity of one student against the teacher on the same points.
+
+    ``neighbours_2d``: the teacher's :func:`knn_neighbours` for ``k`` and the query rows
+    ``query_sample(N, mknn_queries, seed)``, when already known (every student on the same set shares them).
 
     - ``CKA``: :func:`linear_cka` (None when undefined: a space without variance after centring);
     - ``mknn``: :func:`mutual_knn` with ``k`` neighbours, over ``mknn_queries`` query points drawn with ``seed``
@@ -330,7 +360,8 @@ def structure(
     e3, e2 = _erank(m.uncentred(m.xx, m.mx), RANKME_EPS), _erank(m.uncentred(m.yy, m.my), RANKME_EPS)
     mknn, used, se = None, 0, None
     if n > k:
-        overlap = knn_overlap(x, y, k=k, rows=query_sample(n, mknn_queries, seed), block_size=block_size)
+        rows = query_sample(n, mknn_queries, seed)
+        overlap = knn_overlap(x, y, k=k, rows=rows, block_size=block_size, neighbours_2d=neighbours_2d)
         used = len(overlap)
         mknn = float(overlap.mean())
         se = 0.0 if used == n else math.sqrt((1.0 - used / n) * overlap.var(ddof=1) / used)

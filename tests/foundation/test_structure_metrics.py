@@ -187,6 +187,13 @@ def test_structure_collects_every_quantity_and_flags_collapse(pair, brute_mknn):
 
     sampled = st.structure(x, y, k=5, mknn_queries=40, seed=1)
     overlaps = st.knn_overlap(x, y, k=5, rows=st.query_sample(300, 40, seed=1))
+    # the teacher's neighbours computed once and passed in: the same overlaps and the same structure
+    known = st.knn_neighbours(y, k=5, rows=st.query_sample(300, 40, seed=1))
+    reused = st.knn_overlap(x, y, k=5, rows=st.query_sample(300, 40, seed=1), neighbours_2d=known)
+    np.testing.assert_array_equal(reused, overlaps)
+    assert st.structure(x, y, k=5, mknn_queries=40, seed=1, neighbours_2d=known) == sampled
+    with pytest.raises(ValueError, match="neighbours_2d must have shape"):
+        st.knn_overlap(x, y, k=5, neighbours_2d=known)  # all 300 rows queried, 40 rows of neighbours given
     assert sampled["mknn"] == pytest.approx(overlaps.mean(), abs=1e-12) and sampled["mknn_queries"] == 40
     assert sampled["mknn_se"] == pytest.approx(math.sqrt((1 - 40 / 300) * overlaps.var(ddof=1) / 40), rel=1e-12)
 

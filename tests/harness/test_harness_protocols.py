@@ -63,6 +63,18 @@ def test_geometry_set_holds_the_teachers_features_of_its_points(synthetic_scene,
                 break
     # the scene keeps float16 patch grids: equal to the teacher's float32 features up to float16 rounding
     torch.testing.assert_close(geo.q2d, torch.stack(expected), atol=2e-3, rtol=1e-2)
+    # the geometry with the teacher side memoised equals a fresh computation, on the first and a later call
+    from bench import probe
+    from geomstruct.metrics import geometry
+    from geomstruct.structure import MKNN_QUERIES, structure
+
+    k3d = torch.nn.functional.normalize(
+        torch.randn(len(geo.labels), geo.q2d.shape[1], generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    fresh = {**geometry(k3d, geo.q2d, geo.labels), **structure(k3d, geo.q2d, mknn_queries=MKNN_QUERIES, seed=geo.seed)}
+    probe._TEACHER_SIDE.clear()
+    assert geo.geometry(k3d) == fresh
+    assert len(probe._TEACHER_SIDE) == 1 and geo.geometry(k3d) == fresh
 
 
 class Oracle(nn.Module):
