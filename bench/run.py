@@ -58,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=None, help="override the number of training steps (iterations) of every run"
     )
     parser.add_argument("--only", default=None, help="run only the runs whose name contains this text")
+    parser.add_argument("--run", default=None, help="run only the run of exactly this name")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at the same time, each in its own process with cores/jobs torch threads (unless "
+        "OMP_NUM_THREADS is set); on a CPU, 2 jobs of 1 thread finish a suite sooner than 1 job of 2 threads. "
+        "Never changes a result beyond float rounding of the thread count",
+    )
     data = parser.add_argument_group("data and teacher (distill suites only; default: the suite's values)")
     data.add_argument(
         "--data", choices=DATASETS, default=None, help="dataset to distil on and evaluate (synthetic = embedded world)"
@@ -150,12 +159,59 @@ def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, 
                 raise ValueError(f"--steps must be at least 1; got {steps}")
             run["steps" if suite.kind == "distill" else "iterations"] = steps
         changed.append(run)
+    exact = getattr(args, "run", None)
     for name, run in zip(run_names(changed), changed, strict=True):
-        if only is None or only in name:
+        if (only is None or only in name) and (exact is None or exact == name):
             runs.append((name, run))
     if not runs:
-        raise ValueError(f"no run of suite {suite.name!r} matches --only {only!r}")
+        wanted = f"--run {exact!r}" if exact is not None else f"--only {only!r}"
+        raise ValueError(f"no run of suite {suite.name!r} matches {wanted}")
     return runs
+
+
+def _job_argv(argv: Sequence[str], name: str) -> list[str]:
+    """The command line of one job: the parent's options without ``--jobs``, for the run ``name`` only."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token == "--jobs":
+            skip = True
+            continue
+        if token.startswith("--jobs=") or token == "--no-progress":
+            continue
+        out.append(token)
+    return [*out, "--run", name, "--no-progress"]
+
+
+def run_jobs(argv: Sequence[str], names: list[str], jobs: int, progress: bool) -> list[str]:
+    """Run the suite runs ``names`` in ``jobs`` processes at a time (``python -m bench.run ... --run NAME``),
+    each given ``cores // jobs`` torch threads unless ``OMP_NUM_THREADS`` is set; returns the names whose
+    process failed (their folders hold ``error.txt``)."""
+    import subprocess
+    import time
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
+    env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
+    pending, active, failed = list(names), {}, []
+    with tqdm(total=len(names), desc=f"{jobs} jobs", disable=not progress) as bar:
+        while pending or active:
+            while pending and len(active) < jobs:
+                name = pending.pop(0)
+                command = [sys.executable, "-m", "bench.run", *_job_argv(argv, name)]
+                active[name] = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+            time.sleep(0.2)
+            for name, proc in list(active.items()):
+                if proc.poll() is not None:
+                    del active[name]
+                    bar.update()
+                    if proc.returncode != 0:
+                        failed.append(name)
+    return failed
 
 
 def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +344,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 on success, 2 on bad input or a failed run)."""
     limit_malloc_arenas()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         suite = load_suite(args.suite)
@@ -299,6 +356,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:  # bad input, a conflicting folder, an unwritable disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1; got {args.jobs}", file=sys.stderr)
+        return 2
+    if args.jobs > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            print("error: --jobs runs separate processes; under torchrun use the ranks instead", file=sys.stderr)
+            return 2
+        todo = [name for name, _ in runs if not RunDir(out / name).finished]
+        failed = run_jobs(argv, todo, args.jobs, not args.no_progress)
+        runs = [(name, run) for name, run in runs if name not in failed]
+        if runs:
+            _run_suite(suite, runs, out, device, False, 0)  # every run finished: reads them for the table
+        if failed:
+            print(f"{len(failed)} runs failed (details in their error.txt; rerun the same command to retry them):")
+            for name in failed:
+                print(f"  {name}: {out / name / 'error.txt'}")
+            return 2
+        return 0
     device = distributed.init(device)
     world = distributed.world_size()
     too_small = [name for name, run in runs if suite.kind == "distill" and run["batch_size"] < world]

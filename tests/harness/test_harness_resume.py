@@ -91,3 +91,16 @@ def test_killed_during_evaluation_resumes_to_byte_identical_files(tiny_suite, tm
         reference = (tmp_path / "first" / RUN / file).read_bytes()
         assert (tmp_path / "second" / RUN / file).read_bytes() == reference, file
         assert (out / RUN / file).read_bytes() == reference, file
+
+
+def test_jobs_run_the_suite_in_parallel_processes_with_the_same_results(tiny_suite, tiny_runs, tmp_path, capsys):
+    out = tmp_path / "jobs"
+    assert main(["--suite", str(tiny_suite), "--out", str(out), "--jobs", "2", "--no-progress"]) == 0
+    assert "relational-lam1.0-s0" in capsys.readouterr().out  # the results table of every run
+    for run in ("contrastive-tau0.07-s0", "relational-lam1.0-s0"):
+        one = json.loads((tiny_runs / run / "metrics.json").read_text())
+        two = json.loads((out / run / "metrics.json").read_text())
+        for key in ("U", "T", "G"):  # another thread count: float rounding at most
+            assert two["geometry"][key] == pytest.approx(one["geometry"][key], rel=1e-4, abs=1e-6), (run, key)
+        assert (out / run / "timing.json").is_file()
+    assert main(["--suite", str(tiny_suite), "--out", str(out), "--jobs", "0"]) == 2
