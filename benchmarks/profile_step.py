@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,6 +35,7 @@ from bench.scenes import StepSampler, scene_loader, step_generator  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
 from bench.train import batch_pairs, batch_regions, build_distill_student, make_optimizer  # noqa: E402
 from models.losses import LOSS_INPUTS, get_loss  # noqa: E402
+from models.students.minkunet import input_channels  # noqa: E402
 from models.students.sparse import SparseTensor  # noqa: E402
 from models.students.voxelize import voxelize  # noqa: E402
 
@@ -63,7 +65,8 @@ def profile(cfg: DistillConfig, steps: int, loss_dtype: str) -> dict[str, float]
         t = tick("read batch", t)
         points, index = batch.inputs(device)
         with torch.no_grad():
-            vox = voxelize(points[:, :3], index, points[:, 3:], student.voxel_size, student.system, student.reduce)
+            feats = input_channels(points, student.inputs)
+            vox = voxelize(points[:, :3], index, feats, student.voxel_size, student.system, student.reduce)
         t = tick("voxelise", t)
         x = SparseTensor(vox.coords, vox.feats)
         with torch.no_grad():
@@ -126,16 +129,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="autocast dtype around the loss (default float32: no autocast)")  # fmt: skip
     parser.add_argument("--compare", action="store_true", help="also report bfloat16's loss and gradient error")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a configuration field (YAML value), e.g. n_pairs=2048")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
     runs = [run for run in suite.runs if run.get("loss") == args.loss]
     if not runs:
         parser.error(f"suite {args.suite} has no run of loss {args.loss}")
-    cfg = DistillConfig.from_run(runs[0])
+    run = dict(runs[0])
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes FIELD=VALUE; got {item!r}")
+        run[key] = yaml.safe_load(value)
+    cfg = DistillConfig.from_run(run)
     phases = profile(cfg, args.steps, args.loss_dtype)
     total = sum(v for k, v in phases.items() if "no grad" not in k and k != "voxelise")
-    print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}")
+    print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}", *args.set)
     for name, seconds in phases.items():
         print(f"  {name:<34} {seconds:8.3f} s  {seconds / total:6.1%}")
     print(f"  {'step (read .. optimiser)':<34} {total:8.3f} s")
