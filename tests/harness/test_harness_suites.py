@@ -26,13 +26,27 @@ def test_full_suite_design():
     runs = load_suite("full").runs
     assert len(runs) >= 12
     seeds = Counter((r["loss"], tuple(sorted(r["loss_params"].items()))) for r in runs)
-    assert seeds[("contrastive", (("tau", 0.07),))] == 3
-    assert seeds[("similarity", ())] == 3
+    assert set(seeds.values()) == {3}  # three seeds for every configuration (issue 15)
     assert seeds[("relational", (("lam", 1.0),))] == 3
     taus = {r["loss_params"]["tau"] for r in runs if r["loss"] == "contrastive"}
     assert 0.07 in taus and len(taus) >= 3
     assert {r["features_per_class"] for r in runs} == {5000}
-    assert {r["n_pairs"] for r in runs} == {4096}
+    assert {r["eval_split"] for r in runs} == {"test"} and {r["test_scenes"] for r in runs} == {24}
+
+
+def test_tuning_suite_is_the_full_study_on_val():
+    full, tune = load_suite("full").runs, load_suite("tune").runs
+    key = lambda r: (r["loss"], tuple(sorted(r["loss_params"].items())))  # noqa: E731
+    assert {key(r) for r in tune} == {key(r) for r in full}  # every configuration of the study is tuned
+    grid = Counter(key(r) for r in tune)
+    assert set(grid.values()) == {6} and {r["seed"] for r in tune} == {0}  # the same grid for every one
+    for optimizer in ("sgd", "adamw"):
+        lrs = sorted({r["lr"] for r in tune if r["optimizer"] == optimizer})
+        assert len(lrs) == 3 and lrs[-1] / lrs[0] >= 10  # three values spanning a decade
+    assert {r["eval_split"] for r in tune} == {"val"} and {tuple(r["protocols"]) for r in tune} == {("linear_probe",)}
+    shared = {k for k in full[0] if k not in ("loss", "loss_params", "seed", "optimizer", "lr", "eval_split",
+                                              "protocols")}  # fmt: skip
+    assert all(r[k] == full[0][k] for r in tune for k in shared)  # same data, student, budget
 
 
 def test_nuscenes_suite_is_slidrs_recipe(tmp_path):
