@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/profile_step.py --suite full --loss relational --threads 1 --steps 5
     python benchmarks/profile_step.py --suite full --loss relational --threads 2 --loss-dtype bfloat16
+    python benchmarks/profile_step.py --suite full --loss relational --against n_pairs=4096   # ratio, one process
 """
 
 from __future__ import annotations
@@ -131,26 +132,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field (YAML value), e.g. n_pairs=2048")  # fmt: skip
+    parser.add_argument("--against", action="append", default=[], metavar="FIELD=VALUE",
+                        help="also profile, in the same process, the configuration with these fields changed "
+                        "(e.g. n_pairs=4096) and print the step-time ratio")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
     runs = [run for run in suite.runs if run.get("loss") == args.loss]
     if not runs:
         parser.error(f"suite {args.suite} has no run of loss {args.loss}")
-    run = dict(runs[0])
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set takes FIELD=VALUE; got {item!r}")
-        run[key] = yaml.safe_load(value)
-    cfg = DistillConfig.from_run(run)
-    phases = profile(cfg, args.steps, args.loss_dtype)
-    total = sum(v for k, v in phases.items() if "no grad" not in k and k != "voxelise")
-    print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}", *args.set)
-    for name, seconds in phases.items():
-        print(f"  {name:<34} {seconds:8.3f} s  {seconds / total:6.1%}")
-    print(f"  {'step (read .. optimiser)':<34} {total:8.3f} s")
+
+    def configured(items: list[str]) -> DistillConfig:
+        run = dict(runs[0])
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--set and --against take FIELD=VALUE; got {item!r}")
+            run[key] = yaml.safe_load(value)
+        return DistillConfig.from_run(run)
+
+    def measure(cfg: DistillConfig, label: list[str]) -> tuple[dict[str, float], float]:
+        phases = profile(cfg, args.steps, args.loss_dtype)
+        total = sum(v for k, v in phases.items() if "no grad" not in k and k != "voxelise")
+        print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}", *label)
+        for name, seconds in phases.items():
+            print(f"  {name:<34} {seconds:8.3f} s  {seconds / total:6.1%}")
+        print(f"  {'step (read .. optimiser)':<34} {total:8.3f} s")
+        return phases, total
+
+    cfg = configured(args.set)
+    phases, total = measure(cfg, args.set)
     result = {"phases": phases, "step_seconds": total, **vars(args)}
+    if args.against:
+        other, other_total = measure(configured([*args.set, *args.against]), [*args.set, *args.against])
+        result["against"] = {"phases": other, "step_seconds": other_total, "ratio": other_total / total}
+        print(f"  step time with {' '.join(args.against)} / without: {other_total / total:.2f}")
     if args.compare:
         result["bfloat16_vs_float32"] = compare(cfg, cfg.n_pairs, cfg.out_dim)
         print("  bfloat16 autocast vs float32:", result["bfloat16_vs_float32"])
