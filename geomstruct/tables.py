@@ -36,6 +36,11 @@ COLLAPSED_MARK = "†"
 COLLAPSED_NOTE = (
     f"{COLLAPSED_MARK} collapsed: effective rank of the 3D space < {COLLAPSE_RANK:g} (in m of n seeds when not all)."
 )
+UNCONVERGED_MARK = "‡"
+UNCONVERGED_NOTE = (
+    f"{UNCONVERGED_MARK} not converged: the probe's U, T, G or the loss changed by more than 5% (relative) over the "
+    "last 20% of the steps (metrics.json convergence; in m of n seeds when not all)."
+)
 PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio")
 """The structure quantities ranked by how well they predict each protocol's mIoU (:func:`predictor_table`)."""
 PREDICTORS_HEADER = (
@@ -65,6 +70,11 @@ def add_structure_columns(students: pd.DataFrame, runs: Sequence[Run]) -> pd.Dat
     for key in STRUCTURE_COLUMNS:
         frame[key] = [float(v.get(key, np.nan)) for v in values]
     frame["collapsed"] = [_collapsed(v) for v in values]
+    converged = {run.path.as_posix(): (run.metrics.get("convergence") or {}).get("converged") for run in runs}
+    paths = frame["path"] if "path" in frame else [None] * len(frame)
+    frame["unconverged"] = [
+        np.nan if not isinstance(converged.get(p), bool) else float(not converged[p]) for p in paths
+    ]
     frame["absent"] = [tuple(k for k in (*STRUCTURE_COLUMNS, "collapsed") if k not in v) for v in values]
     return frame
 
@@ -78,8 +88,9 @@ def summary_table(students: pd.DataFrame) -> pd.DataFrame:
     table = grouped[columns].agg(["mean", "std"])
     table.columns = [f"{c}_{stat}" for c, stat in table.columns]
     table.insert(0, "n", grouped.size())
-    if "collapsed" in students:
-        table["collapsed"] = grouped["collapsed"].sum(min_count=1)  # collapsed seeds; NaN: none known
+    for flag in ("collapsed", "unconverged"):
+        if flag in students:
+            table[flag] = grouped[flag].sum(min_count=1)  # flagged seeds; NaN: none known
     if "path" in students:
         ordered = students.sort_values(["seed", "path"])
         table["runs"] = ordered.groupby("label", sort=False)["path"].agg("; ".join)
@@ -155,12 +166,15 @@ def _digits(column: str) -> int:
 
 
 def _row_label(row: pd.Series) -> str:
-    """The configuration, marked :data:`COLLAPSED_MARK` when a seed is collapsed (``m of n seeds`` if not all)."""
-    collapsed = row.get("collapsed", np.nan)
-    if not isinstance(collapsed, int | float) or not math.isfinite(collapsed) or collapsed < 1:
-        return row["label"]
-    n, m = int(row["n"]), int(collapsed)
-    return f"{row['label']} {COLLAPSED_MARK}" + ("" if m == n else f" ({m} of {n} seeds)")
+    """The configuration, marked :data:`COLLAPSED_MARK` when a seed is collapsed and :data:`UNCONVERGED_MARK` when
+    a seed has not converged (``m of n seeds`` if not all)."""
+    label = row["label"]
+    for flag, mark in (("collapsed", COLLAPSED_MARK), ("unconverged", UNCONVERGED_MARK)):
+        m = row.get(flag, np.nan)
+        if isinstance(m, int | float) and math.isfinite(m) and m >= 1:
+            n = int(row["n"])
+            label += f" {mark}" + ("" if int(m) == n else f" ({int(m)} of {n} seeds)")
+    return label
 
 
 def _summary_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -252,7 +266,7 @@ def markdown(header: Sequence[str], body: Sequence[Sequence[str]], caption: str)
 def _latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
         text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace("–", "--").replace("τ", r"$\tau$").replace("†", r"\dag{}")
+    return text.replace("±", r"$\pm$").replace("–", "--").replace("τ", r"$\tau$").replace("†", r"\dag{}").replace("‡", r"\ddag{}")
 
 
 def latex(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) -> str:
@@ -321,6 +335,7 @@ def write_tables(
     table = summary_table(students)
     header, body = _summary_cells(table)
     caption = SUMMARY_HEADER + (f" {COLLAPSED_NOTE}" if (table.get("collapsed", pd.Series()) > 0).any() else "")
+    caption += f" {UNCONVERGED_NOTE}" if (table.get("unconverged", pd.Series()) > 0).any() else ""
     written = write_all(header, body, caption, table, out / "summary")
 
     for protocol in PROTOCOLS:

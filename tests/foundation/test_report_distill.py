@@ -277,6 +277,8 @@ def test_collapsed_students_are_flagged_and_old_runs_are_skipped_with_a_note(run
 
     _edit_metrics(root / "relational-lam1.0-s0", old)
     _edit_metrics(root / "contrastive-tau0.07-s1", lambda m: m["geometry"].update(CKA=None))  # undefined
+    _edit_metrics(root / "contrastive-tau0.07-s1", lambda m: m.update(convergence={"converged": False}))
+    _edit_metrics(root / "contrastive-tau0.07-s0", lambda m: m.update(convergence={"converged": True}))
     out = tmp_path / "reports"
     assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
     err = capsys.readouterr().err
@@ -286,7 +288,8 @@ def test_collapsed_students_are_flagged_and_old_runs_are_skipped_with_a_note(run
     assert "| similarity † | 2 |" in summary
     assert "| contrastive (tau=0.5) † (1 of 2 seeds) | 2 |" in summary
     assert "† collapsed: effective rank of the 3D space < 4" in summary
-    assert "\\dag{}" in (out / "summary.tex").read_text()
+    assert "| contrastive (tau=0.07) ‡ (1 of 2 seeds) | 2 |" in summary and "‡ not converged" in summary
+    assert "\\dag{}" in (out / "summary.tex").read_text() and "\\ddag{}" in (out / "summary.tex").read_text()
     frame = pd.read_csv(out / "summary.csv").set_index("label")
     assert frame.loc["similarity", "collapsed"] == 2 and frame.loc["contrastive (tau=0.07)", "collapsed"] == 0
     assert frame.loc["relational (lam=1.0)", "collapsed"] == 0  # one seed known, not collapsed; one unknown
