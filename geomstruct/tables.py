@@ -266,7 +266,9 @@ def markdown(header: Sequence[str], body: Sequence[Sequence[str]], caption: str)
 def _latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
         text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace("–", "--").replace("τ", r"$\tau$").replace("†", r"\dag{}").replace("‡", r"\ddag{}")
+    for a, b in (("±", r"$\pm$"), ("–", "--"), ("τ", r"$\tau$"), ("†", r"\dag{}"), ("‡", r"\ddag{}")):
+        text = text.replace(a, b)
+    return text
 
 
 def latex(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) -> str:
