@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             "Suites: toy = the toy experiment of the paper's Figures 2-4 (an MLP onto the sphere under every "
             "loss, 1 and 3 clusters; about 2 minutes on 2 CPU cores); smoke = every loss and every protocol on a "
-            "tiny synthetic world (CI); full = the whole study on the synthetic world and teacher; nuscenes = paper "
+            "tiny synthetic world (CI); full = the whole study on the synthetic world and teacher; tune = its equal "
+            "tuning grid (optimiser x learning rate per loss, val linear probe; then python -m bench.tune); "
+            "nuscenes = paper "
             "scale on nuScenes trainval for GPUs (needs --dataroot, --clip-checkpoint, --ood-dataroot). "
             "Examples: python -m bench.run --suite full --only contrastive; "
             "python -m bench.run --suite smoke --data nuscenes --dataroot /data/nuscenes --teacher clip "
