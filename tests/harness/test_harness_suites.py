@@ -70,3 +70,25 @@ def test_nuscenes_suite_is_slidrs_recipe(tmp_path):
     assert first["steps"] == 50 * 28130 // 16  # 50 epochs of the 28 130 train keyframes
     assert first["augmentation"] == {} and first["sync_bn"] and first["teacher"] == "clip"
     assert first["ood_dataset"] == "semantickitti" and first["version"] == "v1.0-trainval"
+
+
+def test_doubling_suite_pairs_every_selected_tuning_run(tmp_path):
+    import json
+    import shutil
+
+    from bench.doubling import _identity
+    from bench.suites import SUITE_DIR, recipe_key
+
+    tune = load_suite("tune").runs
+    selected = {}  # a fabricated selection: the AdamW 1e-3 recipe of every configuration
+    for run in tune:
+        if run["optimizer"] == "adamw" and run["lr"] == 0.001:
+            selected[recipe_key(run["loss"], run["loss_params"])] = {"recipe": {"optimizer": "adamw", "lr": 0.001}}
+    (tmp_path / "recipes.json").write_text(json.dumps({"selected": selected}))
+    shutil.copy(SUITE_DIR / "doubling.yaml", tmp_path / "doubling.yaml")
+    doubled = load_suite(str(tmp_path / "doubling.yaml")).runs
+    twins = {_identity(resolve_distill(r)): r for r in tune if r["optimizer"] == "adamw" and r["lr"] == 0.001}
+    assert len(doubled) == len(twins) == 11
+    for run in doubled:
+        twin = twins[_identity(resolve_distill(run))]  # the same configuration but for the steps
+        assert run["steps"] == 2 * twin["steps"]
