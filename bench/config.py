@@ -132,8 +132,6 @@ class DistillConfig:
     schedule; the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule; both with loss
     ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's classes
     weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``; :mod:`bench.segmentation_loss`).
-    The supervised ceiling (:mod:`bench.reference`) is the few-shot fine-tuning on every train scan for
-    ``ceiling_steps`` steps of ``ceiling_batch_size`` scans.
     """
 
     loss: str
@@ -197,8 +195,6 @@ class DistillConfig:
     ft_lr: float = 0.05
     ft_batch_size: int = 1
     ft_optimizer: str = "sgd"
-    ceiling_steps: int = 800
-    ceiling_batch_size: int = 1
     seg_loss: str = "ce"
     seg_class_weight: str = "none"
 

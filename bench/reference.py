@@ -41,6 +41,11 @@ from bench.train import build_distill_student
 from models.teachers.base import zero_shot_predict
 
 ROWS = ("ceiling", "floor", "teacher")
+CEILING_STEPS = 2000
+"""Default steps of the supervised ceiling: the budget the ceiling curve of the full suite's student settled on
+(README, The fair study); not a field of the distillation runs, whose identity it does not change."""
+CEILING_BATCH_SIZE = 2
+"""Default scans per step of the supervised ceiling."""
 
 
 def supervised_ceiling(
@@ -138,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="rows to compute")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field (YAML value), e.g. voxel_size=0.1")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=None, help="ceiling: training steps (default: ceiling_steps)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="ceiling: scans per step (default: the run's ceiling_batch_size)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=CEILING_STEPS, help="ceiling: training steps")
+    parser.add_argument("--batch-size", type=int, default=CEILING_BATCH_SIZE, help="ceiling: scans per step")
     parser.add_argument("--lr", type=float, default=None, help="ceiling: learning rate (default: the run's ft_lr)")
     parser.add_argument("--name", default=None, help="file-name prefix of the rows (default: the row name)")
     parser.add_argument("--out", type=Path, default=Path("runs/reference"), help="output folder")
@@ -173,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             if row == "ceiling":
                 lr = cfg.ft_lr if args.lr is None else args.lr
-                steps = cfg.ceiling_steps if args.steps is None else args.steps
-                batch_size = cfg.ceiling_batch_size if args.batch_size is None else args.batch_size
-                result = supervised_ceiling(cfg, steps, batch_size, lr, device, progress, args.workers)
+                result = supervised_ceiling(cfg, args.steps, args.batch_size, lr, device, progress, args.workers)
             elif row == "floor":
                 result = random_floor(cfg, device, progress, args.workers)
             else:

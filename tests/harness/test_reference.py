@@ -67,8 +67,7 @@ def test_cli_writes_rows_and_skips_existing_ones(tmp_path, capsys):
     assert main([*args, "--rows", "floor", "--name", "x"]) == 0
     assert "exists, skipped" in capsys.readouterr().out
     assert main([*args, "--rows", "floor", "--set", "seg_class_weight=median"]) == 2  # named in the error
-    # the ceiling's budget defaults to the configuration's ceiling_steps / ceiling_batch_size
-    budget = ["--set", "ceiling_steps=3", "--set", "ceiling_batch_size=2", "--set", "ft_optimizer=adamw"]
+    budget = ["--steps", "3", "--batch-size", "2", "--set", "ft_optimizer=adamw"]
     assert main([a for a in args if a not in ("--steps", "2")] + ["--rows", "ceiling", "--name", "y", *budget]) == 0
     row = json.loads((tmp_path / "ref" / "y-ceiling.json").read_text())
     assert row["steps"] == 3 and row["batch_size"] == 2 and row["config"]["ft_optimizer"] == "adamw"
