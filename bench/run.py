@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", default=None, help="run only the runs whose name contains this text")
     parser.add_argument("--run", default=None, help="run only the run of exactly this name")
+    parser.add_argument("--claim-runs", action="store_true", help=argparse.SUPPRESS)  # a worker of --jobs
     parser.add_argument(
         "--jobs",
         type=int,
@@ -171,8 +172,12 @@ def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, 
     return runs
 
 
-def _job_argv(argv: Sequence[str], name: str) -> list[str]:
-    """The command line of one job: the parent's options without ``--jobs``, for the run ``name`` only."""
+CLAIM_SUFFIX = ".claim"
+"""A run being trained by one of the worker processes of ``--jobs`` holds ``<out>/.<name>.claim``."""
+
+
+def _job_argv(argv: Sequence[str]) -> list[str]:
+    """The command line of one worker: the parent's options without ``--jobs``, claiming runs one at a time."""
     out, skip = [], False
     for token in argv:
         if skip:
@@ -184,36 +189,47 @@ def _job_argv(argv: Sequence[str], name: str) -> list[str]:
         if token.startswith("--jobs=") or token == "--no-progress":
             continue
         out.append(token)
-    return [*out, "--run", name, "--no-progress"]
+    return [*out, "--claim-runs", "--no-progress"]
 
 
-def run_jobs(argv: Sequence[str], names: list[str], jobs: int, progress: bool) -> list[str]:
-    """Run the suite runs ``names`` in ``jobs`` processes at a time (``python -m bench.run ... --run NAME``),
-    each given ``cores // jobs`` torch threads unless ``OMP_NUM_THREADS`` is set; returns the names whose
-    process failed (their folders hold ``error.txt``)."""
+def _claim_path(out: Path, name: str) -> Path:
+    return out / f".{name}{CLAIM_SUFFIX}"
+
+
+def claim(out: Path, name: str) -> bool:
+    """Atomically take the run ``name`` for this process (False: another worker has it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(_claim_path(out, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def run_jobs(argv: Sequence[str], out: Path, names: list[str], jobs: int, progress: bool) -> None:
+    """Train the unfinished runs ``names`` with ``jobs`` worker processes (``python -m bench.run ...
+    --claim-runs``), each given ``cores // jobs`` torch threads unless ``OMP_NUM_THREADS`` is set. A worker goes
+    through the suite in order and trains every unfinished run it can claim (:func:`claim`), so the runs are
+    shared dynamically and a worker's per-process caches (the teacher side of the geometry) serve several runs.
+    Claims left by a killed earlier invocation are removed first."""
     import subprocess
     import time
 
+    for stale in out.glob(f".*{CLAIM_SUFFIX}") if out.is_dir() else []:
+        stale.unlink(missing_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
     env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
-    pending, active, failed = list(names), {}, []
+    command = [sys.executable, "-m", "bench.run", *_job_argv(argv)]
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(min(jobs, len(names)))]
     with tqdm(total=len(names), desc=f"{jobs} jobs", disable=not progress) as bar:
-        while pending or active:
-            while pending and len(active) < jobs:
-                name = pending.pop(0)
-                command = [sys.executable, "-m", "bench.run", *_job_argv(argv, name)]
-                active[name] = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-            time.sleep(0.2)
-            for name, proc in list(active.items()):
-                if proc.poll() is not None:
-                    del active[name]
-                    bar.update()
-                    if proc.returncode != 0:
-                        failed.append(name)
-    return failed
+        while any(w.poll() is None for w in workers):
+            time.sleep(0.5)
+            bar.update(sum(RunDir(out / name).finished for name in names) - bar.n)
 
 
 def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: --jobs runs separate processes; under torchrun use the ranks instead", file=sys.stderr)
             return 2
         todo = [name for name, _ in runs if not RunDir(out / name).finished]
-        failed = run_jobs(argv, todo, args.jobs, not args.no_progress)
+        run_jobs(argv, out, todo, args.jobs, not args.no_progress)
+        failed = [name for name in todo if not RunDir(out / name).finished]
         runs = [(name, run) for name, run in runs if name not in failed]
         if runs:
             _run_suite(suite, runs, out, device, False, 0)  # every run finished: reads them for the table
@@ -394,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workers < 0:
             print(f"error: --workers must be at least 0; got {workers}", file=sys.stderr)
             return 2
-        return _run_suite(suite, runs, out, device, not args.no_progress and distributed.is_main(), workers)
+        progress = not args.no_progress and distributed.is_main()
+        return _run_suite(suite, runs, out, device, progress, workers, claim_runs=args.claim_runs)
     finally:
         distributed.shutdown()
 
@@ -406,6 +424,7 @@ def _run_suite(
     device: torch.device,
     progress: bool,
     workers: int = 0,
+    claim_runs: bool = False,
 ) -> int:
     say = print if distributed.is_main() else (lambda *a, **k: None)
     execute = EXECUTORS[suite.kind]
@@ -416,11 +435,15 @@ def _run_suite(
     for name, run in tqdm(runs, desc=f"suite {suite.name}", disable=not progress):
         run_dir = RunDir(out / name)
         was_finished = run_dir.finished
+        if claim_runs and (was_finished or not claim(out, name)):
+            continue  # a worker of --jobs: finished, or another worker's
         try:
             metrics = execute(run, run_dir, device, progress, workers)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # recorded in the run's folder; the other runs go on
+            if claim_runs:
+                _claim_path(out, name).unlink(missing_ok=True)
             message = f"{type(exc).__name__}: {exc}"
             where = None
             if distributed.is_main():
@@ -431,6 +454,8 @@ def _run_suite(
                     where = None
             failures.append((name, message, where))
             continue
+        if claim_runs:
+            _claim_path(out, name).unlink(missing_ok=True)
         skipped += was_finished
         done.append((name, metrics))
     if distributed.is_main() and done:

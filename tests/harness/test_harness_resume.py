@@ -103,4 +103,16 @@ def test_jobs_run_the_suite_in_parallel_processes_with_the_same_results(tiny_sui
         for key in ("U", "T", "G"):  # another thread count: float rounding at most
             assert two["geometry"][key] == pytest.approx(one["geometry"][key], rel=1e-4, abs=1e-6), (run, key)
         assert (out / run / "timing.json").is_file()
+    assert not list(out.glob(".*.claim"))  # every claim released
     assert main(["--suite", str(tiny_suite), "--out", str(out), "--jobs", "0"]) == 2
+
+
+def test_a_claimed_run_is_left_to_its_worker(tiny_suite, tiny_runs, tmp_path, capsys):
+    from bench.run import claim
+
+    out = tmp_path / "claimed"
+    assert claim(out, "relational-lam1.0-s0") and not claim(out, "relational-lam1.0-s0")
+    argv = ["--suite", str(tiny_suite), "--out", str(out), "--no-progress", "--claim-runs"]
+    assert main(argv) == 0  # this worker trains the unclaimed run only
+    assert (out / "contrastive-tau0.07-s0" / "metrics.json").is_file()
+    assert not (out / "relational-lam1.0-s0").exists()
