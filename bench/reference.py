@@ -109,7 +109,7 @@ def teacher_zero_shot(
 CURVE_HEADER = (
     "Supervised-ceiling curve (python -m bench.reference --table DIR): every reference row computed into one folder, "
     "one line per student, downstream setting and budget; mIoU in %, with the classes whose IoU does not exceed "
-    "a uniform random predictor's (bench.evaluate.miou)."
+    "a uniform random predictor's (bench.evaluate.miou; – where the row predates that measure)."
 )
 
 

@@ -452,7 +452,9 @@ def _student_cell(config: dict) -> str:
     overrides = config.get("student_overrides") or {}
     planes = overrides.get("planes")
     widths = f"{overrides.get('init_dim', '?')}/{'-'.join(str(p) for p in planes)}" if planes else config.get("preset")
-    return f"{widths}, {config.get('voxel_size')} m"
+    inputs = config.get("student_inputs") or ["intensity"]
+    extra = "" if list(inputs) == ["intensity"] else f", inputs {'+'.join(inputs)}"
+    return f"{widths}, {config.get('voxel_size')} m{extra}"
 
 
 def _downstream_cell(config: dict) -> str:
@@ -498,7 +500,7 @@ def write_references(
         return f"{int(r['steps'])} steps × {int(r['batch_size'])} scans, lr {r['lr']:g}, {int(r['train_scans'])} scans"
 
     def below(r: pd.Series) -> str:
-        if r["below_chance"] is None:
+        if not isinstance(r["below_chance"], str):  # a row written before the chance IoU (None, NaN in the frame)
             return "–"
         return r["below_chance"].replace(" ", ", ") or "none"
 

@@ -100,8 +100,8 @@ def test_jobs_run_the_suite_in_parallel_processes_with_the_same_results(tiny_sui
     for run in ("contrastive-tau0.07-s0", "relational-lam1.0-s0"):
         one = json.loads((tiny_runs / run / "metrics.json").read_text())
         two = json.loads((out / run / "metrics.json").read_text())
-        for key in ("U", "T", "G"):  # another thread count: float rounding at most
-            assert two["geometry"][key] == pytest.approx(one["geometry"][key], rel=1e-4, abs=1e-6), (run, key)
+        for key in ("U", "T", "G"):  # 1 thread per job against the session's threads: rounding, grown by training
+            assert two["geometry"][key] == pytest.approx(one["geometry"][key], rel=2e-3), (run, key)
         assert (out / run / "timing.json").is_file()
     assert not list(out.glob(".*.claim"))  # every claim released
     assert main(["--suite", str(tiny_suite), "--out", str(out), "--jobs", "0"]) == 2

@@ -72,6 +72,8 @@ def test_cli_writes_rows_and_skips_existing_ones(tmp_path, capsys):
     row = json.loads((tmp_path / "ref" / "y-ceiling.json").read_text())
     assert row["steps"] == 3 and row["batch_size"] == 2 and row["config"]["ft_optimizer"] == "adamw"
     # the curve table: one line per row, with the downstream setting and the classes at chance
+    old = {k: v for k, v in row.items() if k not in ("below_chance", "chance")}  # a row from before chance IoU
+    (tmp_path / "ref" / "z-floor.json").write_text(json.dumps({**old, "row": "floor"}))
     assert main(["--table", str(tmp_path / "ref")]) == 0
     curve = (tmp_path / "ref" / "curve.md").read_text()
     assert curve.count("supervised ceiling") == 2 and "ce, adamw" in curve and "ce, sgd" in curve
