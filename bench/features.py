@@ -55,6 +55,9 @@ from models.teachers.base import Teacher, build_teacher, class_phrases, prompt_t
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+STALE_TEMPORARY_SECONDS = 3600.0
+"""A temporary file of :func:`atomic_write` untouched for this long was left by a killed writer: it is removed.
+Younger ones may belong to a process writing right now (``bench.run --jobs``, another user's run)."""
 TEXT_FOLDER = "text"
 
 
@@ -211,8 +214,7 @@ class FeatureCache:
         if dist.is_main():
             self.folder.mkdir(parents=True, exist_ok=True)
             self._check_manifest(teacher)
-            for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
-                stale.unlink()
+            remove_stale_temporaries(self.folder)
         dist.barrier()
         todo = [i for i in dataset.ids if not self.has(i)]
         if max_new is not None:
@@ -243,6 +245,20 @@ class FeatureCache:
             self._update_manifest(teacher, dataset.ids, gathered[0] if gathered else {})
         sizes = [self.path(i).stat().st_size for i in dataset.ids[:1] if self.has(i)]
         return FillReport(written, seconds, cached, len(dataset.ids), cached * (sizes[0] if sizes else 0), workers)
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_TEMPORARY_SECONDS) -> int:
+    """Remove the temporary files of :func:`atomic_write` in ``folder`` last modified more than ``older_than``
+    seconds ago (left by a process killed mid-write); returns how many were removed."""
+    now, removed = time.time(), 0
+    for stale in folder.glob(".*.tmp"):
+        try:
+            if now - stale.stat().st_mtime > older_than:
+                stale.unlink()
+                removed += 1
+        except FileNotFoundError:  # its writer finished (renamed it) meanwhile
+            pass
+    return removed
 
 
 def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> torch.Tensor:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.base import ScanDataset
-from bench.features import FillReport, atomic_write
+from bench.features import FillReport, atomic_write, remove_stale_temporaries
 
 DEFAULT_ROOT = "cache/superpixels"
 """Superpixel cache folder when a run sets none (relative to the working directory)."""
@@ -203,8 +203,7 @@ class SuperpixelCache:
         split over the ranks, which must share the folder)."""
         if dist.is_main():
             self.folder.mkdir(parents=True, exist_ok=True)
-            for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
-                stale.unlink()
+            remove_stale_temporaries(self.folder)
         dist.barrier()
         todo = [i for i in dataset.ids if not self.has(i)]
         mine = todo[dist.rank() :: dist.world_size()]

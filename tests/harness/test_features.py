@@ -4,15 +4,17 @@ by DataLoader workers, the text-embedding cache, CLI."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from bench.data.synthetic import SyntheticDataset
-from bench.features import FeatureCache, main, text_embeddings
+from bench.features import STALE_TEMPORARY_SECONDS, FeatureCache, main, text_embeddings
 from models.teachers import build_teacher
 from models.teachers.base import zero_shot_classifier
 
@@ -54,9 +56,14 @@ def test_interrupted_fill_resumes_to_the_same_result(tmp_path, scenes, teacher):
     resumed = FeatureCache(tmp_path / "twice", "synthetic", teacher.identity)
     assert resumed.fill(scenes, teacher, progress=False, max_new=1).written == 1  # "interrupted" after one
     assert not resumed.manifest()["complete"] and len(resumed.manifest()["samples"]) == 1
-    (resumed.folder / ".left-by-a-killed-writer.npy.tmp").write_bytes(b"partial")
+    killed = resumed.folder / ".left-by-a-killed-writer.npy.tmp"
+    killed.write_bytes(b"partial")
+    os.utime(killed, (time.time() - 2 * STALE_TEMPORARY_SECONDS,) * 2)
+    writing = resumed.folder / ".being-written-by-another-process.npy.tmp"  # e.g. a worker of bench.run --jobs
+    writing.write_bytes(b"partial")
     assert resumed.fill(scenes, teacher, progress=False).written == 2
-    assert not list(resumed.folder.glob("*.tmp"))
+    assert not killed.exists() and writing.exists()  # only the stale one is removed
+    writing.unlink()
     for scan_id in scenes.ids:
         np.testing.assert_array_equal(resumed.load(scan_id), reference.load(scan_id))
     assert resumed.manifest()["samples"] == reference.manifest()["samples"] and resumed.manifest()["complete"]
