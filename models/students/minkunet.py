@@ -269,7 +269,7 @@ def input_channels(points: torch.Tensor, inputs: tuple[str, ...]) -> torch.Tenso
     if unknown or not inputs:
         raise ValueError(f"unknown student inputs {unknown or inputs!r}; valid: {', '.join(INPUTS)}")
     if inputs == ("intensity",):
-        return points[:, 3:]
+        return points[:, 3:4]  # a view: the default costs no copy
     return torch.cat([columns[name]() for name in inputs], dim=1)
 
 

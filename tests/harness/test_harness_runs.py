@@ -88,6 +88,8 @@ def test_output_folder_with_a_different_config_is_refused(tiny_runs, tiny_suite,
         (["--suite", "smoke", "--teacher", "clip", "--clip-checkpoint", "/no/such.pt"], "does not exist"),
         (["--suite", "smoke", "--data", "nuscenes", "--dataroot", "tests/data"], "needs --teacher clip"),
         (["--suite", "toy", "--teacher", "synthetic"], "distill suites only"),
+        (["--suite", "smoke", "--run", "similarity"], "no run of suite 'smoke' matches --run 'similarity'"),
+        (["--suite", "smoke", "--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
 def test_bad_command_lines(argv, message, tmp_path, capsys):
