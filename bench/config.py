@@ -10,9 +10,12 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bench.scenes import DATASETS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
@@ -80,6 +83,19 @@ def loss_parameter_errors(loss: str, params: dict[str, Any]) -> list[str]:
         if problem:
             errors.append(problem)
     return errors
+
+
+def with_overrides(run: dict[str, Any], items: Sequence[str]) -> dict[str, Any]:
+    """``run`` with the command-line overrides ``FIELD=VALUE`` applied in order (``VALUE`` read as YAML, so
+    ``voxel_size=0.1`` is a float and ``planes=[16,32]`` a list); a ``ValueError`` names an item without ``=``.
+    The fields are checked later, by :meth:`DistillConfig.from_run`."""
+    out = dict(run)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"an override takes FIELD=VALUE; got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 @dataclass(frozen=True)

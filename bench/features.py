@@ -32,13 +32,14 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from models.teachers.base import Teacher, build_teacher, class_phrases, prompt_t
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MANIFEST_LOCK = ".manifest.lock"
 STALE_TEMPORARY_SECONDS = 3600.0
 """A temporary file of :func:`atomic_write` untouched for this long was left by a killed writer: it is removed.
 Younger ones may belong to a process writing right now (``bench.run --jobs``, another user's run)."""
@@ -72,6 +74,36 @@ def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block: a cross-process
+    mutex for a read-modify-write (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows; the operating system
+    releases it if the holder dies, so a killed process never leaves a lock behind)."""
+    with open(path, "a+b") as handle:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after 10 s: keep waiting
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _size(n_bytes: int) -> str:
@@ -181,12 +213,15 @@ class FeatureCache:
                 raise ValueError(f"feature cache {self.folder} was written with different settings: {clash}")
 
     def _update_manifest(self, teacher: Teacher, ids: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
+        """Add the cached ``ids`` to the manifest, under :data:`MANIFEST_LOCK` so that processes filling the same
+        cache at once (``bench.run --jobs``, two users) never drop each other's entries."""
         path = self.folder / MANIFEST
-        manifest = json.loads(path.read_text()) if path.is_file() else {**self._header(teacher), "samples": {}}
-        manifest.update({k: v for k, v in extra.items() if k not in manifest})
-        manifest["samples"].update({i: self.path(i).name for i in ids if self.has(i)})
-        manifest["complete"] = all(i in manifest["samples"] for i in ids)
-        self._write_manifest(manifest)
+        with locked(self.folder / MANIFEST_LOCK):
+            manifest = json.loads(path.read_text()) if path.is_file() else {**self._header(teacher), "samples": {}}
+            manifest.update({k: v for k, v in extra.items() if k not in manifest})
+            manifest["samples"].update({i: self.path(i).name for i in ids if self.has(i)})
+            manifest["complete"] = all(i in manifest["samples"] for i in ids)
+            self._write_manifest(manifest)
         return manifest
 
     def fill(

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from bench import distributed as dist
-from bench.config import DistillConfig
+from bench.config import DistillConfig, with_overrides
 from bench.data.classes import IGNORE_INDEX
 from bench.evaluate import confusion_matrix, fine_tune, linear_probe, miou
 from bench.results import write_json
@@ -160,12 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     device = dist.init(torch.device(args.device))
     try:
         suite = load_suite(args.suite)
-        run = dict(suite.runs[0])
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                parser.error(f"--set takes FIELD=VALUE; got {item!r}")
-            run[key] = yaml.safe_load(value)
+        try:
+            run = with_overrides(suite.runs[0], args.set)
+        except ValueError as exc:
+            parser.error(f"--set: {exc}")
         cfg = DistillConfig.from_run({k: v for k, v in run.items() if k not in ("kind", "suite")})
         args.out.mkdir(parents=True, exist_ok=True)
         progress = not args.no_progress

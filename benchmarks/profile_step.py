@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.config import DistillConfig  # noqa: E402
+from bench.config import DistillConfig, with_overrides  # noqa: E402
 from bench.distill import make_teacher, scene_data  # noqa: E402
 from bench.scenes import StepSampler, scene_loader, step_generator  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
@@ -143,13 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"suite {args.suite} has no run of loss {args.loss}")
 
     def configured(items: list[str]) -> DistillConfig:
-        run = dict(runs[0])
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep:
-                parser.error(f"--set and --against take FIELD=VALUE; got {item!r}")
-            run[key] = yaml.safe_load(value)
-        return DistillConfig.from_run(run)
+        try:
+            return DistillConfig.from_run(with_overrides(runs[0], items))
+        except ValueError as exc:
+            parser.error(f"--set / --against: {exc}")
 
     def measure(cfg: DistillConfig, label: list[str]) -> tuple[dict[str, float], float]:
         phases = profile(cfg, args.steps, args.loss_dtype)

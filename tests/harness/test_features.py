@@ -4,6 +4,7 @@ by DataLoader workers, the text-embedding cache, CLI."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -116,3 +117,31 @@ def test_cli_help_and_clip_needs_a_checkpoint(tmp_path):
     assert out.returncode == 0 and "--clip-checkpoint" in out.stdout and "resumes" in out.stdout
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path), "--teacher", "clip"])
+
+
+def _add_one_at_a_time(folder: str, ids: list[str], start) -> None:
+    """One process of the concurrent-manifest test: record ``ids`` in the manifest one update at a time."""
+    teacher = build_teacher("synthetic")
+    cache = FeatureCache(folder, "synthetic", teacher.identity)
+    start.wait()  # both processes imported: the updates overlap
+    for scan_id in ids:
+        cache._update_manifest(teacher, [scan_id], {})
+
+
+def test_processes_updating_the_manifest_at_once_keep_every_entry(tmp_path, teacher):
+    """Two processes filling one cache (bench.run --jobs) each read-modify-write the manifest many times: without
+    the lock, one's write regularly drops the other's latest entries."""
+    cache = FeatureCache(tmp_path, "synthetic", teacher.identity)
+    cache.folder.mkdir(parents=True)
+    halves = [[f"a{i:03d}" for i in range(150)], [f"b{i:03d}" for i in range(150)]]
+    for scan_id in halves[0] + halves[1]:
+        cache.path(scan_id).write_bytes(b"")  # has() only looks at the file
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [context.Process(target=_add_one_at_a_time, args=(str(tmp_path), half, start)) for half in halves]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert sorted(cache.manifest()["samples"]) == sorted(halves[0] + halves[1])

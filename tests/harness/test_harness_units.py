@@ -152,6 +152,17 @@ def test_run_written_before_a_parameter_existed_matches_its_default(tmp_path):
         run.check_config(current)  # without defaults every missing key is a difference
 
 
+def test_overrides_are_read_as_yaml_in_order_and_named_when_malformed():
+    from bench.config import with_overrides
+
+    run = {"voxel_size": 0.2, "loss": "similarity"}
+    out = with_overrides(run, ["voxel_size=0.1", "planes=[16, 32]", "loss=relational", "loss=contrastive"])
+    assert out == {"voxel_size": 0.1, "planes": [16, 32], "loss": "contrastive"} and run["voxel_size"] == 0.2
+    for bad in ("voxel_size", "=0.1"):
+        with pytest.raises(ValueError, match=f"FIELD=VALUE; got {bad!r}"):
+            with_overrides(run, [bad])
+
+
 @pytest.mark.parametrize(
     "fields,match",
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -67,6 +68,8 @@ def test_cli_writes_rows_and_skips_existing_ones(tmp_path, capsys):
     assert main([*args, "--rows", "floor", "--name", "x"]) == 0
     assert "exists, skipped" in capsys.readouterr().out
     assert main([*args, "--rows", "floor", "--set", "seg_class_weight=median"]) == 2  # named in the error
+    with pytest.raises(SystemExit):  # an override without "=" is a usage error
+        main([*args, "--rows", "floor", "--set", "ft_lr"])
     budget = ["--steps", "3", "--batch-size", "2", "--set", "ft_optimizer=adamw"]
     assert main([a for a in args if a not in ("--steps", "2")] + ["--rows", "ceiling", "--name", "y", *budget]) == 0
     row = json.loads((tmp_path / "ref" / "y-ceiling.json").read_text())
