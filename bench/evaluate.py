@@ -207,15 +207,15 @@ def linear_probe(
     """Linear-probe mIoU: frozen backbone (eval mode), a linear head trained on its features of the train split.
 
     ``cfg`` supplies ``lp_points_per_scan``, ``lp_max_points``, ``lp_steps``, ``lp_batch_points``, ``lp_lr``,
-    ``momentum``, ``weight_decay``, ``seg_loss`` and ``seed``. Every rank computes the same head (same scans,
-    same seed); only the evaluation is split over ranks.
+    ``momentum``, ``weight_decay``, ``seg_loss``, ``seg_class_weight`` and ``seed``. Every rank computes the same
+    head (same scans, same seed); only the evaluation is split over ranks.
     """
     student.eval()
     per_scan = probe_points_per_scan(len(train), cfg.lp_points_per_scan, cfg.lp_max_points)
     feats, labels = frozen_features(student, train, per_scan, cfg.seed, device, workers)
     torch.manual_seed(cfg.seed)
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
-    weight = class_weights(_label_counts(labels, len(classes)), getattr(cfg, "seg_class_weight", "none"))
+    weight = class_weights(_label_counts(labels, len(classes)), cfg.seg_class_weight)
     if dist.is_main():  # the head is trained once, on rank 0, and sent to the other ranks
         optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
@@ -244,13 +244,13 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``out_dim``, ``seg_loss`` and
-    ``seed``. The student's batch norms take their downstream momentum (SLidR's 0.02 for the ``slidr`` preset,
-    :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the scans of a step are split over
-    the ranks as in distillation (DistributedDataParallel, synchronised batch norm, the logits of the whole batch
-    gathered so that every rank computes the single-process loss); when a step has fewer scans than ranks the
-    model is trained once, on rank 0, and sent to the others. Never repeated; the evaluation is split over the
-    ranks.
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``out_dim``, ``seg_loss``,
+    ``seg_class_weight``, ``sync_bn`` and ``seed``. The student's batch norms take their downstream momentum
+    (SLidR's 0.02 for the ``slidr`` preset, :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun``
+    the scans of a step are split over the ranks as in distillation (DistributedDataParallel, synchronised batch
+    norm, the logits of the whole batch gathered so that every rank computes the single-process loss); when a
+    step has fewer scans than ranks the model is trained once, on rank 0, and sent to the others. Never repeated;
+    the evaluation is split over the ranks.
     """
     if not len(train):
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
@@ -261,16 +261,16 @@ def fine_tune(
         network.normalize = False  # the head reads the projection before L2 normalisation (SLidR's downstream)
     use_downstream_bn_momentum(backbone)
     model = Segmenter(backbone, cfg.out_dim, len(classes)).to(device)
-    scheme = getattr(cfg, "seg_class_weight", "none")
+    scheme = cfg.seg_class_weight
     weight = None if scheme == "none" else class_weights(_split_label_counts(train, len(classes), workers), scheme)
     world = dist.world_size()
     split = world > 1 and min(cfg.ft_batch_size, len(train)) >= world
-    synchronise_batch_norms(backbone, split and bool(getattr(cfg, "sync_bn", True)))
+    synchronise_batch_norms(backbone, split and cfg.sync_bn)
     if split or dist.is_main():
         network: nn.Module = model
         if split:
             network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        optimizer = make_optimizer(model.parameters(), getattr(cfg, "ft_optimizer", "sgd"), cfg.ft_lr, 0.9, 1e-4)
+        optimizer = make_optimizer(model.parameters(), cfg.ft_optimizer, cfg.ft_lr, 0.9, 1e-4)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
         model.train()
         sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=split)

@@ -19,6 +19,7 @@ from bench.features import FeatureCache
 from bench.probe import GeometrySet
 from bench.run import main
 from bench.scenes import SceneDataset
+from bench.train import make_optimizer
 from models.teachers import build_teacher
 
 from .conftest import write_suite
@@ -112,6 +113,7 @@ def test_protocols_score_an_oracle_student_perfectly():
     cfg = SimpleNamespace(
         seed=0, lp_points_per_scan=400, lp_max_points=10**6, lp_steps=200, lp_batch_points=512, lp_lr=5.0,
         ft_steps=50, ft_batch_size=1, seg_loss="ce", ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
+        ft_optimizer="sgd", seg_class_weight="none", sync_bn=True,
     )  # fmt: skip
     assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
     with_lovasz = SimpleNamespace(**{**vars(cfg), "seg_loss": "ce+lovasz"})
@@ -119,6 +121,28 @@ def test_protocols_score_an_oracle_student_perfectly():
     assert fine_tune(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
     # a wrong classifier (classes permuted) scores 0 in zero-shot
     assert zero_shot(oracle, scenes, text.roll(1, dims=0), NUSCENES_CLASSES, cpu)["miou"] == 0.0
+
+
+@pytest.mark.parametrize("name,optimizer_class", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_fine_tuning_uses_the_configured_optimizer(monkeypatch, name, optimizer_class):
+    """``ft_optimizer`` chooses the optimiser of the few-shot fine-tuning (and of the supervised ceiling)."""
+    import bench.evaluate
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(make_optimizer(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(bench.evaluate, "make_optimizer", recording)
+    text = torch.nn.functional.normalize(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    scenes = _labelled_scenes(0, 2)
+    cfg = SimpleNamespace(
+        seed=0, ft_steps=3, ft_batch_size=1, seg_loss="ce", ft_lr=0.1, out_dim=32, ft_optimizer=name,
+        seg_class_weight="none", sync_bn=True,
+    )  # fmt: skip
+    fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, cfg, torch.device("cpu"))
+    assert len(built) == 1 and type(built[0]) is optimizer_class and built[0].param_groups[0]["initial_lr"] == 0.1
 
 
 def test_feature_cache_elsewhere_gives_the_same_run(tiny_suite, tiny_runs, tmp_path):
