@@ -43,7 +43,7 @@ from bench.data.classes import IGNORE_INDEX
 from bench.scenes import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
 from bench.segmentation_loss import class_weights, segmentation_loss
 from bench.train import cosine_factor, make_optimizer
-from models.students import use_downstream_bn_momentum
+from models.students import point_outputs, use_downstream_bn_momentum
 from models.students.sparse import synchronise_batch_norms
 from models.teachers.base import zero_shot_predict
 
@@ -109,7 +109,11 @@ def zero_shot(
     """Zero-shot mIoU: each point's class is the text embedding nearest to its feature (cosine)."""
     student.eval()
     text = text.to(device)
-    return evaluate_predictor(lambda p, b: zero_shot_predict(student(p, b), text), scenes, classes, device, workers)
+
+    def predict(points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return point_outputs(student, points, batch, lambda feats: zero_shot_predict(feats, text))
+
+    return evaluate_predictor(predict, scenes, classes, device, workers)
 
 
 class Segmenter(nn.Module):
@@ -121,7 +125,7 @@ class Segmenter(nn.Module):
         self.head = nn.Linear(feature_dim, n_classes)
 
     def forward(self, points: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(points, batch))
+        return point_outputs(self.backbone, points, batch, self.head)  # the head runs per voxel
 
 
 def probe_points_per_scan(n_scans: int, per_scan: int, max_points: int) -> int:
@@ -151,10 +155,10 @@ def frozen_features(
         idx = np.flatnonzero(scene_labels != IGNORE_INDEX)
         if len(idx) > per_scan:
             idx = np.sort(np.random.default_rng([seed, position]).choice(idx, size=per_scan, replace=False))
-        out = student(*batch.inputs(device))
+        out = point_outputs(student, *batch.inputs(device), index=torch.from_numpy(idx).to(device))
         if feats is None:
             feats = torch.empty(len(mine) * per_scan, out.shape[1], dtype=out.dtype)
-        feats[filled : filled + len(idx)] = out[torch.from_numpy(idx).to(device)].cpu()
+        feats[filled : filled + len(idx)] = out.cpu()
         labels[filled : filled + len(idx)] = torch.from_numpy(scene_labels[idx])
         scan_of[filled : filled + len(idx)] = position
         filled += len(idx)

@@ -39,6 +39,7 @@ from bench.scenes import SceneDataset, ShardSampler, scene_loader
 from geomstruct.metrics import alignment, geometry, modality_gap, tolerance, uniformity
 from geomstruct.sampling import balanced_sample
 from geomstruct.structure import DEFAULT_K, MKNN_QUERIES, knn_neighbours, query_sample, structure
+from models.students import point_outputs
 
 TEACHER_SIDE_ENTRIES = 4
 """Point sets whose teacher side :func:`teacher_side` keeps (the final set, the probe set, an OOD set...)."""
@@ -151,7 +152,8 @@ class GeometrySet:
         filled = 0
         for slot, batch in zip(slots, scene_loader(data, sampler, workers, device), strict=True):
             index = torch.from_numpy(self.point_index[slot]).to(device)
-            mine[filled : filled + len(index)] = student(*batch.inputs(device))[index].float().cpu()
+            out = point_outputs(student, *batch.inputs(device), index=index)
+            mine[filled : filled + len(index)] = out.float().cpu()
             filled += len(index)
         student.train(was_training)
         if not dist.active():

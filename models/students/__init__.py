@@ -6,6 +6,7 @@ from .minkunet import (
     MinkUNetConfig,
     PointStudent,
     build_student,
+    point_outputs,
     use_downstream_bn_momentum,
 )
 from .voxelize import Voxels, devoxelize, voxelize
@@ -18,6 +19,7 @@ __all__ = [
     "Voxels",
     "build_student",
     "devoxelize",
+    "point_outputs",
     "use_downstream_bn_momentum",
     "voxelize",
 ]

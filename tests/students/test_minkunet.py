@@ -6,7 +6,7 @@ import pytest
 import torch
 from sparse_reference import random_sites
 
-from models.students import MinkUNet, MinkUNetConfig, build_student
+from models.students import MinkUNet, MinkUNetConfig, build_student, point_outputs
 from models.students.l2norm import l2_normalize
 from models.students.minkunet import input_channels
 from models.students.sparse import SparseTensor, TorchBackend
@@ -30,6 +30,41 @@ def test_point_student_shapes_and_unit_norm():
     torch.testing.assert_close(out.norm(dim=1), torch.ones(6000))
     out.sum().backward()
     assert all(p.grad is not None for p in student.parameters())
+
+
+def test_point_outputs_apply_per_voxel_equal_the_per_point_computation():
+    """A row-wise map run once per voxel then gathered equals the map of the per-point output, values and
+    gradients, with and without a subset of points; a module without voxels is evaluated as written."""
+    torch.manual_seed(0)
+    student = build_student(out_dim=16, planes=TINY.planes, layers=TINY.layers, init_dim=4, voxel_size=0.3)
+    student.network.normalize = False
+    head = torch.nn.Linear(16, 5)
+    points = torch.cat([_scan(1), _scan(2)])
+    batch = torch.repeat_interleave(torch.arange(2), 3000)
+    feats, inverse = student.voxel_forward(points, batch)
+    assert feats.shape[0] < len(points) and inverse.shape == (6000,)  # several points share a voxel
+    index = torch.tensor([5, 0, 5999, 3000, 17])
+    for apply in (None, head, lambda x: x.argmax(dim=1)):
+        for rows in (None, index):
+            expected = student(points, batch)
+            expected = expected if rows is None else expected[rows]
+            expected = expected if apply is None else apply(expected)
+            got = point_outputs(student, points, batch, apply, rows)
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+            plain = point_outputs(lambda p, b: student(p, b), points, batch, apply, rows)  # no voxel_forward
+            torch.testing.assert_close(plain, expected, rtol=0, atol=0)
+    student, head, points = (
+        student.double(),
+        head.double(),
+        points.double(),
+    )  # gradients: only the order of sums differs
+    grads = []
+    for compute in (lambda: head(student(points, batch)), lambda: point_outputs(student, points, batch, head)):
+        student.zero_grad(), head.zero_grad()
+        compute().square().sum().backward()
+        grads.append([p.grad.clone() for p in (*student.parameters(), *head.parameters())])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 def test_bit_for_bit_deterministic():
