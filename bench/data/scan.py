@@ -98,19 +98,18 @@ def project_camera_points(
 ) -> Projection:
     """The second half of :func:`project_points`, for points already in the camera frame ``(N, 3)``."""
     cam = np.asarray(cam, dtype=np.float64)
-    depth = cam[:, 2]
+    front = np.flatnonzero(cam[:, 2] > min_depth)  # a camera sees a fraction of a surround scan: project only those
+    ahead = cam[front]
     with np.errstate(divide="ignore", invalid="ignore"):
-        pix = cam @ calibration.intrinsic.T
+        pix = ahead @ calibration.intrinsic.T
         uv = pix[:, :2] / pix[:, 2:3]
     keep = (
-        (depth > min_depth)
-        & (uv[:, 0] > margin)
+        (uv[:, 0] > margin)
         & (uv[:, 0] < calibration.width - margin)
         & (uv[:, 1] > margin)
         & (uv[:, 1] < calibration.height - margin)
     )
-    indices = np.flatnonzero(keep)
-    return Projection(indices=indices, uv=uv[keep], depth=depth[keep])
+    return Projection(indices=front[keep], uv=uv[keep], depth=ahead[keep, 2])
 
 
 @dataclass
