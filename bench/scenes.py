@@ -162,7 +162,7 @@ class SceneDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> Scene:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        scan = self.dataset.load(self.ids[index])
+        scan = self.dataset.load_geometry(self.ids[index])  # an item needs no pixels
         points, labels, pairs = crop_scan(scan, self.crop_radius)
         grids = None
         if self.cache is not None and scan.cameras:

@@ -39,6 +39,12 @@ class ScanDataset(ABC):
     def load(self, scan_id: str) -> Scan:
         """Load the scan with id ``scan_id``."""
 
+    def load_geometry(self, scan_id: str) -> Scan:
+        """The scan ``scan_id`` without its cameras' pixel arrays: points, labels, calibrations and pairings, all
+        that a training or evaluation item reads (:class:`bench.scenes.SceneDataset`). The default loads the whole
+        scan; a dataset that stores pixels with the points overrides it to skip reading them."""
+        return self.load(scan_id)
+
     @property
     def cache_key(self) -> str:
         """The key of this dataset's scans in a feature cache (:mod:`bench.features`): scan ids are unique under it."""

@@ -97,6 +97,14 @@ def test_dataset_generates_into_cache_and_reads_back(tmp_path, small_config):
         np.testing.assert_array_equal(a.instance_map, b.instance_map)
         np.testing.assert_array_equal(a.pairing, b.pairing)
         np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3)
+    geometry = again.load_geometry(again.ids[1])  # what a training item reads: everything but the pixels
+    np.testing.assert_array_equal(geometry.points, loaded.points)
+    np.testing.assert_array_equal(geometry.labels, loaded.labels)
+    np.testing.assert_array_equal(geometry.pairing_table(), loaded.pairing_table())
+    for a, b in zip(geometry.cameras, loaded.cameras, strict=True):
+        assert a.size == b.size and a.class_map is None and a.instance_map is None and a.depth is None
+        with pytest.raises(ValueError, match="neither an image nor an image file"):
+            _ = a.image
     with pytest.raises(ValueError, match=r"unknown synthetic split 'dev'; known splits: train, val, test"):
         SyntheticDataset(tmp_path, split="dev")
 

