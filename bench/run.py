@@ -226,10 +226,20 @@ def run_jobs(argv: Sequence[str], out: Path, names: list[str], jobs: int, progre
     env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
     command = [sys.executable, "-m", "bench.run", *_job_argv(argv)]
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(min(jobs, len(names)))]
+    start, reported = time.monotonic(), set()
     with tqdm(total=len(names), desc=f"{jobs} jobs", disable=not progress) as bar:
-        while any(w.poll() is None for w in workers):
+        while True:
+            running = any(w.poll() is None for w in workers)  # before looking: a run finished meanwhile is seen
+            finished = [name for name in names if name not in reported and RunDir(out / name).finished]
+            for name in finished:
+                reported.add(name)
+                bar.update()
+                if not progress:  # a log line per run where there is no bar
+                    minutes = (time.monotonic() - start) / 60
+                    print(f"[{len(reported)}/{len(names)}] {name} finished ({minutes:.1f} min since start)", flush=True)
+            if not running:
+                break
             time.sleep(0.5)
-            bar.update(sum(RunDir(out / name).finished for name in names) - bar.n)
 
 
 def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:

@@ -96,7 +96,9 @@ def test_killed_during_evaluation_resumes_to_byte_identical_files(tiny_suite, tm
 def test_jobs_run_the_suite_in_parallel_processes_with_the_same_results(tiny_suite, tiny_runs, tmp_path, capsys):
     out = tmp_path / "jobs"
     assert main(["--suite", str(tiny_suite), "--out", str(out), "--jobs", "2", "--no-progress"]) == 0
-    assert "relational-lam1.0-s0" in capsys.readouterr().out  # the results table of every run
+    printed = capsys.readouterr().out
+    assert "relational-lam1.0-s0" in printed.split("[2/2]")[-1]  # the results table of every run
+    assert "[1/2]" in printed and "[2/2]" in printed and printed.count(" finished (") == 2  # one log line per run
     for run in ("contrastive-tau0.07-s0", "relational-lam1.0-s0"):
         one = json.loads((tiny_runs / run / "metrics.json").read_text())
         two = json.loads((out / run / "metrics.json").read_text())
