@@ -38,8 +38,18 @@ def loss_rank(label: str) -> tuple[int, str]:
     return (LOSS_ORDER.index(name) if name in LOSS_ORDER else len(LOSS_ORDER), label)
 
 
+def recipe(config: dict) -> str:
+    """The optimisation recipe of a distillation run's ``config.json``: ``"<optimizer> lr <lr>"`` (``"lr <lr>"``
+    for a run written before the optimiser was configurable; ``""`` when the run has no learning rate, e.g. a toy
+    run)."""
+    if "lr" not in config:
+        return ""
+    return f"{config['optimizer']} lr {config['lr']:g}" if "optimizer" in config else f"lr {config['lr']:g}"
+
+
 def students_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """A row per run with ``run, path, suite, loss, label, tau, seed, teacher, dataset``, the geometry columns
+    """A row per run with ``run, path, suite, loss, label, tau, seed, teacher, dataset, recipe`` (:func:`recipe`),
+    the geometry columns
     and one mIoU column (percent) per protocol. ``label`` is the run's configuration (:attr:`Run.label`)."""
     rows = []
     for run in runs:
@@ -55,6 +65,7 @@ def students_frame(runs: Sequence[Run]) -> pd.DataFrame:
             "seed": run.seed,
             "teacher": m.get("teacher", ""),
             "dataset": m.get("dataset", ""),
+            "recipe": recipe(run.config),
         }
         row.update({k: np.nan if geo.get(k) is None else float(geo[k]) for k in GEOMETRY_COLUMNS})
         for protocol in PROTOCOLS:

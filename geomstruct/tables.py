@@ -26,7 +26,8 @@ SUMMARY_HEADER = (
     "structural gap dU = U_3D − U_2D, dT = T_3D − T_2D, S = sqrt(dU² + dT²), the teacher's U_2d and T_2d; "
     "linear CKA and mutual k-NN alignment mkNN (k = 10) between the 3D and 2D features of the same points, and "
     "the ratio of their effective ranks erank_3D / erank_2D (– where a run predates these); "
-    "mIoU in % for zero-shot, linear probe, 1% few-shot and OOD 1% few-shot."
+    "mIoU in % for zero-shot, linear probe, 1% few-shot and OOD 1% few-shot; recipe: the distillation optimiser "
+    "and learning rate (selected per configuration by the tuning suite when the suite reads one)."
 )
 GAP_QUANTITIES = ("S", "dU", "dT")
 STRUCTURE_SHOWN = ("CKA", "mknn", "erank_ratio")
@@ -88,6 +89,8 @@ def summary_table(students: pd.DataFrame) -> pd.DataFrame:
     table = grouped[columns].agg(["mean", "std"])
     table.columns = [f"{c}_{stat}" for c, stat in table.columns]
     table.insert(0, "n", grouped.size())
+    if "recipe" in students:  # one per configuration unless its seeds were trained differently
+        table.insert(1, "recipe", grouped["recipe"].agg(lambda values: "; ".join(dict.fromkeys(values))))
     for flag in ("collapsed", "unconverged"):
         if flag in students:
             table[flag] = grouped[flag].sum(min_count=1)  # flagged seeds; NaN: none known
@@ -180,9 +183,10 @@ def _row_label(row: pd.Series) -> str:
 def _summary_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     columns = [*GEOMETRY_COLUMNS, *[c for c in STRUCTURE_SHOWN if f"{c}_mean" in table], *PROTOCOLS]
     titles = {**PROTOCOL_TITLES, **STRUCTURE_TITLES}
-    header = ["loss", "n", *[titles.get(c, c) for c in columns]]
+    recipes = "recipe" in table and bool(table["recipe"].astype(str).str.len().any())
+    header = ["loss", "n", *(["recipe"] if recipes else []), *[titles.get(c, c) for c in columns]]
     body = [
-        [_row_label(r), str(int(r["n"]))]
+        [_row_label(r), str(int(r["n"])), *([str(r["recipe"])] if recipes else [])]
         + [_pm(r[f"{c}_mean"], r[f"{c}_std"], _digits(c), signed=c in ("dU", "dT")) for c in columns]
         for _, r in table.iterrows()
     ]

@@ -219,6 +219,28 @@ def _edit_metrics(folder, edit):
     return metrics
 
 
+def test_summary_shows_each_configurations_recipe(runs_dir, tmp_path):
+    root, _ = runs_dir
+    recipes = {"contrastive-tau0.07": ("sgd", 0.16), "contrastive-tau0.5": ("adamw", 0.001), "similarity": ("sgd", 0.5)}
+    for folder in root.iterdir():
+        config = json.loads((folder / "config.json").read_text())
+        configuration = folder.name.rsplit("-s", 1)[0]
+        if configuration in recipes:
+            optimizer, lr = recipes[configuration]
+            config.update(optimizer=optimizer, lr=lr)
+        else:  # relational: runs from before the optimiser was a field
+            config.update(lr=0.5)
+        (folder / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "reports"
+    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "| loss | n | recipe | U |" in summary
+    assert "| contrastive (tau=0.07) | 2 | sgd lr 0.16 |" in summary
+    assert "| contrastive (tau=0.5) | 2 | adamw lr 0.001 |" in summary and "| similarity | 2 | sgd lr 0.5 |" in summary
+    assert "| relational (lam=1.0) | 2 | lr 0.5 |" in summary
+    assert pd.read_csv(out / "summary.csv").set_index("label").loc["similarity", "recipe"] == "sgd lr 0.5"
+
+
 def test_predictors_rank_a_monotone_quantity_first(runs_dir, tmp_path):
     root, _ = runs_dir
     rng = np.random.default_rng(7)
