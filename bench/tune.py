@@ -89,19 +89,73 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
     }
 
 
-def markdown_table(result: dict[str, Any]) -> str:
-    """Every configuration x recipe with its score (%), the selected one in bold."""
+def display_fields(result: dict[str, Any]) -> list[str]:
+    """The recipe fields in the order a column title names them: named choices first (``optimizer``), numbers
+    after (``lr``), so that a recipe reads ``sgd 0.16``."""
+
+    def numeric(field: str) -> bool:
+        return all(isinstance(e["recipe"][field], int | float) for e in result["grid"])
+
+    return sorted(result["recipe_fields"], key=numeric)
+
+
+def _recipe_label(recipe: dict[str, Any], fields: list[str]) -> str:
+    return " ".join(str(recipe[f]) for f in fields)
+
+
+def edge_selections(result: dict[str, Any]) -> list[str]:
+    """The configurations whose selected recipe lies on the boundary of the grid: for a numeric field (e.g.
+    ``lr``) the selected value is the smallest or the largest of at least three values tried with the other
+    fields equal (e.g. the largest SGD learning rate). A wider grid might score higher there; the selection
+    stands (the grid is fixed before any run), the note says so."""
     fields = result["recipe_fields"]
-    lines = ["| configuration | " + " | ".join(fields) + " | val score (%) |", "|---" * (len(fields) + 2) + "|"]
-    for entry in result["grid"]:
-        chosen = result["selected"].get(entry["configuration"], {}).get("run") == entry["run"]
-        score = "–" if entry["score"] is None else f"{100 * entry['score']:.1f}"
-        cells = [
-            entry["configuration"],
-            *(str(entry["recipe"][f]) for f in fields),
-            f"**{score}**" if chosen else score,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    for configuration, chosen in result["selected"].items():
+        recipe = chosen["recipe"]
+        for field in fields:
+            if not isinstance(recipe[field], int | float) or isinstance(recipe[field], bool):
+                continue
+            values = sorted(
+                {
+                    e["recipe"][field]
+                    for e in result["grid"]
+                    if e["configuration"] == configuration
+                    and all(e["recipe"][f] == recipe[f] for f in fields if f != field)
+                }
+            )
+            if len(values) >= 3 and recipe[field] in (values[0], values[-1]):
+                side = "smallest" if recipe[field] == values[0] else "largest"
+                notes.append(f"{configuration}: {field} {recipe[field]} is the {side} value tried")
+    return notes
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Configurations (rows, in grid order) x recipes (columns, in grid order): the val score in %, the selected
+    recipe of each configuration in bold (``–``: not run yet), then the selections on the grid's edge."""
+    fields = display_fields(result)
+    configurations = list(dict.fromkeys(e["configuration"] for e in result["grid"]))
+    recipes = list(dict.fromkeys(_recipe_label(e["recipe"], fields) for e in result["grid"]))
+    scores = {(e["configuration"], _recipe_label(e["recipe"], fields)): e for e in result["grid"]}
+    lines = [
+        "| configuration | " + " | ".join(recipes) + " | selected |",
+        "|---" * (len(recipes) + 2) + "|",
+    ]
+    for configuration in configurations:
+        chosen = result["selected"].get(configuration)
+        cells = []
+        for recipe in recipes:
+            entry = scores.get((configuration, recipe))
+            if entry is None or entry["score"] is None:
+                cells.append("–")
+                continue
+            score = f"{100 * entry['score']:.1f}"
+            cells.append(f"**{score}**" if chosen is not None and chosen["run"] == entry["run"] else score)
+        selected = _recipe_label(chosen["recipe"], fields) if chosen is not None else "–"
+        lines.append(f"| {configuration} | " + " | ".join(cells) + f" | {selected} |")
+    edges = edge_selections(result)
+    if edges:
+        lines += ["", "Selected on the edge of the grid (a wider grid might score higher; the selection stands):"]
+        lines += [f"- {note}" for note in edges]
     return "\n".join(lines) + "\n"
 
 
@@ -129,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     table = markdown_table(result)
     args.out.with_suffix(".md").write_text(
-        f"Tuning grid of suite {result['suite']}: {result['criterion']}. Selected recipes in bold.\n\n{table}"
+        f"Tuning grid of suite {result['suite']} ({' '.join(display_fields(result))} per column): "
+        f"{result['criterion']}. Score in %; the selected recipe of each configuration in bold. Regenerate: "
+        f"`{result['command']} --out {args.out.as_posix()}`.\n\n{table}"
     )
     print(table)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")

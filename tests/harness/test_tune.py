@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bench.suites import load_suite, recipe_key, run_names
-from bench.tune import main, select
+from bench.tune import edge_selections, main, markdown_table, select
 
 GRID = {
     "loss": ["similarity", {"name": "contrastive", "params": {"tau": 0.07}}],
@@ -57,6 +57,26 @@ def test_unfinished_grid_is_refused_and_cli_writes_the_file(tuning, tmp_path, ca
     assert main(["--suite", str(suite), "--runs", str(out), "--out", str(recipes), "--allow-missing"]) == 0
     assert json.loads(recipes.read_text())["complete"] is False
     assert "**" in recipes.with_suffix(".md").read_text()
+
+
+def test_the_table_is_configurations_by_recipes_and_notes_edge_selections():
+    def entry(configuration, optimizer, lr, score):
+        recipe = {"optimizer": optimizer, "lr": lr}
+        return {"run": f"{configuration}-{optimizer}{lr}", "configuration": configuration, "recipe": recipe,
+                "score": score}  # fmt: skip
+
+    grid = [entry("a", "sgd", lr, s) for lr, s in ((0.05, 0.1), (0.16, 0.3), (0.5, 0.2))]
+    grid += [entry("b", "sgd", lr, s) for lr, s in ((0.05, 0.1), (0.16, 0.2), (0.5, 0.4))]
+    grid += [entry("a", "adamw", 1e-3, 0.25), entry("b", "adamw", 1e-3, None)]
+    best = {"a": grid[1], "b": grid[5]}
+    selected = {c: {"recipe": e["recipe"], "score": e["score"], "run": e["run"]} for c, e in best.items()}
+    result = {"recipe_fields": ["optimizer", "lr"], "grid": grid, "selected": selected}
+    assert edge_selections(result) == ["b: lr 0.5 is the largest value tried"]  # a's 0.16 is inside; adamw: 1 value
+    lines = markdown_table(result).splitlines()
+    assert lines[0] == "| configuration | sgd 0.05 | sgd 0.16 | sgd 0.5 | adamw 0.001 | selected |"
+    assert lines[2] == "| a | 10.0 | **30.0** | 20.0 | 25.0 | sgd 0.16 |"
+    assert lines[3] == "| b | 10.0 | 20.0 | **40.0** | – | sgd 0.5 |"  # – : not run yet
+    assert lines[-1] == "- b: lr 0.5 is the largest value tried"
 
 
 def test_a_suite_reads_its_recipes(tuning, tmp_path):
