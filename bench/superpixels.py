@@ -117,7 +117,9 @@ def pooling_matrix(labels: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.
     rows = np.zeros((height, h))
     np.add.at(rows, (np.arange(height), row_lo), row_a0)
     np.add.at(rows, (np.arange(height), row_hi), row_a1)
-    a = np.einsum("srj,ri->sij", c, rows).reshape(n_seg, h * w)
+    # A[s, i, j] = sum_r rows[r, i] C[s, r, j], as one BLAS product (np.einsum's loop was 90% of a region item)
+    a = (c.transpose(0, 2, 1).reshape(n_seg * w, height) @ rows).reshape(n_seg, w, h).transpose(0, 2, 1)
+    a = np.ascontiguousarray(a).reshape(n_seg, h * w)
     counts = np.bincount(seg.ravel(), minlength=n_seg)
     return a, counts
 

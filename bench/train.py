@@ -52,7 +52,7 @@ from bench.config import DistillConfig
 from bench.probe import GeometrySet
 from bench.results import write_bytes
 from bench.scenes import SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
-from models.losses import LOSS_INPUTS, get_loss, pool_segments
+from models.losses import LOSS_INPUTS, get_loss, pool_selected_rows
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
 
@@ -141,13 +141,21 @@ def batch_pairs(
     return dist.gather_slots(k, lengths, differentiable=True), dist.gather_slots(q, lengths)
 
 
-def batch_regions(batch: SceneBatch, feats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_regions(
+    batch: SceneBatch, feats: torch.Tensor, device: torch.device, unit_rows: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``K`` (superpoint features, differentiable) and ``Q`` (superpixel features), one row per superpixel that a
     pair of the batch reaches, scans in the single-process order over every rank (region losses, module docstring).
 
     Pooling is per scan (regions never span scans), so each rank pools its own scans and the pooled rows are
-    gathered; the region losses re-normalise pooled rows, so this equals pooling all pairs at once.
+    gathered; the region losses re-normalise pooled rows, so this equals pooling all pairs at once. The pairs'
+    features are L2-normalised before pooling; ``unit_rows=True`` says ``feats`` already has unit rows (the
+    student's output, L2-normalised by its head): normalising again is then the identity in value and, after the
+    head's own normalisation, in gradient (its projection ``I - f f^T`` is idempotent), and is skipped. The means
+    are taken without copying the pairs' rows (:func:`models.losses.pool_selected_rows`).
     """
+    if not unit_rows:
+        feats = torch.nn.functional.normalize(feats, dim=1)  # per point: the same rows as per pair
     k_parts, q_parts, lengths = [], [], []
     for i, scene in enumerate(batch.scenes):
         if scene.pair_regions is None or scene.region_feats is None:
@@ -156,7 +164,7 @@ def batch_regions(batch: SceneBatch, feats: torch.Tensor, device: torch.device) 
             )
         index = torch.from_numpy(scene.pairs[:, 0] + batch.offsets[i]).to(device)
         regions = torch.from_numpy(scene.pair_regions).to(device)
-        pooled, ids = pool_segments(torch.nn.functional.normalize(feats[index], dim=1), regions)
+        pooled, ids = pool_selected_rows(feats, index, regions)
         k_parts.append(pooled)
         q_parts.append(scene.region_feats.to(device, non_blocking=True)[ids])
         lengths.append(len(ids))
@@ -302,7 +310,7 @@ def train_student(
     for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
         feats = model(*batch.inputs(device))
         if regions:
-            k, q = batch_regions(batch, feats, device)
+            k, q = batch_regions(batch, feats, device, unit_rows=student.network.normalize)
         else:
             k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.loss_dtype == "bfloat16"):

@@ -78,7 +78,7 @@ def profile(cfg: DistillConfig, steps: int, loss_dtype: str) -> dict[str, float]
         feats = student(points, index)
         t = tick("student forward (train)", t)
         if LOSS_INPUTS[cfg.loss] == "superpixels":
-            k, q = batch_regions(batch, feats, device)
+            k, q = batch_regions(batch, feats, device, unit_rows=student.network.normalize)
         else:
             k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
         t = tick("pairs", t)

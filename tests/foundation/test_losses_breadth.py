@@ -14,6 +14,7 @@ from models.losses import (
     anchor_weights,
     negative_weights,
     pool_segments,
+    pool_selected_rows,
     regression,
     slidr,
     st_slidr,
@@ -39,6 +40,30 @@ def test_pool_segments_hand_computed():
     pooled, ids = pool_segments(x, torch.tensor([7, 2, 7, 2]))
     assert ids.tolist() == [2, 7]
     torch.testing.assert_close(pooled, torch.tensor([[1.5, 3.0], [3.0, 2.5]]))
+
+
+def test_pool_selected_rows_equals_pooling_the_gathered_rows_values_and_gradients():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    rows = torch.randint(0, 40, (90,), generator=gen)  # repeats, and rows never selected
+    segments = torch.randint(3, 20, (90,), generator=gen)
+    weights = torch.randn(len(torch.unique(segments)), 6, generator=gen, dtype=torch.float64)
+    results = []
+    for pool in (lambda: pool_segments(x[rows], segments), lambda: pool_selected_rows(x, rows, segments)):
+        pooled, ids = pool()
+        (pooled * weights).sum().backward()
+        results.append((pooled.detach(), ids, x.grad.clone()))
+        x.grad = None
+    (a, ids_a, grad_a), (b, ids_b, grad_b) = results
+    assert torch.equal(ids_a, ids_b)
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-12, atol=1e-12)
+    hand, _ = pool_selected_rows(
+        torch.tensor([[1.0, 0.0], [3.0, 2.0]]), torch.tensor([1, 0, 1]), torch.tensor([5, 5, 9])
+    )
+    torch.testing.assert_close(hand, torch.tensor([[2.0, 1.0], [3.0, 2.0]]))
+    with pytest.raises(ValueError, match="same length"):
+        pool_selected_rows(x, rows, segments[:-1])
 
 
 def test_slidr_hand_computed_pools_and_drops_empty_regions():

@@ -112,6 +112,17 @@ def test_trainer_pools_per_scan_like_the_loss_pools_the_whole_batch(world, loss)
     assert k.shape[0] == len(np.unique(segments))  # one row per reached superpixel
     norms = k.norm(dim=1)  # means of unit rows: at most 1, below 1 where a superpoint's rows differ
     assert (norms <= 1 + 1e-9).all() and (norms < 1 - 1e-6).any()
+    # the student's output has unit rows (its head normalises): skipping the second normalisation changes
+    # neither K nor the gradient that reaches the network
+    raw = feats.clone().requires_grad_(True)
+    grads = []
+    for unit_rows in (False, True):
+        k, _ = batch_regions(batch, torch.nn.functional.normalize(raw, dim=1), torch.device("cpu"), unit_rows)
+        loss(k, q.double()).backward()
+        grads.append((k.detach(), raw.grad.clone()))
+        raw.grad = None
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-10, atol=1e-12)
 
 
 def test_cli_fills_a_split(tmp_path, capsys):
