@@ -35,7 +35,9 @@ def test_runs_are_named_by_every_field_the_grid_varies(tiny_suite, tmp_path):
     suite = _suite(tmp_path / "lr.yaml", tiny_suite.parent / "scenes", {"loss": ["similarity"], "seed": [0],
                                                                          "lr": [0.5, 0.05]})  # fmt: skip
     assert run_names(load_suite(str(suite)).runs) == ["similarity-lr0.5-s0", "similarity-lr0.05-s0"]
-    assert run_names(load_suite("full").runs)[0] == "contrastive-tau0.07-s0"  # unchanged where only loss/seed vary
+    assert run_names(load_suite("smoke").runs)[0] == "contrastive-tau0.07-s0"  # unchanged where only loss/seed vary
+    # the recipes of the full suite vary lr and optimizer between its loss configurations: the names say so
+    assert run_names(load_suite("full").runs)[0] == "contrastive-tau0.07-lr0.16-optimizersgd-s0"
 
 
 def test_duplicate_runs_are_refused_before_anything_runs(tiny_suite, tmp_path, capsys):

@@ -49,6 +49,19 @@ def test_tuning_suite_is_the_full_study_on_val():
     assert all(r[k] == full[0][k] for r in tune for k in shared)  # same data, student, budget
 
 
+def test_full_suite_runs_each_configuration_with_its_committed_recipe():
+    import json
+
+    from bench.suites import SUITE_DIR, recipe_key
+
+    recipes = json.loads((SUITE_DIR / "recipes.json").read_text())
+    assert recipes["complete"] and recipes["suite"] == "tune"
+    for run in load_suite("full").runs:
+        selected = recipes["selected"][recipe_key(run["loss"], run["loss_params"])]["recipe"]
+        assert (run["optimizer"], run["lr"]) == (selected["optimizer"], selected["lr"])
+    assert len({(r["optimizer"], r["lr"]) for r in load_suite("full").runs}) > 1  # the recipes differ by loss
+
+
 def test_nuscenes_suite_is_slidrs_recipe(tmp_path):
     from dataclasses import replace
 
