@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 
 from bench.distill import resolve_distill
-from bench.suites import load_suite, run_name
+from bench.suites import SUITE_DIR, load_suite, recipe_key, run_name
 from models.losses import LOSSES
 
 
@@ -50,10 +51,6 @@ def test_tuning_suite_is_the_full_study_on_val():
 
 
 def test_full_suite_runs_each_configuration_with_its_committed_recipe():
-    import json
-
-    from bench.suites import SUITE_DIR, recipe_key
-
     recipes = json.loads((SUITE_DIR / "recipes.json").read_text())
     assert recipes["complete"] and recipes["suite"] == "tune"
     for run in load_suite("full").runs:
