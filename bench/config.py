@@ -110,8 +110,11 @@ class DistillConfig:
     distillation and downstream training on ``train_split``, evaluation on the first ``eval_scenes`` scans of
     ``eval_split`` (None = all; nuScenes roles ``train``/``val``, and ``train_fit``/``holdout`` for
     hyper-parameter selection, :mod:`bench.data.nuscenes`). OOD few-shot on ``ood_dataset`` (``synthetic`` = the
-    ``ood`` variant, or ``semantickitti``). Teacher features are read from the cache ``feature_cache`` (default
-    ``cache/features``), filled before the first step.
+    ``ood`` variant with ``ood_train_scenes`` / ``ood_val_scenes`` / ``ood_test_scenes``, or ``semantickitti``),
+    trained on its 1% split and scored on its ``ood_eval_split`` (``val``, or ``test`` for the synthetic world:
+    selection on val, reported numbers on test as in distribution; SemanticKITTI's test sequences have no
+    labels, so there the OOD score is always its val split, as in SLidR). Teacher features are read from the
+    cache ``feature_cache`` (default ``cache/features``), filled before the first step.
 
     Teacher: ``teacher`` (``synthetic`` or ``clip`` with ``clip_arch`` and the local ``clip_checkpoint``, whose
     content hash ``clip_checkpoint_sha256`` is filled in when the run is resolved, so that new weights at the
@@ -142,12 +145,14 @@ class DistillConfig:
 
     Evaluation (METHOD.md sections 4-5): geometry on ``features_per_class`` class-balanced paired points of the
     evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
-    ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on the 1% split
-    (nuScenes and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th
-    train scene) with ``ft_optimizer`` (``sgd``: momentum 0.9; or ``adamw``), weight decay 1e-4, cosine
-    schedule; the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule; both with loss
-    ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's classes
-    weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``; :mod:`bench.segmentation_loss`).
+    ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on the 1% split (nuScenes
+    and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th train scene) with
+    ``ft_optimizer`` (``sgd``: momentum 0.9; or ``adamw``), weight decay 1e-4, cosine schedule after a linear warm-up
+    over the first ``ft_warmup`` fraction of ``ft_steps`` (0: none), the gradient's global L2 norm clipped to
+    ``ft_clip_norm`` (None: no clipping); the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule;
+    both with loss ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's
+    classes weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``;
+    :mod:`bench.segmentation_loss`).
     """
 
     loss: str
@@ -168,6 +173,8 @@ class DistillConfig:
     ood_dataroot: str | None = None
     ood_train_scenes: int = 40
     ood_val_scenes: int = 4
+    ood_test_scenes: int = 0
+    ood_eval_split: str = "val"
     few_shot_every: int = 100
     teacher: str = "synthetic"
     clip_arch: str = "ViT-B-16"
@@ -211,6 +218,8 @@ class DistillConfig:
     ft_lr: float = 0.05
     ft_batch_size: int = 1
     ft_optimizer: str = "sgd"
+    ft_warmup: float = 0.0
+    ft_clip_norm: float | None = None
     seg_loss: str = "ce"
     seg_class_weight: str = "none"
 
@@ -261,6 +270,11 @@ class DistillConfig:
                     raise ValueError(f"synthetic splits are train, val and test; got {split!r}")
                 if sizes[split] < 1:
                     raise ValueError(f"split {split} is empty: set {split}_scenes to at least 1")
+        self._check_ood_split()
+        if not 0.0 <= self.ft_warmup < 1.0:
+            raise ValueError(f"ft_warmup is a fraction of ft_steps in [0, 1); got {self.ft_warmup}")
+        if self.ft_clip_norm is not None and not self.ft_clip_norm > 0:
+            raise ValueError(f"ft_clip_norm must be positive (or None: no clipping); got {self.ft_clip_norm}")
         if self.voxel_system not in ("cartesian", "cylindrical"):
             raise ValueError(f"unknown voxel_system {self.voxel_system!r}; valid: cartesian, cylindrical")
         if self.augmentation is not None:
@@ -286,6 +300,23 @@ class DistillConfig:
         sizes = self.voxel_size if isinstance(self.voxel_size, (list, tuple)) else (self.voxel_size,)
         if not all(v > 0 for v in sizes):
             raise ValueError(f"voxel_size must be positive; got {self.voxel_size}")
+
+    def _check_ood_split(self) -> None:
+        """The OOD evaluation split exists and has labels (the synthetic world: a non-empty val or test split;
+        SemanticKITTI: val, its only labelled held-out split)."""
+        if self.ood_dataset == "semantickitti":
+            if self.ood_eval_split != "val":
+                raise ValueError(
+                    f"ood_eval_split {self.ood_eval_split!r}: SemanticKITTI's only labelled held-out split is val"
+                )
+            return
+        sizes = {"val": self.ood_val_scenes, "test": self.ood_test_scenes}
+        if self.ood_eval_split not in sizes:
+            raise ValueError(f"ood_eval_split is val or test; got {self.ood_eval_split!r}")
+        if "few_shot_ood" in self.protocols and sizes[self.ood_eval_split] < 1:
+            raise ValueError(
+                f"the OOD split {self.ood_eval_split} is empty: set ood_{self.ood_eval_split}_scenes to at least 1"
+            )
 
     def _check_nuscenes(self) -> None:
         """The dataroot holds the table version; protocols that need labels need nuScenes-lidarseg."""

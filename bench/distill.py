@@ -78,7 +78,7 @@ def scene_data(
     name, root = (cfg.ood_dataset, cfg.ood_dataroot) if ood else (cfg.dataset, cfg.dataroot)
     variant = "ood" if ood else cfg.variant
     sizes = (
-        {"train": cfg.ood_train_scenes, "val": cfg.ood_val_scenes}
+        {"train": cfg.ood_train_scenes, "val": cfg.ood_val_scenes, "test": cfg.ood_test_scenes}
         if ood
         else {"train": cfg.train_scenes, "val": cfg.val_scenes, "test": cfg.test_scenes}
     )
@@ -218,11 +218,12 @@ def run_distill(
         lap("few_shot")
     if "few_shot_ood" in cfg.protocols:
         few_ood = scene_data(cfg, "train_1pct", None, progress, ood=True)
-        val_ood = scene_data(cfg, "val", None, progress, ood=True)
+        eval_ood = scene_data(cfg, cfg.ood_eval_split, None, progress, ood=True)
         metrics["few_shot_ood"] = fine_tune(
-            student, few_ood, val_ood, _class_names(cfg.ood_dataset), cfg, device, progress, workers
+            student, few_ood, eval_ood, _class_names(cfg.ood_dataset), cfg, device, progress, workers
         )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
+        metrics["few_shot_ood"]["split"] = cfg.ood_eval_split
         metrics["few_shot_ood"]["train_scans"] = len(few_ood)
         lap("few_shot_ood")
     for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):

@@ -18,12 +18,14 @@
   projection before its L2 normalisation (choice, as SLidR's downstream network: unit-norm inputs give the new
   head near-uniform logits that a short schedule does not get out of).
 
-Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule,
-cross-entropy with the ignore index excluded (``seg_loss = "ce+lovasz"`` adds Lovász-softmax,
-:mod:`bench.segmentation_loss`). Predictions are made per voxel by the network and carried back
-to every point (:func:`models.students.devoxelize`), and every point of the evaluation scans is scored. Every
-split is streamed through a ``DataLoader`` (:func:`bench.scenes.scene_loader`), one scan at a time for
-evaluation. Under ``torchrun`` the evaluation scans are split over the ranks and the confusion matrices summed.
+Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule (fine-tuning: after an
+optional linear warm-up, ``ft_warmup``, with optional gradient-norm clipping, ``ft_clip_norm``: the stabilisers the
+few-shot protocol selection on val chose between, :mod:`bench.few_shot_tune`), cross-entropy with the ignore index
+excluded (``seg_loss = "ce+lovasz"`` adds Lovász-softmax, :mod:`bench.segmentation_loss`). Predictions are made per
+voxel by the network and carried back to every point (:func:`models.students.devoxelize`), and every point of the
+evaluation scans is scored. Every split is streamed through a ``DataLoader`` (:func:`bench.scenes.scene_loader`), one
+scan at a time for evaluation. Under ``torchrun`` the evaluation scans are split over the ranks and the confusion
+matrices summed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
 from bench.scenes import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
 from bench.segmentation_loss import class_weights, segmentation_loss
-from bench.train import cosine_factor, make_optimizer
+from bench.train import cosine_factor, make_optimizer, warmup_cosine_factor
 from models.students import point_outputs, use_downstream_bn_momentum
 from models.students.sparse import synchronise_batch_norms
 from models.teachers.base import zero_shot_predict
@@ -248,13 +250,16 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``out_dim``, ``seg_loss``,
-    ``seg_class_weight``, ``sync_bn`` and ``seed``. The student's batch norms take their downstream momentum
-    (SLidR's 0.02 for the ``slidr`` preset, :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun``
-    the scans of a step are split over the ranks as in distillation (DistributedDataParallel, synchronised batch
-    norm, the logits of the whole batch gathered so that every rank computes the single-process loss); when a
-    step has fewer scans than ranks the model is trained once, on rank 0, and sent to the others. Never repeated;
-    the evaluation is split over the ranks.
+    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``ft_warmup`` (warm-up steps:
+    ``floor(ft_warmup * ft_steps)``, :func:`bench.train.warmup_cosine_factor`), ``ft_clip_norm``, ``out_dim``,
+    ``seg_loss``, ``seg_class_weight``, ``sync_bn`` and ``seed``. Besides the mIoU the result holds the optimisation's
+    trace: the first, largest and last training loss and the largest gradient norm (before clipping), on rank 0, so that
+    an unstable fine-tuning is visible in the run's metrics. The student's batch norms take their downstream momentum
+    (SLidR's 0.02 for the ``slidr`` preset, :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the
+    scans of a step are split over the ranks as in distillation (DistributedDataParallel, synchronised batch norm, the
+    logits of the whole batch gathered so that every rank computes the single-process loss); when a step has fewer scans
+    than ranks the model is trained once, on rank 0, and sent to the others. Never repeated; the evaluation is split
+    over the ranks.
     """
     if not len(train):
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
@@ -270,12 +275,14 @@ def fine_tune(
     world = dist.world_size()
     split = world > 1 and min(cfg.ft_batch_size, len(train)) >= world
     synchronise_batch_norms(backbone, split and cfg.sync_bn)
+    trace: list[torch.Tensor] = []  # (loss, gradient norm) of every step where this rank trains; kept on the device
     if split or dist.is_main():
         network: nn.Module = model
         if split:
             network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = make_optimizer(model.parameters(), cfg.ft_optimizer, cfg.ft_lr, 0.9, 1e-4)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.ft_steps))
+        warmup = int(cfg.ft_warmup * cfg.ft_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, cfg.ft_steps, warmup))
         model.train()
         sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=split)
         loader = scene_loader(train.without_features(), sampler, workers, device)
@@ -287,11 +294,30 @@ def fine_tune(
                 logits = dist.gather_slots(logits, lengths, differentiable=True)
                 target = dist.gather_slots(target, lengths)
             loss = segmentation_loss(logits, target, cfg.seg_loss, IGNORE_INDEX, weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            norm = optimisation_step(loss, optimizer, model.parameters(), cfg.ft_clip_norm)
             schedule.step()
+            trace.append(torch.stack([loss.detach(), norm]))
     if not split:
         _share_from_main(model)
     model.eval()
-    return evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device, workers)
+    result = evaluate_predictor(lambda p, b: model(p, b).argmax(dim=1), evaluation, classes, device, workers)
+    if trace:  # one transfer at the end: no step waits on the host
+        losses, norms = torch.stack(trace).double().cpu().unbind(1)
+        result["train_loss"] = {"first": float(losses[0]), "max": float(losses.max()), "last": float(losses[-1])}
+        result["grad_norm_max"] = float(norms.max())
+    return result
+
+
+def optimisation_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: Any, clip_norm: float | None
+) -> torch.Tensor:
+    """Back-propagate ``loss`` and step ``optimizer``, the gradients first rescaled so that their global L2 norm
+    ``||g||`` is at most ``clip_norm`` (``g <- g * min(1, clip_norm / ||g||)``, Pascanu et al., ICML 2013; None:
+    unclipped). Returns ``||g||`` before clipping, a 0-d tensor on the gradients' device (no synchronisation)."""
+    params = [p for p in parameters if p.requires_grad]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = float("inf") if clip_norm is None else clip_norm
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return norm.detach()

@@ -80,6 +80,15 @@ def cosine_factor(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
+def warmup_cosine_factor(step: int, total: int, warmup: int) -> float:
+    """The multiplier of the base learning rate at ``step`` of ``total``: a linear warm-up ``(step + 1) / warmup``
+    over the first ``warmup`` steps (Goyal et al., 2017), then the cosine schedule over the remaining steps,
+    ``(1 + cos(pi * (step - warmup) / (total - warmup))) / 2``; ``warmup = 0`` is :func:`cosine_factor`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return cosine_factor(step - warmup, total - warmup)
+
+
 def make_optimizer(
     params: Sequence[torch.nn.Parameter] | Any, name: str, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:

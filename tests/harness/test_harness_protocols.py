@@ -4,6 +4,7 @@ points, a perfect "oracle" student scoring mIoU 1, and a feature cache elsewhere
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_protocols_score_an_oracle_student_perfectly():
     cfg = SimpleNamespace(
         seed=0, lp_points_per_scan=400, lp_max_points=10**6, lp_steps=200, lp_batch_points=512, lp_lr=5.0,
         ft_steps=50, ft_batch_size=1, seg_loss="ce", ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
-        ft_optimizer="sgd", seg_class_weight="none", sync_bn=True,
+        ft_optimizer="sgd", ft_warmup=0.0, ft_clip_norm=None, seg_class_weight="none", sync_bn=True,
     )  # fmt: skip
     assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
     with_lovasz = SimpleNamespace(**{**vars(cfg), "seg_loss": "ce+lovasz"})
@@ -139,7 +140,7 @@ def test_fine_tuning_uses_the_configured_optimizer(monkeypatch, name, optimizer_
     scenes = _labelled_scenes(0, 2)
     cfg = SimpleNamespace(
         seed=0, ft_steps=3, ft_batch_size=1, seg_loss="ce", ft_lr=0.1, out_dim=32, ft_optimizer=name,
-        seg_class_weight="none", sync_bn=True,
+        ft_warmup=0.0, ft_clip_norm=None, seg_class_weight="none", sync_bn=True,
     )  # fmt: skip
     fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, cfg, torch.device("cpu"))
     assert len(built) == 1 and type(built[0]) is optimizer_class and built[0].param_groups[0]["initial_lr"] == 0.1
@@ -171,3 +172,35 @@ def test_augmented_cylindrical_run_differs_and_reproduces(tiny_suite, tiny_runs,
     assert first != (tiny_runs / run / "trajectory.csv").read_text()  # the augmentations changed the training
     config = json.loads((tmp_path / "a" / run / "config.json").read_text())
     assert config["augmentation"] == {} and config["voxel_system"] == "cylindrical"
+
+
+def test_fine_tuning_warms_up_clips_and_reports_its_trace(monkeypatch):
+    """``ft_warmup`` ramps the learning rate linearly before the cosine; ``ft_clip_norm`` bounds the gradient's
+    norm at every step; the result carries the loss trace and the largest unclipped gradient norm."""
+    import bench.evaluate
+
+    steps, lrs, norms = [], [], []
+    original = bench.evaluate.optimisation_step
+
+    def recording(loss, optimizer, parameters, clip_norm):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        steps.append(float(loss.detach()))
+        params = list(parameters)
+        norm = original(loss, optimizer, params, clip_norm)
+        grads = [p.grad for p in params if p.grad is not None]
+        norms.append((float(norm), float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))))
+        return norm
+
+    monkeypatch.setattr(bench.evaluate, "optimisation_step", recording)
+    text = torch.nn.functional.normalize(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    scenes = _labelled_scenes(0, 2)
+    cfg = SimpleNamespace(
+        seed=0, ft_steps=10, ft_batch_size=1, seg_loss="ce", ft_lr=0.1, out_dim=32, ft_optimizer="sgd",
+        ft_warmup=0.3, ft_clip_norm=0.01, seg_class_weight="none", sync_bn=True,
+    )  # fmt: skip
+    result = fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, cfg, torch.device("cpu"))
+    expected = [0.1 / 3, 0.2 / 3, 0.1] + [0.1 * (1 + math.cos(math.pi * s / 7)) / 2 for s in range(7)]
+    assert lrs == pytest.approx(expected)
+    assert all(after <= 0.01 * (1 + 1e-5) < before for before, after in norms)  # every step clipped to 0.01
+    assert result["train_loss"] == {"first": steps[0], "max": max(steps), "last": steps[-1]}
+    assert result["grad_norm_max"] == pytest.approx(max(before for before, _ in norms))

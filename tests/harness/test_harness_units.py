@@ -11,7 +11,7 @@ import torch
 from bench.data.classes import IGNORE_INDEX
 from bench.evaluate import confusion_matrix, miou
 from bench.scenes import Scene, crop_scan
-from bench.train import cosine_factor, sample_pairs, step_generator
+from bench.train import cosine_factor, sample_pairs, step_generator, warmup_cosine_factor
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -116,6 +116,24 @@ def test_cosine_factor():
     assert cosine_factor(10, 10) == pytest.approx(0.0)
 
 
+def test_warmup_cosine_factor():
+    assert [warmup_cosine_factor(s, 10, 2) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]  # linear, then the cosine
+    assert warmup_cosine_factor(6, 10, 2) == pytest.approx(0.5)  # half-way through the 8 cosine steps
+    assert warmup_cosine_factor(10, 10, 2) == pytest.approx(0.0)
+    assert all(warmup_cosine_factor(s, 10, 0) == cosine_factor(s, 10) for s in range(11))
+
+
+@pytest.mark.parametrize("clip,expected", [(None, [-2.0, -3.0]), (1.0, [0.4, 0.2]), (10.0, [-2.0, -3.0])])
+def test_optimisation_step_clips_the_global_gradient_norm(clip, expected):
+    """A gradient (3, 4) (norm 5): clipped to norm 1 it is (0.6, 0.8); SGD lr 1 from (1, 1)."""
+    from bench.evaluate import optimisation_step
+
+    p = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([p], lr=1.0)
+    norm = optimisation_step((p * torch.tensor([3.0, 4.0])).sum(), optimizer, [p], clip)
+    assert float(norm) == pytest.approx(5.0) and p.detach().tolist() == pytest.approx(expected)
+
+
 def test_seed_table_mean_and_std_over_seeds():
     from bench.run import seed_table
 
@@ -173,6 +191,10 @@ def test_overrides_are_read_as_yaml_in_order_and_named_when_malformed():
         ({"seg_class_weight": "median"}, "unknown seg_class_weight"),
         ({"loss_dtype": "float16"}, "unknown loss_dtype"),
         ({"slic": {"segments": 10}}, "unknown slic fields"),
+        ({"ft_warmup": 1.0}, "ft_warmup is a fraction of ft_steps"),
+        ({"ft_clip_norm": 0.0}, "ft_clip_norm must be positive"),
+        ({"ood_eval_split": "test"}, "the OOD split test is empty: set ood_test_scenes"),
+        ({"ood_eval_split": "holdout"}, "ood_eval_split is val or test"),
     ],
 )
 def test_config_refuses_bad_values_naming_them(fields, match):
