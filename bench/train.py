@@ -35,6 +35,7 @@ norm is synchronised over the ranks (``sync_bn``, :class:`models.students.sparse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -122,13 +123,19 @@ def sample_pairs(counts: Sequence[int], n_pairs: int, generator: torch.Generator
 
 
 def batch_pairs(
-    batch: SceneBatch, feats: torch.Tensor, n_pairs: int, generator: torch.Generator, device: torch.device
+    batch: SceneBatch,
+    feats: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    n_pairs: int,
+    generator: torch.Generator,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``K`` (student features, differentiable) and ``Q`` (teacher features) of the step's ``n_pairs`` pairs,
     drawn over the scans of every rank; identical on every rank and to a single process (module docstring).
 
-    ``batch`` holds this rank's scans (slots ``r, r + W, ...`` of the step's draw) and ``feats`` the student's
-    features of their points.
+    ``batch`` holds this rank's scans (slots ``r, r + W, ...`` of the step's draw); ``feats`` is the student's
+    features of their points, or a function from the drawn points' indices (into the batch's points) to their
+    features (``lambda index: student(points, batch_index, index)``: only those rows are projected, the
+    training step's path).
     """
     world, rank = dist.world_size(), dist.rank()
     counts = dist.all_gather_objects([len(s.pairs) for s in batch.scenes])
@@ -139,7 +146,8 @@ def batch_pairs(
         by_rank[slots[g][1]].append((slots[g][2], rows))
     mine = by_rank[rank]
     index = np.concatenate([batch.scenes[i].pairs[rows, 0] + batch.offsets[i] for i, rows in mine] or [[]])
-    k = feats[torch.from_numpy(index.astype(np.int64)).to(device)]
+    rows = torch.from_numpy(index.astype(np.int64)).to(device)
+    k = feats(rows) if callable(feats) else feats[rows]
     q_parts = [batch.scenes[i].pair_features(rows, device) for i, rows in mine]
     q = torch.cat(q_parts) if q_parts else feats.new_zeros((0, batch.scenes[0].grids.shape[1]))
     if world == 1:
@@ -317,11 +325,18 @@ def train_student(
     loader = scene_loader(scenes, sampler, workers, device)
     regions = LOSS_INPUTS[cfg.loss] == "superpixels"
     for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
-        feats = model(*batch.inputs(device))
+        points, batch_index = batch.inputs(device)
         if regions:
+            feats = model(points, batch_index)
             k, q = batch_regions(batch, feats, device, unit_rows=student.network.normalize)
-        else:
-            k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
+        else:  # the student projects only the drawn pairs' points
+            k, q = batch_pairs(
+                batch,
+                functools.partial(model, points, batch_index),
+                cfg.n_pairs,
+                step_generator(cfg.seed, step, 1),
+                device,
+            )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.loss_dtype == "bfloat16"):
             loss = loss_fn(k, q, **cfg.loss_params)
         optimizer.zero_grad(set_to_none=True)

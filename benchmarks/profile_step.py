@@ -1,8 +1,9 @@
 """Profile one distillation step at a suite's sizes, phase by phase, in one process.
 
-Phases of :func:`bench.train.train_student`'s step: reading the batch (``DataLoader``, 0 workers), the student's
-forward (voxelisation, kernel maps, network, devoxelisation), drawing the pairs, the loss forward, the loss
-backward (gradient into K), the network backward and the optimiser step. The kernel-map share of the forward is
+Phases of :func:`bench.train.train_student`'s step: reading the batch (``DataLoader``, 0 workers), drawing the
+pairs with the student's forward (voxelisation, kernel maps, network trunk, the head on the drawn pairs' points;
+``--projection all``: on every point, the step before that change), the loss forward, the loss backward (gradient
+into K), the network backward and the optimiser step. The kernel-map share of the forward is
 measured separately (a second forward on the same voxels reuses the maps). Every time is the median over
 ``--steps`` steps after one warm-up step; ``--compare`` reports the loss's value and gradient error of a variant
 against float32 on the same K, Q. Run with nothing else on the machine; the report prints ratios to the step's
@@ -13,11 +14,13 @@ Usage::
     python benchmarks/profile_step.py --suite full --loss relational --threads 1 --steps 5
     python benchmarks/profile_step.py --suite full --loss relational --threads 2 --loss-dtype bfloat16
     python benchmarks/profile_step.py --suite full --loss relational --against n_pairs=4096   # ratio, one process
+    python benchmarks/profile_step.py --suite full --loss contrastive --against-projection all  # before/after
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -40,8 +43,10 @@ from models.students.sparse import SparseTensor  # noqa: E402
 from models.students.voxelize import voxelize  # noqa: E402
 
 
-def profile(cfg: DistillConfig, steps: int, loss_dtype: str) -> dict[str, float]:
-    """Median seconds of every phase over ``steps`` steps (after one warm-up)."""
+def profile(cfg: DistillConfig, steps: int, loss_dtype: str, projection: str = "pairs") -> dict[str, float]:
+    """Median seconds of every phase over ``steps`` steps (after one warm-up). ``projection``: ``pairs`` (the
+    training step: the student's head runs on the drawn pairs' points only) or ``all`` (every point projected,
+    then the pairs' rows gathered: the step before that change); region losses always project every point."""
     device = torch.device("cpu")
     teacher = make_teacher(cfg, device)
     train = scene_data(cfg, cfg.train_split, teacher, progress=False)
@@ -75,13 +80,14 @@ def profile(cfg: DistillConfig, steps: int, loss_dtype: str) -> dict[str, float]
         with torch.no_grad():
             student.network(x)
         t = tick("forward, maps cached (no grad)", t)
-        feats = student(points, index)
-        t = tick("student forward (train)", t)
+        generator = step_generator(cfg.seed, step, 1)
         if LOSS_INPUTS[cfg.loss] == "superpixels":
-            k, q = batch_regions(batch, feats, device, unit_rows=student.network.normalize)
+            k, q = batch_regions(batch, student(points, index), device, unit_rows=student.network.normalize)
+        elif projection == "pairs":
+            k, q = batch_pairs(batch, functools.partial(student, points, index), cfg.n_pairs, generator, device)
         else:
-            k, q = batch_pairs(batch, feats, cfg.n_pairs, step_generator(cfg.seed, step, 1), device)
-        t = tick("pairs", t)
+            k, q = batch_pairs(batch, student(points, index), cfg.n_pairs, generator, device)
+        t = tick("student forward + pairs (train)", t)
         kk = k.detach().requires_grad_(True)
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = loss_fn(kk, q, **cfg.loss_params)
@@ -131,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field (YAML value), e.g. n_pairs=2048")  # fmt: skip
+    parser.add_argument("--projection", choices=("pairs", "all"), default="pairs",
+                        help="pairs: the head projects the drawn pairs' points only (the training step); all: "
+                        "every point, then the pairs' rows gathered (the step before that change)")  # fmt: skip
+    parser.add_argument("--against-projection", choices=("pairs", "all"), default=None,
+                        help="also profile, in the same process, with this projection and print the ratio")  # fmt: skip
     parser.add_argument("--against", action="append", default=[], metavar="FIELD=VALUE",
                         help="also profile, in the same process, the configuration with these fields changed "
                         "(e.g. n_pairs=4096) and print the step-time ratio")  # fmt: skip
@@ -147,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"--set / --against: {exc}")
 
-    def measure(cfg: DistillConfig, label: list[str]) -> tuple[dict[str, float], float]:
-        phases = profile(cfg, args.steps, args.loss_dtype)
+    def measure(cfg: DistillConfig, label: list[str], projection: str) -> tuple[dict[str, float], float]:
+        phases = profile(cfg, args.steps, args.loss_dtype, projection)
+        label = [*label, f"projection {projection}"]
         total = sum(v for k, v in phases.items() if "no grad" not in k and k != "voxelise")
         print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}", *label)
         for name, seconds in phases.items():
@@ -157,10 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         return phases, total
 
     cfg = configured(args.set)
-    phases, total = measure(cfg, args.set)
+    phases, total = measure(cfg, args.set, args.projection)
     result = {"phases": phases, "step_seconds": total, **vars(args)}
+    if args.against_projection:
+        other, other_total = measure(cfg, args.set, args.against_projection)
+        result["against_projection"] = {"phases": other, "step_seconds": other_total, "ratio": other_total / total}
+        print(f"  step time with projection {args.against_projection} / {args.projection}: {other_total / total:.2f}")
     if args.against:
-        other, other_total = measure(configured([*args.set, *args.against]), [*args.set, *args.against])
+        other, other_total = measure(
+            configured([*args.set, *args.against]), [*args.set, *args.against], args.projection
+        )
         result["against"] = {"phases": other, "step_seconds": other_total, "ratio": other_total / total}
         print(f"  step time with {' '.join(args.against)} / without: {other_total / total:.2f}")
     if args.compare:

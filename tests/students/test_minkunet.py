@@ -67,6 +67,32 @@ def test_point_outputs_apply_per_voxel_equal_the_per_point_computation():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_projecting_only_the_wanted_points_equals_projecting_all(normalize):
+    """``student(points, batch, index)`` runs the head on the wanted rows only: the same values and gradients as
+    every point's output indexed afterwards (float64; a voxel's point may be asked for twice)."""
+    torch.manual_seed(0)
+    student = build_student(out_dim=16, planes=TINY.planes, layers=TINY.layers, init_dim=4, voxel_size=0.3).double()
+    student.network.normalize = normalize
+    points = torch.cat([_scan(1), _scan(2)]).double()
+    batch = torch.repeat_interleave(torch.arange(2), 3000)
+    index = torch.tensor([5, 0, 5999, 3000, 17, 5])
+    target = torch.randn(len(index), 16, dtype=torch.float64)
+    outputs, grads = [], []
+    for compute in (lambda: student(points, batch)[index], lambda: student(points, batch, index)):
+        student.zero_grad()
+        out = compute()
+        (out * target).sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in student.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert student(points, batch, index[:0]).shape == (0, 16)
+    with pytest.raises(ValueError, match="pointwise needs a 1x1x1 kernel"):
+        student.network.stem.conv.pointwise(points)
+
+
 def test_bit_for_bit_deterministic():
     points = torch.cat([_scan(3), _scan(4)])
     batch = torch.repeat_interleave(torch.arange(2), 3000)

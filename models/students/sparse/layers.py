@@ -77,10 +77,17 @@ class SubmanifoldConv3d(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if self.kernel_size == 1:
-            y = x.replace(x.feats @ self.weight[0])
-        else:
-            y = self._impl.submanifold_conv(x, self.weight, self.kernel_size)
+            return x.replace(self.pointwise(x.feats))
+        y = self._impl.submanifold_conv(x, self.weight, self.kernel_size)
         return y if self.bias is None else y.replace(y.feats + self.bias)
+
+    def pointwise(self, feats: torch.Tensor) -> torch.Tensor:
+        """A ``kernel_size = 1`` convolution on feature rows alone, ``y = x W[0] + b``: it reads no neighbour,
+        so any subset of the sites' rows can be mapped."""
+        if self.kernel_size != 1:
+            raise ValueError(f"pointwise needs a 1x1x1 kernel; this convolution's kernel is {self.kernel_size}")
+        y = feats @ self.weight[0]
+        return y if self.bias is None else y + self.bias
 
 
 class DownConv3d(nn.Module):
