@@ -11,9 +11,14 @@ The rule was fixed by the issue before any number was seen. The runs are paired 
 of the doubled folder is compared with the run of the base folder whose configuration is identical except
 ``steps`` (and ``checkpoint_every``), with twice its steps.
 
+A *chain* of folders (S, 2 S, 4 S, ...) checks every doubling in turn; the smallest budget at which a
+configuration is converged, and the smallest at which every configuration is, are reported (None: not within
+the chain).
+
 CLI::
 
     python -m bench.doubling runs/tune runs/doubling --out bench/suites/doubling   # .json and .md
+    python -m bench.doubling runs/tune runs/doubling runs/doubling1600 runs/doubling3200 --out bench/suites/doubling
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ IGNORED_FIELDS = ("steps", "checkpoint_every")
 
 
 def _finished_runs(folder: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """``(run folder, config, metrics)`` of every finished run directly under ``folder``."""
+    """``(run folder, config, metrics)`` of every finished run directly under ``folder``; a field the run's
+    ``config.json`` lacks (written before the field existed) takes its default, the value that run used."""
+    from bench.config import DistillConfig
+
+    defaults = DistillConfig.field_defaults()
     runs = []
     for metrics_path in sorted(folder.glob("*/metrics.json")):
         config_path = metrics_path.parent / "config.json"
@@ -43,7 +52,7 @@ def _finished_runs(folder: Path) -> list[tuple[Path, dict[str, Any], dict[str, A
             config, metrics = json.loads(config_path.read_text()), json.loads(metrics_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{metrics_path.parent}: unreadable run ({exc})") from None
-        runs.append((metrics_path.parent, config, metrics))
+        runs.append((metrics_path.parent, {**defaults, **config}, metrics))
     return runs
 
 
@@ -103,6 +112,51 @@ def compare(base: Path, doubled: Path) -> dict[str, Any]:
     }
 
 
+def chain(folders: list[Path]) -> dict[str, Any]:
+    """Every doubling of a chain of run folders (each with twice the steps of the previous one): the
+    :func:`compare` result of each consecutive pair, and per configuration (with its recipe and seed) the smallest
+    budget ``S`` whose doubling is converged, with ``budget`` the smallest ``S`` at which every configuration of
+    the chain's first doubling is converged (None where the chain does not reach one)."""
+    if len(folders) < 2:
+        raise ValueError("a doubling check needs at least two run folders (S steps, then 2 S)")
+    doublings = [compare(a, b) for a, b in zip(folders, folders[1:], strict=False)]
+    converged_at: dict[str, int | None] = {}
+    verdicts: dict[str, dict[int, bool]] = {}
+    for result in doublings:
+        for row in result["rows"]:
+            verdicts.setdefault(_row_key(row), {})[row["steps"]] = row["converged"]
+    for key, by_steps in verdicts.items():
+        converged_at[key] = min((steps for steps, ok in by_steps.items() if ok), default=None)
+    first = {_row_key(row) for row in doublings[0]["rows"]}
+    budgets = sorted({row["steps"] for result in doublings for row in result["rows"]})
+    budget = next((s for s in budgets if all(verdicts[key].get(s) for key in first)), None)
+    return {
+        "rule": doublings[0]["rule"],
+        "doublings": doublings,
+        "converged_at": converged_at,
+        "budget": budget,
+    }
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    recipe = row["recipe"]
+    return f"{row['configuration']} {recipe['optimizer']} {recipe['lr']:g} seed {row['seed']}"
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """Configurations (rows) x budgets S (columns): whether doubling S is converged, and the first such S."""
+    budgets = sorted({row["steps"] for d in result["doublings"] for row in d["rows"]})
+    verdicts = {(_row_key(row), row["steps"]): row["converged"] for d in result["doublings"] for row in d["rows"]}
+    lines = [
+        "| configuration | " + " | ".join(f"{s} → {2 * s}" for s in budgets) + " | converged from |",
+        "|---" * (len(budgets) + 2) + "|",
+    ]
+    for key, first in result["converged_at"].items():
+        cells = ["–" if (key, s) not in verdicts else ("yes" if verdicts[(key, s)] else "**no**") for s in budgets]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {first if first is not None else 'not reached'} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """One line per configuration: LP mIoU (%), U and T at S and 2S steps, their changes, the verdict."""
 
@@ -127,31 +181,38 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the doubling table (``python -m bench.doubling --help``)."""
+    """Write the doubling tables (``python -m bench.doubling --help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.doubling",
-        description="Convergence of a step budget: compare every run of DOUBLED with its twin in BASE (the same "
-        "configuration with half the steps) and write OUT.json and OUT.md. A student is converged when doubling "
-        f"changes its linear-probe mIoU by at most {100 * MAX_MIOU_CHANGE:g} point and U and T by at most "
-        f"{MAX_GEOMETRY_CHANGE:g}.",
+        description="Convergence of a step budget: compare every run of each folder with its twin in the folder "
+        "before it (the same configuration with half the steps) and write OUT.json and OUT.md. A student is "
+        f"converged when doubling changes its linear-probe mIoU by at most {100 * MAX_MIOU_CHANGE:g} point and U "
+        f"and T by at most {MAX_GEOMETRY_CHANGE:g}. With more than two folders (S, 2 S, 4 S, ...) every doubling is "
+        "checked and the smallest converged budget reported.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("base", type=Path, help="run folders at S steps (e.g. runs/tune)")
-    parser.add_argument("doubled", type=Path, help="run folders at 2 S steps (e.g. runs/doubling)")
+    parser.add_argument("folders", type=Path, nargs="+", help="run folders at S, 2 S, ... steps (e.g. runs/tune)")
     parser.add_argument("--out", type=Path, default=Path("bench/suites/doubling"), help="output path stem")
     args = parser.parse_args(argv)
     try:
-        result = compare(args.base, args.doubled)
+        result = chain(args.folders)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["command"] = f"python -m bench.doubling {args.base.as_posix()} {args.doubled.as_posix()}"
+    result["command"] = "python -m bench.doubling " + " ".join(f.as_posix() for f in args.folders)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    table = markdown_table(result)
-    args.out.with_suffix(".md").write_text(f"Doubling check ({result['command']}): {result['rule']}.\n\n{table}")
-    print(table)
-    print(f"all converged: {result['all_converged']}; wrote {args.out.with_suffix('.json')} and .md")
+    tables = "\n".join(markdown_table(d) for d in result["doublings"])
+    budget = result["budget"]
+    verdict = (
+        f"every configuration converged from {budget} steps"
+        if budget
+        else "no budget of the chain converges every configuration"
+    )
+    text = f"Doubling check ({result['command']}): {result['rule']}; {verdict}.\n\n{summary_table(result)}\n{tables}"
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"wrote {args.out.with_suffix('.json')} and .md")
     return 0
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.doubling import compare, main
+from bench.doubling import chain, compare, main
 
 
 def _run(folder, name, steps, miou, u, t, lr=0.5, loss="similarity"):
@@ -51,7 +51,31 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     _run(doubled, "a", 200, 0.32, 1.0, 0.5)
     assert main([str(base), str(doubled), "--out", str(tmp_path / "out" / "doubling")]) == 0
     data = json.loads((tmp_path / "out" / "doubling.json").read_text())
-    assert data["rows"][0]["change"]["miou"] == pytest.approx(0.02) and not data["all_converged"]
+    (doubling,) = data["doublings"]
+    assert doubling["rows"][0]["change"]["miou"] == pytest.approx(0.02) and not doubling["all_converged"]
+    assert data["budget"] is None and data["converged_at"] == {"similarity {} sgd 0.5 seed 0": None}
     table = (tmp_path / "out" / "doubling.md").read_text()
     assert "30.0 → 32.0" in table and "+2.0" in table and "**no**" in table
-    assert "all converged: False" in capsys.readouterr().out
+    assert "no budget of the chain converges every configuration" in capsys.readouterr().out
+
+
+def test_a_chain_finds_the_smallest_converged_budget(tmp_path, capsys):
+    """S = 100, 200, 400, 800: similarity converges from 200, relational from 400; every configuration from 400.
+    A run written before a configuration field existed pairs with one that has the field at its default."""
+    folders = [tmp_path / f"s{s}" for s in (100, 200, 400, 800)]
+    similarity = [0.20, 0.30, 0.305, 0.31]  # doublings: +10, +0.5, +0.5 points
+    relational = [0.10, 0.20, 0.25, 0.255]  # +10, +5, +0.5
+    for folder, steps, a, b in zip(folders, (100, 200, 400, 800), similarity, relational, strict=True):
+        _run(folder, "a", steps, a, 1.0, 0.5)
+        _run(folder, "b", steps, b, 1.0, 0.5, loss="relational")
+    config = folders[-1] / "b" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "ft_warmup": 0.0}))  # a later field, default
+    result = chain(folders)
+    assert result["converged_at"] == {"similarity {} sgd 0.5 seed 0": 200, "relational {} sgd 0.5 seed 0": 400}
+    assert result["budget"] == 400 and len(result["doublings"]) == 3
+    assert main([str(f) for f in folders] + ["--out", str(tmp_path / "chain")]) == 0
+    text = (tmp_path / "chain.md").read_text()
+    assert "every configuration converged from 400 steps" in text
+    assert "| relational {} sgd 0.5 seed 0 | **no** | **no** | yes | 400 |" in text
+    with pytest.raises(ValueError, match="at least two run folders"):
+        chain(folders[:1])
