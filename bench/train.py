@@ -52,7 +52,7 @@ from bench import distributed as dist
 from bench.config import DistillConfig
 from bench.probe import GeometrySet
 from bench.results import write_bytes
-from bench.scenes import SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
+from bench.scenes import SCAN_CACHE, SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
 from models.losses import LOSS_INPUTS, get_loss, pool_selected_rows
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
@@ -277,6 +277,10 @@ def train_student(
 ) -> tuple[PointStudent, list[dict[str, float]]]:
     """Distil the teacher into a new student; resumes from ``run_path / checkpoint.pt`` when it exists.
 
+    On a CPU, when the run has no augmentation and its train and probe scans fit :data:`bench.scenes.SCAN_CACHE`,
+    the student keeps every scan's voxels and kernel maps (``PointStudent.scan_cache``; bit-for-bit the same
+    outputs, :mod:`models.students.sparse.scan_maps`), so they are built once per process instead of every step.
+
     Args:
         cfg: the run configuration.
         scenes: the train split, with teacher grids.
@@ -290,6 +294,8 @@ def train_student(
         The trained student (not wrapped) and the trajectory rows (``TRAJECTORY_COLUMNS``).
     """
     student = build_distill_student(cfg).to(device)
+    if device.type == "cpu" and cfg.augmentation is None and len(scenes) + cfg.probe_scenes <= SCAN_CACHE:
+        student.scan_cache.capacity = SCAN_CACHE  # every step's scans were seen before: keep their maps
     optimizer = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.steps))
     loss_fn = get_loss(cfg.loss)

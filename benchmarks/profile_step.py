@@ -15,6 +15,7 @@ Usage::
     python benchmarks/profile_step.py --suite full --loss relational --threads 2 --loss-dtype bfloat16
     python benchmarks/profile_step.py --suite full --loss relational --against n_pairs=4096   # ratio, one process
     python benchmarks/profile_step.py --suite full --loss contrastive --against-projection all  # before/after
+    python benchmarks/profile_step.py --suite full --loss contrastive --against-caches off      # before/after
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.config import DistillConfig, with_overrides  # noqa: E402
 from bench.distill import make_teacher, scene_data  # noqa: E402
-from bench.scenes import StepSampler, scene_loader, step_generator  # noqa: E402
+from bench.scenes import SCAN_CACHE, SceneDataset, StepSampler, scene_loader, step_generator  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
 from bench.train import batch_pairs, batch_regions, build_distill_student, make_optimizer  # noqa: E402
 from models.losses import LOSS_INPUTS, get_loss  # noqa: E402
@@ -43,17 +44,29 @@ from models.students.sparse import SparseTensor  # noqa: E402
 from models.students.voxelize import voxelize  # noqa: E402
 
 
-def profile(cfg: DistillConfig, steps: int, loss_dtype: str, projection: str = "pairs") -> dict[str, float]:
+def profile(
+    cfg: DistillConfig, steps: int, loss_dtype: str, projection: str = "pairs", caches: str = "warm"
+) -> dict[str, float]:
     """Median seconds of every phase over ``steps`` steps (after one warm-up). ``projection``: ``pairs`` (the
     training step: the student's head runs on the drawn pairs' points only) or ``all`` (every point projected,
-    then the pairs' rows gathered: the step before that change); region losses always project every point."""
+    then the pairs' rows gathered: the step before that change); region losses always project every point.
+    ``caches``: ``warm`` (the steps' scans were read and voxelised before, as in a run after its first epoch: the
+    scans, their voxels and kernel maps come from the per-process caches, ``bench.scenes.SCAN_CACHE``) or ``off``
+    (no cache: every step reads its scans and builds its voxels and maps, the step before those caches)."""
     device = torch.device("cpu")
     teacher = make_teacher(cfg, device)
     train = scene_data(cfg, cfg.train_split, teacher, progress=False)
+    capacity = SCAN_CACHE if caches == "warm" else 0
+    train = SceneDataset(train.dataset, train.crop_radius, train.cache, scan_cache=capacity)
     student = build_distill_student(cfg)
+    student.scan_cache.capacity = capacity
     optimizer = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     loss_fn = get_loss(cfg.loss)
     sampler = StepSampler(len(train), cfg.batch_size, cfg.seed, 0, steps + 1)
+    if caches == "warm":  # a first pass over the same scans fills the caches
+        with torch.no_grad():
+            for batch in scene_loader(train, sampler, 0, device):
+                student(*batch.inputs(device))
     loader = iter(scene_loader(train, sampler, 0, device))
     dtype = {"float32": None, "bfloat16": torch.bfloat16}[loss_dtype]
     times: dict[str, list[float]] = {}
@@ -142,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                         "every point, then the pairs' rows gathered (the step before that change)")  # fmt: skip
     parser.add_argument("--against-projection", choices=("pairs", "all"), default=None,
                         help="also profile, in the same process, with this projection and print the ratio")  # fmt: skip
+    parser.add_argument("--caches", choices=("warm", "off"), default="warm",
+                        help="warm: the scans, their voxels and kernel maps come from the per-process caches (a run "
+                        "after its first epoch); off: no cache (the step before those caches)")  # fmt: skip
+    parser.add_argument("--against-caches", choices=("warm", "off"), default=None,
+                        help="also profile, in the same process, with these caches and print the ratio")  # fmt: skip
     parser.add_argument("--against", action="append", default=[], metavar="FIELD=VALUE",
                         help="also profile, in the same process, the configuration with these fields changed "
                         "(e.g. n_pairs=4096) and print the step-time ratio")  # fmt: skip
@@ -158,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"--set / --against: {exc}")
 
-    def measure(cfg: DistillConfig, label: list[str], projection: str) -> tuple[dict[str, float], float]:
-        phases = profile(cfg, args.steps, args.loss_dtype, projection)
-        label = [*label, f"projection {projection}"]
+    def measure(
+        cfg: DistillConfig, label: list[str], projection: str, caches: str | None = None
+    ) -> tuple[dict[str, float], float]:
+        caches = args.caches if caches is None else caches
+        phases = profile(cfg, args.steps, args.loss_dtype, projection, caches)
+        label = [*label, f"projection {projection}, caches {caches}"]
         total = sum(v for k, v in phases.items() if "no grad" not in k and k != "voxelise")
         print(f"{args.suite} suite, loss {args.loss}, {args.threads} thread(s), loss dtype {args.loss_dtype}", *label)
         for name, seconds in phases.items():
@@ -175,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         other, other_total = measure(cfg, args.set, args.against_projection)
         result["against_projection"] = {"phases": other, "step_seconds": other_total, "ratio": other_total / total}
         print(f"  step time with projection {args.against_projection} / {args.projection}: {other_total / total:.2f}")
+    if args.against_caches:
+        other, other_total = measure(cfg, args.set, args.projection, args.against_caches)
+        result["against_caches"] = {"phases": other, "step_seconds": other_total, "ratio": other_total / total}
+        print(f"  step time with caches {args.against_caches} / {args.caches}: {other_total / total:.2f}")
     if args.against:
         other, other_total = measure(
             configured([*args.set, *args.against]), [*args.set, *args.against], args.projection

@@ -47,8 +47,11 @@ momentum with :func:`use_downstream_bn_momentum` (or :meth:`MinkUNetConfig.downs
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +67,8 @@ from .sparse import (
     cat,
 )
 from .sparse.layers import INITS
-from .voxelize import Voxels, devoxelize, voxelize
+from .sparse.scan_maps import MergedMaps, ScanMaps, with_batch_index
+from .voxelize import devoxelize, grid_coordinates, reduce_features, unique_cells, voxelize
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,35 @@ def input_channels(points: torch.Tensor, inputs: tuple[str, ...]) -> torch.Tenso
     return torch.cat([columns[name]() for name in inputs], dim=1)
 
 
+class ScanCache:
+    """At most ``capacity`` scans' voxels and kernel maps (:class:`~models.students.sparse.scan_maps.ScanMaps`),
+    keyed by the scan's point coordinates (content, not name: a moved or augmented scan is another entry), the
+    least recently used dropped first. A copy of the student (``copy.deepcopy``, pickling) starts with an empty
+    cache of the same capacity."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor, ScanMaps]] = OrderedDict()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ScanCache:
+        return ScanCache(self.capacity)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "entries": OrderedDict()}
+
+    def lookup(self, key: tuple[Any, ...], build: Callable[[], tuple[torch.Tensor, torch.Tensor, ScanMaps]]):
+        """The entry of ``key``, built by ``build()`` when absent."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            return entry
+        entry = build()
+        self.entries[key] = entry
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return entry
+
+
 class PointStudent(nn.Module):
     """Points -> voxels -> MinkUNet -> back to points.
 
@@ -296,22 +329,48 @@ class PointStudent(nn.Module):
         system: str = "cartesian",
         reduce: str = "mean",
         inputs: tuple[str, ...] = ("intensity",),
+        scan_cache: int = 0,
     ) -> None:
         super().__init__()
         self.network, self.voxel_size, self.system, self.reduce = network, voxel_size, system, reduce
         self.inputs = tuple(inputs)
         input_channels(torch.zeros(1, 4), self.inputs)  # validates the names
+        self.scan_cache = ScanCache(scan_cache)
 
-    def _voxels(self, points: torch.Tensor, batch: torch.Tensor) -> Voxels:
+    def _sites(self, points: torch.Tensor, batch: torch.Tensor) -> SparseTensor:
+        """The input sparse tensor of a batch: voxels, their mean input channels and, with a scan cache
+        (``scan_cache`` > 0, points ordered by scan), the scans' voxels and kernel maps kept per scan and merged
+        (:mod:`models.students.sparse.scan_maps`: bit-for-bit the batch-wide ones)."""
         with torch.no_grad():
             feats = input_channels(points, self.inputs)
-            return voxelize(points[:, :3], batch, feats, self.voxel_size, self.system, self.reduce)
+            if self.scan_cache.capacity == 0 or bool((batch[1:] < batch[:-1]).any()):
+                vox = voxelize(points[:, :3], batch, feats, self.voxel_size, self.system, self.reduce)
+                return SparseTensor(vox.coords, vox.feats), vox.inverse
+            indices, counts = torch.unique_consecutive(batch, return_counts=True)
+            coords, inverse, scans, start, n_vox = [], [], [], 0, 0
+            for index, count in zip(indices.tolist(), counts.tolist(), strict=True):
+                xyz = points[start : start + count, :3]
+                start += count
+                entry = self.scan_cache.lookup(_scan_key(xyz), lambda xyz=xyz: self._scan(xyz))
+                scan_coords, scan_inverse, maps = entry
+                coords.append(with_batch_index(scan_coords, index))
+                inverse.append(scan_inverse + n_vox)
+                scans.append(maps)
+                n_vox += len(scan_coords)
+            inverse = torch.cat(inverse)
+            vox_feats = reduce_features(feats, inverse, n_vox, self.reduce)
+            return SparseTensor(torch.cat(coords), vox_feats, cache=MergedMaps(scans, indices.tolist())), inverse
+
+    def _scan(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, ScanMaps]:
+        cells = grid_coordinates(xyz, self.voxel_size, self.system)
+        coords, inverse = unique_cells(torch.cat([cells.new_zeros(len(cells), 1), cells], dim=1))
+        return coords, inverse, ScanMaps(coords)
 
     def voxel_forward(self, points: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(V, out_dim)`` outputs of the ``V`` occupied voxels and the ``(N,)`` voxel of every point:
         ``forward`` is ``devoxelize(*voxel_forward(...))``."""
-        vox = self._voxels(points, batch)
-        return self.network(SparseTensor(vox.coords, vox.feats)).feats, vox.inverse
+        sites, inverse = self._sites(points, batch)
+        return self.network(sites).feats, inverse
 
     def forward(self, points: torch.Tensor, batch: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, out_dim)`` features of every point, or ``(len(index), out_dim)`` of the points ``index`` only.
@@ -323,9 +382,14 @@ class PointStudent(nn.Module):
         student's forward, loss and backward; equal values, README "The fair study")."""
         if index is None:
             return devoxelize(*self.voxel_forward(points, batch))
-        vox = self._voxels(points, batch)
-        trunk = self.network.trunk(SparseTensor(vox.coords, vox.feats)).feats
-        return self.network.project(devoxelize(trunk, vox.inverse[index]))
+        sites, inverse = self._sites(points, batch)
+        return self.network.project(devoxelize(self.network.trunk(sites).feats, inverse[index]))
+
+
+def _scan_key(xyz: torch.Tensor) -> tuple[Any, ...]:
+    """A scan's cache key: a digest of its point coordinates, with their device, dtype and count."""
+    data = xyz.detach().contiguous().cpu().numpy().tobytes()
+    return (hashlib.blake2b(data, digest_size=16).digest(), str(xyz.device), str(xyz.dtype), len(xyz))
 
 
 def point_outputs(

@@ -87,19 +87,24 @@ def voxelize(
     """
     cells = torch.cat([batch.to(torch.int64)[:, None], grid_coordinates(xyz, voxel_size, system)], dim=1)
     coords, inverse = unique_cells(cells)
-    n_vox = coords.shape[0]
+    return Voxels(coords, reduce_features(features, inverse, coords.shape[0], reduce), inverse)
+
+
+def reduce_features(
+    features: torch.Tensor, inverse: torch.Tensor, n_vox: int, reduce: Literal["mean", "first"] = "mean"
+) -> torch.Tensor:
+    """``(n_vox, C)`` voxel features from the points' ``features`` (N, C) and their voxels ``inverse`` (N,): the
+    mean of a voxel's points, or its first point's (:func:`voxelize`)."""
     if reduce == "mean":
         sums = features.new_zeros(n_vox, features.shape[1]).index_add_(0, inverse, features)
         counts = torch.bincount(inverse, minlength=n_vox).to(features.dtype)
-        feats = sums / counts.clamp(min=1)[:, None]
-    elif reduce == "first":
+        return sums / counts.clamp(min=1)[:, None]
+    if reduce == "first":
         n = inverse.shape[0]
-        first = torch.full((n_vox,), n, dtype=torch.int64, device=xyz.device)
-        first = first.scatter_reduce(0, inverse, torch.arange(n, device=xyz.device), reduce="amin")
-        feats = features[first]
-    else:
-        raise ValueError(f"unknown reduction {reduce!r}")
-    return Voxels(coords, feats, inverse)
+        first = torch.full((n_vox,), n, dtype=torch.int64, device=inverse.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
+        return features[first]
+    raise ValueError(f"unknown reduction {reduce!r}")
 
 
 def devoxelize(voxel_feats: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
