@@ -172,10 +172,13 @@ class RunDir:
             )
 
     def start(self, config: Mapping[str, Any], device: torch.device, defaults: Mapping[str, Any] | None = None) -> None:
-        """Write ``config.json`` and ``environment.json`` (after :meth:`check_config` with ``defaults``)."""
+        """Write ``config.json`` and ``environment.json`` (after :meth:`check_config` with ``defaults``). A
+        ``config.json`` already there passed that check and is kept as written: the checkpoint of an interrupted
+        run carries its hash (:func:`bench.train.accepted_hashes`)."""
         self.check_config(config, defaults)
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / CONFIG_FILE, config)
+        if not (self.path / CONFIG_FILE).is_file():
+            write_json(self.path / CONFIG_FILE, config)
         write_json(self.path / ENVIRONMENT_FILE, environment(device))
 
     def finish(self, metrics: Mapping[str, Any]) -> None:

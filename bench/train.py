@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bench import distributed as dist
 from bench.config import DistillConfig
 from bench.probe import GeometrySet
-from bench.results import write_bytes
+from bench.results import CONFIG_FILE, write_bytes
 from bench.scenes import SCAN_CACHE, SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
 from models.losses import LOSS_INPUTS, get_loss, pool_selected_rows
 from models.students import PointStudent, build_student
@@ -234,18 +234,31 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def config_hash(cfg: DistillConfig) -> str:
-    """SHA-256 (16 hex digits) of the resolved configuration: the identity a checkpoint is tied to."""
-    text = json.dumps(cfg.resolved(), sort_keys=True, default=str)
+def config_hash(cfg: DistillConfig | dict[str, Any]) -> str:
+    """SHA-256 (16 hex digits) of the resolved configuration (or of a run's stored ``config.json``): the identity
+    a checkpoint is tied to."""
+    resolved = cfg if isinstance(cfg, dict) else cfg.resolved()
+    text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_checkpoint(path: Path, expected_hash: str | None = None) -> dict[str, Any] | None:
+def accepted_hashes(cfg: DistillConfig, run_path: Path | None) -> set[str]:
+    """The configuration hashes a run's checkpoint may carry: this configuration's, and that of the run folder's
+    ``config.json`` (the harness has checked it against this configuration, a field it lacks being at its
+    default): a run interrupted before a new field with a default existed resumes."""
+    accepted = {config_hash(cfg)}
+    stored = run_path / CONFIG_FILE if run_path is not None else None
+    if stored is not None and stored.is_file():
+        accepted.add(config_hash(json.loads(stored.read_text())))
+    return accepted
+
+
+def load_checkpoint(path: Path, expected_hash: str | set[str] | None = None) -> dict[str, Any] | None:
     """The checkpoint at ``path`` (CPU tensors), or None when there is none.
 
     Raises:
         ValueError: the file does not load (naming it and the remedy), or it was written by another
-            configuration than the one of ``expected_hash`` (checkpoints written before hashes existed load).
+            configuration than the one(s) of ``expected_hash`` (checkpoints written before hashes existed load).
     """
     if not path.is_file():
         return None
@@ -258,7 +271,9 @@ def load_checkpoint(path: Path, expected_hash: str | None = None) -> dict[str, A
     if not isinstance(state, dict) or "student" not in state:
         raise ValueError(f"{path} is not a checkpoint of this harness; remove it to restart this run from step 0")
     found = state.get("config_hash")
-    if expected_hash is not None and found is not None and found != expected_hash:
+    expected = {expected_hash} if isinstance(expected_hash, str) else expected_hash
+    if expected is not None and found is not None and found not in expected:
+        expected_hash = ", ".join(sorted(expected))
         raise ValueError(
             f"{path} was written by another configuration (hash {found}, this run's is {expected_hash}); "
             "remove it to restart this run from step 0"
@@ -303,7 +318,7 @@ def train_student(
     start, running, seen = 0, 0.0, 0
     ckpt_path = run_path / CHECKPOINT_FILE if run_path is not None else None
     identity = config_hash(cfg)
-    state = load_checkpoint(ckpt_path, identity) if ckpt_path is not None else None
+    state = load_checkpoint(ckpt_path, accepted_hashes(cfg, run_path)) if ckpt_path is not None else None
     if state is not None:
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])

@@ -125,6 +125,24 @@ def test_a_checkpoint_of_another_configuration_is_refused(tiny_suite, tmp_path, 
     assert not (target / "metrics.json").exists()
 
 
+def test_a_run_interrupted_before_a_new_field_existed_resumes(tiny_suite, tmp_path):
+    """Its config.json lacks the field (at its default) and its checkpoint carries that config.json's hash."""
+    from bench.train import config_hash
+
+    scenes = tiny_suite.parent / "scenes"
+    suite = _suite(tmp_path / "a.yaml", scenes, {"loss": ["similarity"], "seed": [0]}, **QUICK)
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    run = tmp_path / "a" / "similarity-s0"
+    (run / "metrics.json").unlink()  # interrupted
+    older = {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k != "ft_clip_norm"}
+    (run / "config.json").write_text(json.dumps(older))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["config_hash"] = config_hash(older)  # what the older code wrote
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert (run / "metrics.json").is_file()
+
+
 def test_a_corrupted_checkpoint_is_named_with_the_remedy(tiny_suite, tmp_path, capsys):
     suite = _suite(tmp_path / "c.yaml", tiny_suite.parent / "scenes", {"loss": ["similarity"], "seed": [0]}, **QUICK)
     target = tmp_path / "out" / "similarity-s0"
