@@ -35,8 +35,11 @@ MAX_MIOU_CHANGE = 0.01
 """Largest linear-probe mIoU change (a fraction: 1 point) of a converged student when its steps double."""
 MAX_GEOMETRY_CHANGE = 0.05
 """Largest change of U and of T of a converged student when its steps double."""
-IGNORED_FIELDS = ("steps", "checkpoint_every")
-"""Configuration fields that may differ between a run and its doubled twin (besides the steps themselves)."""
+IGNORED_FIELDS = ("steps", "checkpoint_every", "probe_every", "protocols", "few_shot_every")
+"""Configuration fields that may differ between a run and its doubled twin (besides the steps themselves): the
+checkpoint and probe cadence, and the evaluation protocols the check does not read (with every field of the
+few-shot protocols, ``ft_*`` and ``ood_*``)."""
+IGNORED_PREFIXES = ("ft_", "ood_")
 
 
 def _finished_runs(folder: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
@@ -57,7 +60,8 @@ def _finished_runs(folder: Path) -> list[tuple[Path, dict[str, Any], dict[str, A
 
 
 def _identity(config: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in IGNORED_FIELDS}, sort_keys=True)
+    kept = {k: v for k, v in config.items() if k not in IGNORED_FIELDS and not k.startswith(IGNORED_PREFIXES)}
+    return json.dumps(kept, sort_keys=True)
 
 
 def _values(metrics: dict[str, Any]) -> dict[str, float | None]:

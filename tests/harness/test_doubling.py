@@ -69,7 +69,9 @@ def test_a_chain_finds_the_smallest_converged_budget(tmp_path, capsys):
         _run(folder, "a", steps, a, 1.0, 0.5)
         _run(folder, "b", steps, b, 1.0, 0.5, loss="relational")
     config = folders[-1] / "b" / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "ft_warmup": 0.0}))  # a later field, default
+    config.write_text(json.dumps({**json.loads(config.read_text()), "seg_loss": "ce"}))  # a later field, default
+    config = folders[-1] / "a" / "config.json"  # a few-shot setting the check does not read
+    config.write_text(json.dumps({**json.loads(config.read_text()), "ft_lr": 0.01, "ood_test_scenes": 3}))
     result = chain(folders)
     assert result["converged_at"] == {"similarity {} sgd 0.5 seed 0": 200, "relational {} sgd 0.5 seed 0": 400}
     assert result["budget"] == 400 and len(result["doublings"]) == 3
