@@ -9,7 +9,8 @@ steps (everything else equal: loss, recipe, seed, data, schedule shape) differs 
 
 The rule was fixed by the issue before any number was seen. The runs are paired by their ``config.json``: a run
 of the doubled folder is compared with the run of the base folder whose configuration is identical except
-``steps`` (and ``checkpoint_every``), with twice its steps.
+``steps`` and the fields the check does not read (:data:`IGNORED_FIELDS`, ``ft_*``, ``ood_*``), with twice its
+steps.
 
 A *chain* of folders (S, 2 S, 4 S, ...) checks every doubling in turn; the smallest budget at which a
 configuration is converged, and the smallest at which every configuration is, are reported (None: not within

@@ -202,7 +202,7 @@ def select(grid: Grid, students: list[tuple[str, Path]], work: Path, command: st
     best = max(range(len(rows)), key=lambda i: (rows[i]["score"], -i))
     return {
         "criterion": CRITERION,
-        "spike": f"the largest training loss above {SPIKE} times the first",
+        "spike": f"largest training loss is above {SPIKE:g} times its first",
         "defaults": grid.defaults,
         "command": command,
         "selected": rows[best]["option"],
