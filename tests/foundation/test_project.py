@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,3 +33,23 @@ def test_readme_setup_is_two_commands_and_ci_runs_them_verbatim():
 def test_constraints_pin_cpu_torch():
     pins = (ROOT / "constraints" / "cpu.txt").read_text()
     assert re.search(r"^torch==\d", pins, re.M) and re.search(r"^numpy<2", pins, re.M)
+
+
+def test_study_runs_are_committed_without_their_heavy_files():
+    # study/README.md: a run directory under study/ is committed with its records, never with its weights,
+    # feature dump, snapshots or --jobs claim file (names taken from the code that writes them)
+    from bench.distill import FEATURES_FILE
+    from bench.run import CLAIM_SUFFIX, _claim_path
+    from bench.train import CHECKPOINT_FILE
+    from geomstruct.runs import CONFIG_FILE, METRICS_FILE, SNAPSHOT_FILE, TRAJECTORY_FILE
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    run = Path("study/some-suite/contrastive-tau0.07-s0")
+    claim = _claim_path(run.parent, run.name)
+    assert claim.name.endswith(CLAIM_SUFFIX)
+    heavy = [run / CHECKPOINT_FILE, run / FEATURES_FILE, run / SNAPSHOT_FILE, claim]
+    kept = [run / name for name in (CONFIG_FILE, METRICS_FILE, TRAJECTORY_FILE, "timing.json", "environment.json")]
+    paths = [str(p) for p in heavy + kept]
+    out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == [str(p) for p in heavy]
