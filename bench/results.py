@@ -149,26 +149,30 @@ class RunDir:
         """True when ``metrics.json`` exists (it is written last)."""
         return (self.path / METRICS_FILE).is_file()
 
-    def check_config(self, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
-        """Raise :class:`RunConflictError` when the folder holds a run of a different configuration.
-
-        A key missing from the stored configuration is no difference when ``config`` holds its value from
-        ``defaults`` (a parameter added to the code after the run was written, at the value the run used).
-        """
+    def config_differences(self, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[str]:
+        """The fields in which the folder's ``config.json`` differs from ``config``, sorted (none without a
+        ``config.json``). A key missing from the stored configuration is no difference when ``config`` holds its
+        value from ``defaults`` (a parameter added to the code after the run was written, at the value the run
+        used)."""
         existing = self.path / CONFIG_FILE
         if not existing.is_file():
-            return
+            return []
         old = read_json(existing)
         new = json.loads(json.dumps(config, sort_keys=True, default=_json_default))
         known = json.loads(json.dumps(dict(defaults or {}), sort_keys=True, default=_json_default))
         for key in set(new) - set(old):
             if key in known and known[key] == new[key]:
                 old[key] = new[key]
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+    def check_config(self, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
+        """Raise :class:`RunConflictError` when the folder holds a run of a different configuration
+        (:meth:`config_differences`)."""
+        diff = self.config_differences(config, defaults)
+        if diff:
             raise RunConflictError(
-                f"{existing} holds a run with a different configuration (differs in: {', '.join(diff)}); "
-                "choose another output folder or remove that run — nothing was overwritten"
+                f"{self.path / CONFIG_FILE} holds a run with a different configuration (differs in: "
+                f"{', '.join(diff)}); choose another output folder or remove that run — nothing was overwritten"
             )
 
     def start(self, config: Mapping[str, Any], device: torch.device, defaults: Mapping[str, Any] | None = None) -> None:

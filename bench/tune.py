@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.results import RunDir
 from bench.suites import load_suite, recipe_key, run_names, varied_fields
 
 CRITERION = "linear_probe"
@@ -40,9 +41,14 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
 
     Raises:
         ValueError: a run of the grid has not finished (its folder has no ``metrics.json``) unless
-            ``allow_missing``, or a run has no score.
+            ``allow_missing``, a run has no score, or a finished run's ``config.json`` is not the suite's
+            configuration of that run (e.g. trained with ``--steps``: a budget is chosen in the suite file).
     """
+    from bench.config import DistillConfig
+    from bench.distill import resolve_distill
+
     suite = load_suite(suite_name)
+    defaults = DistillConfig.field_defaults()
     fields = recipe_fields(suite.runs)
     if not fields:
         raise ValueError(f"suite {suite_name} varies no recipe field besides the loss; nothing to select")
@@ -58,6 +64,12 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
             "score": None,
         }
         if metrics_path.is_file():
+            diff = RunDir(runs_dir / name).config_differences(resolve_distill(run), defaults)
+            if diff:
+                raise ValueError(
+                    f"{runs_dir / name}/config.json is not suite {suite_name}'s configuration of that run (differs "
+                    f"in: {', '.join(diff)}); a tuning budget or data change belongs in the suite file"
+                )
             metrics = json.loads(metrics_path.read_text())
             score = (metrics.get(CRITERION) or {}).get("miou")
             if score is None:

@@ -59,6 +59,20 @@ def test_unfinished_grid_is_refused_and_cli_writes_the_file(tuning, tmp_path, ca
     assert "**" in recipes.with_suffix(".md").read_text()
 
 
+def test_a_run_of_another_budget_is_refused(tuning):
+    # a folder trained with `--steps` (or any other change) is not the suite's grid: its score must not select
+    from bench.distill import resolve_distill
+
+    suite, out = tuning
+    run = load_suite(str(suite)).runs[1]
+    folder = out / run_names(load_suite(str(suite)).runs)[1]
+    (folder / "config.json").write_text(json.dumps(resolve_distill(run)))
+    assert select(str(suite), out)["complete"]  # its own configuration: accepted
+    (folder / "config.json").write_text(json.dumps({**resolve_distill(run), "steps": 20}))
+    with pytest.raises(ValueError, match=r"config.json is not suite .*configuration of that run \(differs in: steps\)"):
+        select(str(suite), out)
+
+
 def test_the_table_is_configurations_by_recipes_and_notes_edge_selections():
     def entry(configuration, optimizer, lr, score):
         recipe = {"optimizer": optimizer, "lr": lr}
