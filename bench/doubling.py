@@ -20,6 +20,10 @@ CLI::
 
     python -m bench.doubling runs/tune runs/doubling --out bench/suites/doubling   # .json and .md
     python -m bench.doubling runs/tune runs/doubling runs/doubling1600 runs/doubling3200 --out bench/suites/doubling
+    python -m bench.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json   # selected only
+
+``--recipes``: the doubled folders may also hold runs of recipes an earlier selection chose; only the runs of the
+file's selected recipes are checked, and each of its configurations must have one.
 """
 
 from __future__ import annotations
@@ -71,15 +75,47 @@ def _values(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {"miou": probe.get("miou"), "U": geometry.get("U"), "T": geometry.get("T")}
 
 
-def compare(base: Path, doubled: Path) -> dict[str, Any]:
-    """The doubling table of the runs of ``doubled`` against their twins in ``base`` (module docstring).
+def read_selection(recipes: Path) -> dict[str, dict[str, Any]]:
+    """``configuration -> recipe`` of a recipes file written by :mod:`bench.tune` (its ``selected`` entries).
 
     Raises:
-        ValueError: a doubled run has no twin with half its steps in ``base``, or lacks the linear probe.
+        ValueError: the file is missing or holds no selection.
+    """
+    try:
+        selected = json.loads(Path(recipes).read_text())["selected"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{recipes}: not a recipes file of bench.tune ({exc!r})") from None
+    return {configuration: dict(entry["recipe"]) for configuration, entry in selected.items()}
+
+
+def _selected(config: dict[str, Any], selection: dict[str, dict[str, Any]]) -> bool:
+    recipe = selection.get(recipe_key(config["loss"], config.get("loss_params") or {}))
+    return recipe is not None and all(config.get(field) == value for field, value in recipe.items())
+
+
+def compare(base: Path, doubled: Path, selection: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The doubling table of the runs of ``doubled`` against their twins in ``base`` (module docstring).
+
+    ``selection`` (:func:`read_selection`): only the doubled runs of each configuration's selected recipe are
+    checked (a folder may also hold runs of an earlier selection), and every selected configuration must have one.
+
+    Raises:
+        ValueError: a doubled run has no twin with half its steps in ``base``, or lacks the linear probe; a
+            configuration of ``selection`` has no doubled run.
     """
     twins = {_identity(config): (path, config, metrics) for path, config, metrics in _finished_runs(base)}
+    runs = _finished_runs(doubled)
+    if selection is not None:
+        runs = [run for run in runs if _selected(run[1], selection)]
+        have = {recipe_key(config["loss"], config.get("loss_params") or {}) for _, config, _ in runs}
+        missing = sorted(set(selection) - have)
+        if missing:
+            raise ValueError(
+                f"{doubled}: no finished run of the selected recipe of {', '.join(missing)} "
+                "(run the doubling suite, which reads the same recipes file)"
+            )
     rows = []
-    for path, config, metrics in _finished_runs(doubled):
+    for path, config, metrics in runs:
         twin = twins.get(_identity(config))
         if twin is None or 2 * twin[1]["steps"] != config["steps"]:
             raise ValueError(
@@ -117,14 +153,14 @@ def compare(base: Path, doubled: Path) -> dict[str, Any]:
     }
 
 
-def chain(folders: list[Path]) -> dict[str, Any]:
+def chain(folders: list[Path], selection: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Every doubling of a chain of run folders (each with twice the steps of the previous one): the
-    :func:`compare` result of each consecutive pair, and per configuration (with its recipe and seed) the smallest
-    budget ``S`` whose doubling is converged, with ``budget`` the smallest ``S`` at which every configuration of
-    the chain's first doubling is converged (None where the chain does not reach one)."""
+    :func:`compare` result of each consecutive pair (with ``selection``), and per configuration (with its recipe
+    and seed) the smallest budget ``S`` whose doubling is converged, with ``budget`` the smallest ``S`` at which
+    every configuration of the chain's first doubling is converged (None where the chain does not reach one)."""
     if len(folders) < 2:
         raise ValueError("a doubling check needs at least two run folders (S steps, then 2 S)")
-    doublings = [compare(a, b) for a, b in zip(folders, folders[1:], strict=False)]
+    doublings = [compare(a, b, selection) for a, b in zip(folders, folders[1:], strict=False)]
     converged_at: dict[str, int | None] = {}
     verdicts: dict[str, dict[int, bool]] = {}
     for result in doublings:
@@ -198,13 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folders", type=Path, nargs="+", help="run folders at S, 2 S, ... steps (e.g. runs/tune)")
     parser.add_argument("--out", type=Path, default=Path("bench/suites/doubling"), help="output path stem")
+    parser.add_argument("--recipes", type=Path, default=None,
+                        help="check only the runs of the recipes this file selected (bench.tune's output, e.g. "
+                             "bench/suites/recipes.json); default: every run of the folders")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        result = chain(args.folders)
+        selection = read_selection(args.recipes) if args.recipes is not None else None
+        result = chain(args.folders, selection)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["command"] = "python -m bench.doubling " + " ".join(f.as_posix() for f in args.folders)
+    if args.recipes is not None:
+        result["command"] += f" --recipes {args.recipes.as_posix()}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     tables = "\n".join(markdown_table(d) for d in result["doublings"])

@@ -81,3 +81,28 @@ def test_a_chain_finds_the_smallest_converged_budget(tmp_path, capsys):
     assert "| relational {} sgd 0.5 seed 0 | **no** | **no** | yes | 400 |" in text
     with pytest.raises(ValueError, match="at least two run folders"):
         chain(folders[:1])
+
+
+def test_recipes_restrict_the_check_to_the_selected_runs(tmp_path, capsys):
+    base, doubled = tmp_path / "base", tmp_path / "doubled"
+    for lr in (0.5, 0.05):
+        _run(base, f"s{lr}", 100, 0.30, 1.0, 0.5, lr=lr)
+    _run(doubled, "old", 200, 0.40, 1.0, 0.5, lr=0.5)  # the run of an earlier selection: not converged
+    _run(doubled, "new", 200, 0.305, 1.0, 0.5, lr=0.05)  # the selected recipe's run: converged
+    recipes = tmp_path / "recipes.json"
+    recipes.write_text(json.dumps({"selected": {"similarity {}": {"recipe": {"optimizer": "sgd", "lr": 0.05}}}}))
+    assert len(compare(base, doubled)["rows"]) == 2
+    assert main([str(base), str(doubled), "--recipes", str(recipes), "--out", str(tmp_path / "d")]) == 0
+    data = json.loads((tmp_path / "d.json").read_text())
+    ((row,),) = [d["rows"] for d in data["doublings"]]
+    assert row["recipe"]["lr"] == 0.05 and row["converged"] and data["budget"] == 100
+    assert data["command"].endswith(f"--recipes {recipes.as_posix()}")
+    # a selected configuration without its doubled run is named, not silently left out
+    selected = {
+        "similarity {}": {"recipe": {"optimizer": "sgd", "lr": 0.05}},
+        "relational {}": {"recipe": {"optimizer": "sgd", "lr": 0.5}},
+    }
+    recipes.write_text(json.dumps({"selected": selected}))
+    assert main([str(base), str(doubled), "--recipes", str(recipes), "--out", str(tmp_path / "d")]) == 2
+    assert "no finished run of the selected recipe of relational {}" in capsys.readouterr().err
+    assert main([str(base), str(doubled), "--recipes", str(tmp_path / "none.json"), "--out", str(tmp_path / "d")]) == 2

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The fair study (issue 15, README "The fair study"), its steps in order. Every step resumes from what study/
+# holds, so rerun the script after an interruption or on a new checkout, and commit study/ (its records only:
+# study/README.md) before a session ends.
+#
+#   bash study/run.sh             # every step
+#   bash study/run.sh full report # some steps, in the order given
+#
+# Steps: tune (the 66-run grid, hours on 2 cores) -> recipes (bench.tune: recipes.json/.md) -> doubling (the
+# selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> full (the 33 students; its
+# wall time is printed) -> references (ceiling, floor, teacher rows) -> toy -> report (reports/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(tune recipes doubling check full references toy report)
+for step in "${steps[@]}"; do
+  start=$SECONDS
+  echo "== $step ($(date -u +%FT%TZ))"
+  case $step in
+    tune) $py -m bench.run --suite tune --out study/tune --jobs 2 --no-progress ;;
+    recipes) $py -m bench.tune --suite tune --runs study/tune --out bench/suites/recipes.json ;;
+    doubling) $py -m bench.run --suite doubling --out study/doubling1600 --jobs 2 --no-progress ;;
+    check) $py -m bench.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json \
+             --out bench/suites/doubling ;;
+    full) $py -m bench.run --suite full --out study/full --jobs 2 --no-progress ;;
+    references) $py -m bench.reference --suite full --rows ceiling floor teacher --out study/full/references \
+                  --no-progress ;;
+    toy) $py -m bench.run --suite toy --out study/toy --no-progress ;;
+    report) $py -m geomstruct.report --runs study/full study/toy ;;
+    *) echo "unknown step: $step (tune recipes doubling check full references toy report)" >&2; exit 2 ;;
+  esac
+  echo "== $step done in $((SECONDS - start)) s"
+done
