@@ -26,8 +26,8 @@ for step in "${steps[@]}"; do
     full) $py -m bench.run --suite full --out study/full --jobs 2 --no-progress ;;
     references) $py -m bench.reference --suite full --rows ceiling floor teacher --out study/full/references \
                   --no-progress ;;
-    toy) $py -m bench.run --suite toy --out study/toy --no-progress ;;
-    report) $py -m geomstruct.report --runs study/full study/toy ;;
+    toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
+    report) $py -m geomstruct.report --runs study/full runs/toy ;;
     *) echo "unknown step: $step (tune recipes doubling check full references toy report)" >&2; exit 2 ;;
   esac
   echo "== $step done in $((SECONDS - start)) s"
