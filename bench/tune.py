@@ -11,8 +11,8 @@ grid point and the command that regenerates it; a suite reads it with ``recipes:
 
 CLI::
 
-    python -m bench.run --suite tune                       # the grid (hours on 2 cores; resumes)
-    python -m bench.tune --suite tune --runs runs/tune --out bench/suites/recipes.json
+    python -m bench.run --suite tune --out study/tune --jobs 2   # the grid (hours on 2 cores; resumes)
+    python -m bench.tune --suite tune --runs study/tune --out bench/suites/recipes.json
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def test_study_runs_are_committed_without_their_heavy_files():
     # study/README.md: a run directory under study/ is committed with its records, never with its weights,
     # feature dump, snapshots or --jobs claim file (names taken from the code that writes them)
     from bench.distill import FEATURES_FILE
+    from bench.results import ENVIRONMENT_FILE, TIMING_FILE
     from bench.run import CLAIM_SUFFIX, _claim_path
     from bench.train import CHECKPOINT_FILE
     from geomstruct.runs import CONFIG_FILE, METRICS_FILE, SNAPSHOT_FILE, TRAJECTORY_FILE
@@ -49,7 +50,7 @@ def test_study_runs_are_committed_without_their_heavy_files():
     claim = _claim_path(run.parent, run.name)
     assert claim.name.endswith(CLAIM_SUFFIX)
     heavy = [run / CHECKPOINT_FILE, run / FEATURES_FILE, run / SNAPSHOT_FILE, claim]
-    kept = [run / name for name in (CONFIG_FILE, METRICS_FILE, TRAJECTORY_FILE, "timing.json", "environment.json")]
+    kept = [run / name for name in (CONFIG_FILE, METRICS_FILE, TRAJECTORY_FILE, TIMING_FILE, ENVIRONMENT_FILE)]
     paths = [str(p) for p in heavy + kept]
     out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == [str(p) for p in heavy]
