@@ -159,7 +159,10 @@ def batch_pairs(
 
 
 def batch_regions(
-    batch: SceneBatch, feats: torch.Tensor, device: torch.device, unit_rows: bool = False
+    batch: SceneBatch,
+    feats: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    unit_rows: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``K`` (superpoint features, differentiable) and ``Q`` (superpixel features), one row per superpixel that a
     pair of the batch reaches, scans in the single-process order over every rank (region losses, module docstring).
@@ -170,18 +173,29 @@ def batch_regions(
     student's output, L2-normalised by its head): normalising again is then the identity in value and, after the
     head's own normalisation, in gradient (its projection ``I - f f^T`` is idempotent), and is skipped. The means
     are taken without copying the pairs' rows (:func:`models.losses.pool_selected_rows`).
+
+    ``feats`` is the student's features of the batch's points, or a function from point indices (into the
+    batch's points) to ``(F, rows)``, the features ``F`` of the points' distinct voxels and the row of ``F`` of
+    every point (``lambda index: student(points, batch_index, index, distinct=True)``, the training step's path:
+    the head and its normalisation then run once per voxel holding a pair and the pooling reads those rows,
+    forward and backward, instead of every point of the batch; the same values up to float rounding, since the
+    sums run in another order).
     """
-    if not unit_rows:
-        feats = torch.nn.functional.normalize(feats, dim=1)  # per point: the same rows as per pair
-    k_parts, q_parts, lengths = [], [], []
-    for i, scene in enumerate(batch.scenes):
+    for scene in batch.scenes:
         if scene.pair_regions is None or scene.region_feats is None:
             raise ValueError(
                 f"scene {scene.scan_id} has no superpixel regions; region losses need the superpixel cache"
             )
-        index = torch.from_numpy(scene.pairs[:, 0] + batch.offsets[i]).to(device)
-        regions = torch.from_numpy(scene.pair_regions).to(device)
-        pooled, ids = pool_selected_rows(feats, index, regions)
+    index = [torch.from_numpy(scene.pairs[:, 0] + batch.offsets[i]).to(device) for i, scene in enumerate(batch.scenes)]
+    if callable(feats):  # index becomes the pairs' rows of F
+        feats, rows = feats(torch.cat(index))
+        index = list(rows.split([len(i) for i in index]))
+    if not unit_rows:
+        feats = torch.nn.functional.normalize(feats, dim=1)  # per point: the same rows as per pair
+    k_parts, q_parts, lengths = [], [], []
+    for i, scene in enumerate(batch.scenes):
+        regions = torch.tensor(scene.pair_regions, device=device)  # a copy: the array is the scan cache's
+        pooled, ids = pool_selected_rows(feats, index[i], regions)
         k_parts.append(pooled)
         q_parts.append(scene.region_feats.to(device, non_blocking=True)[ids])
         lengths.append(len(ids))
@@ -347,8 +361,8 @@ def train_student(
     regions = LOSS_INPUTS[cfg.loss] == "superpixels"
     for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
         points, batch_index = batch.inputs(device)
-        if regions:
-            feats = model(points, batch_index)
+        if regions:  # the student projects only the points that hold a pair
+            feats = functools.partial(model, points, batch_index, distinct=True)
             k, q = batch_regions(batch, feats, device, unit_rows=student.network.normalize)
         else:  # the student projects only the drawn pairs' points
             k, q = batch_pairs(

@@ -1,13 +1,13 @@
 """Profile one distillation step at a suite's sizes, phase by phase, in one process.
 
 Phases of :func:`bench.train.train_student`'s step: reading the batch (``DataLoader``, 0 workers), drawing the
-pairs with the student's forward (voxelisation, kernel maps, network trunk, the head on the drawn pairs' points;
-``--projection all``: on every point, the step before that change), the loss forward, the loss backward (gradient
-into K), the network backward and the optimiser step. The kernel-map share of the forward is
-measured separately (a second forward on the same voxels reuses the maps). Every time is the median over
-``--steps`` steps after one warm-up step; ``--compare`` reports the loss's value and gradient error of a variant
-against float32 on the same K, Q. Run with nothing else on the machine; the report prints ratios to the step's
-total measured in the same process.
+pairs with the student's forward (voxelisation, kernel maps, network trunk, the head on the drawn pairs' points,
+for region losses on every point holding a pair; ``--projection all``: on every point, the step before that
+change), the loss forward, the loss backward (gradient into K), the network backward and the optimiser step. The
+kernel-map share of the forward is measured separately (a second forward on the same voxels reuses the maps).
+Every time is the median over ``--steps`` steps after one warm-up step; ``--compare`` reports the loss's value and
+gradient error of a variant against float32 on the same K, Q. Run with nothing else on the machine; the report
+prints ratios to the step's total measured in the same process.
 
 Usage::
 
@@ -49,7 +49,8 @@ def profile(
 ) -> dict[str, float]:
     """Median seconds of every phase over ``steps`` steps (after one warm-up). ``projection``: ``pairs`` (the
     training step: the student's head runs on the drawn pairs' points only) or ``all`` (every point projected,
-    then the pairs' rows gathered: the step before that change); region losses always project every point.
+    then the pairs' rows gathered: the step before that change); region losses project the points holding a pair
+    (``pairs``) or every point (``all``).
     ``caches``: ``warm`` (the steps' scans were read and voxelised before, as in a run after its first epoch: the
     scans, their voxels and kernel maps come from the per-process caches, ``bench.scenes.SCAN_CACHE``) or ``off``
     (no cache: every step reads its scans and builds its voxels and maps, the step before those caches)."""
@@ -57,7 +58,9 @@ def profile(
     teacher = make_teacher(cfg, device)
     train = scene_data(cfg, cfg.train_split, teacher, progress=False)
     capacity = SCAN_CACHE if caches == "warm" else 0
-    train = SceneDataset(train.dataset, train.crop_radius, train.cache, scan_cache=capacity)
+    train = SceneDataset(
+        train.dataset, train.crop_radius, train.cache, superpixels=train.superpixels, scan_cache=capacity
+    )
     student = build_distill_student(cfg)
     student.scan_cache.capacity = capacity
     optimizer = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -95,7 +98,11 @@ def profile(
         t = tick("forward, maps cached (no grad)", t)
         generator = step_generator(cfg.seed, step, 1)
         if LOSS_INPUTS[cfg.loss] == "superpixels":
-            k, q = batch_regions(batch, student(points, index), device, unit_rows=student.network.normalize)
+            if projection == "pairs":  # the training step's path: the head once per voxel holding a pair
+                feats = functools.partial(student, points, index, distinct=True)
+            else:  # every point projected: the step before that change
+                feats = student(points, index)
+            k, q = batch_regions(batch, feats, device, unit_rows=student.network.normalize)
         elif projection == "pairs":
             k, q = batch_pairs(batch, functools.partial(student, points, index), cfg.n_pairs, generator, device)
         else:

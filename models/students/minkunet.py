@@ -372,18 +372,30 @@ class PointStudent(nn.Module):
         sites, inverse = self._sites(points, batch)
         return self.network(sites).feats, inverse
 
-    def forward(self, points: torch.Tensor, batch: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, points: torch.Tensor, batch: torch.Tensor, index: torch.Tensor | None = None, distinct: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(N, out_dim)`` features of every point, or ``(len(index), out_dim)`` of the points ``index`` only.
 
         With ``index`` the network's trunk still runs on every voxel (the convolutions need them all), but the
         head, its normalisation and the copy to points run only on the wanted rows: a distillation step that
         scores 2048 pairs of 2 scans of 50 k points then projects 2048 rows to 512 channels instead of about
         50 k voxels and 100 k points, forward and backward (the ``full`` suite's step: 0.55x the time of the
-        student's forward, loss and backward; equal values, README "The fair study")."""
+        student's forward, loss and backward; equal values, README "The fair study").
+
+        ``distinct=True`` (with ``index``) returns ``(F, rows)``: the outputs ``F`` of the distinct voxels holding
+        the wanted points, the head run once per voxel, and the row of ``F`` of every wanted point (``F[rows]`` is
+        the default return), for a consumer that pools rows and need not copy them to points: a region loss reads
+        every point holding a pair, about 17 k of a synthetic scan in about 7 k voxels (:func:`bench.train.
+        batch_regions`)."""
         if index is None:
             return devoxelize(*self.voxel_forward(points, batch))
         sites, inverse = self._sites(points, batch)
-        return self.network.project(devoxelize(self.network.trunk(sites).feats, inverse[index]))
+        rows = inverse[index]
+        if not distinct:
+            return self.network.project(devoxelize(self.network.trunk(sites).feats, rows))
+        voxels, rows = torch.unique(rows, return_inverse=True)
+        return self.network.project(devoxelize(self.network.trunk(sites).feats, voxels)), rows
 
 
 def _scan_key(xyz: torch.Tensor) -> tuple[Any, ...]:

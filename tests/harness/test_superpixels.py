@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from bench.scenes import SceneDataset, collate_scenes
 from bench.superpixels import SlicSettings, SuperpixelCache, main, region_features, scene_regions, segment_image
 from bench.train import batch_regions
 from models.losses import slidr, st_slidr
+from models.students import build_student
 from models.teachers import build_teacher
 from models.teachers.base import sample
 
@@ -132,3 +135,47 @@ def test_cli_fills_a_split(tmp_path, capsys):
     assert "superpixel cache" in capsys.readouterr().out
     assert len(list(root.rglob("*.npz"))) == 1
     assert main([*args, "--n-segments", "1", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("loss", [slidr, st_slidr])
+def test_trainer_pools_the_students_voxel_rows_like_its_point_rows(world, loss):
+    """The training step's path (the student's head once per voxel holding a pair, pooled without copying rows to
+    points) gives the loss and gradients of pooling every point's output (float64)."""
+    data, features, superpixels = world
+    scenes = SceneDataset(data, 10.0, features).with_superpixels(superpixels)
+    batch = collate_scenes([scenes[0], scenes[1]])
+    torch.manual_seed(0)
+    student = build_student(out_dim=512, planes=(4, 8, 8, 4), layers=(1, 1, 1, 1), init_dim=4, voxel_size=0.3)
+    student = student.double()
+    points, index = batch.points.double(), batch.batch
+    values, grads = [], []
+    for feats in (lambda: student(points, index), lambda: functools.partial(student, points, index, distinct=True)):
+        student.zero_grad()
+        k, q = batch_regions(batch, feats(), torch.device("cpu"), unit_rows=True)
+        value = loss(k, q.double())
+        value.backward()
+        values.append(value.item())
+        grads.append([p.grad.clone() for p in student.parameters()])
+    assert values[1] == pytest.approx(values[0], rel=1e-12)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_scene_regions_are_kept_per_scan_unless_augmented(world):
+    """Un-augmented items reuse the scan's regions (the same read-only arrays, equal to a fresh computation);
+    augmented items and a dataset without a scan cache compute their own."""
+    from bench.augment import Augmentation
+
+    data, features, superpixels = world
+    scenes = SceneDataset(data, 10.0, features).with_superpixels(superpixels)
+    first, again = scenes[0], scenes[0]
+    assert first.pair_regions is again.pair_regions and first.region_feats is again.region_feats
+    assert not first.pair_regions.flags.writeable
+    fresh = scene_regions(superpixels.load(first.scan_id), first.pairs, first.grids)
+    np.testing.assert_array_equal(first.pair_regions, fresh[0])
+    torch.testing.assert_close(first.region_feats, fresh[1], rtol=0, atol=0)
+    uncached = SceneDataset(data, 10.0, features, scan_cache=0).with_superpixels(superpixels)
+    assert uncached[0].pair_regions is not uncached[0].pair_regions
+    augmented = scenes.augmented(Augmentation(rotation=True))
+    assert augmented[(0, 1)].pair_regions is not augmented[(0, 1)].pair_regions
+

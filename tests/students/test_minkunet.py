@@ -93,6 +93,33 @@ def test_projecting_only_the_wanted_points_equals_projecting_all(normalize):
         student.network.stem.conv.pointwise(points)
 
 
+def test_distinct_returns_each_wanted_voxel_once_and_the_row_of_every_point():
+    """``distinct=True``: ``F[rows]`` is the default output, values and gradients (float64), with one row of ``F`` per
+    distinct voxel of the wanted points; points of one voxel share a row."""
+    torch.manual_seed(0)
+    student = build_student(out_dim=16, planes=TINY.planes, layers=TINY.layers, init_dim=4, voxel_size=0.3).double()
+    points = torch.cat([_scan(1), _scan(2)]).double()
+    batch = torch.repeat_interleave(torch.arange(2), 3000)
+    _, inverse = student.voxel_forward(points, batch)
+    index = torch.arange(0, 6000, 7)
+    target = torch.randn(len(index), 16, dtype=torch.float64)
+    outputs, grads = [], []
+    for distinct in (False, True):
+        student.zero_grad()
+        out = student(points, batch, index, distinct=distinct)
+        if distinct:
+            feats, rows = out
+            assert feats.shape == (len(torch.unique(inverse[index])), 16) and feats.shape[0] < len(index)
+            assert torch.equal(rows == rows[0], inverse[index] == inverse[index[0]])  # same voxel, same row
+            out = feats[rows]
+        (out * target).sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in student.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_bit_for_bit_deterministic():
     points = torch.cat([_scan(3), _scan(4)])
     batch = torch.repeat_interleave(torch.arange(2), 3000)
