@@ -160,7 +160,7 @@ def batch_pairs(
 
 def batch_regions(
     batch: SceneBatch,
-    feats: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    feats: torch.Tensor | Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     unit_rows: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
