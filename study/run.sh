@@ -7,13 +7,15 @@
 #   bash study/run.sh full report # some steps, in the order given
 #
 # Steps: tune (the 66-run grid, hours on 2 cores) -> recipes (bench.tune: recipes.json/.md) -> doubling (the
-# selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> full (the 33 students; its
-# wall time is printed) -> references (ceiling, floor, teacher rows) -> toy -> report (reports/).
+# selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> caches (the full suite's first
+# run for 1 step into runs/warm-caches: generates the test and OOD worlds and fills their teacher-feature caches,
+# one-time work kept out of the suite's time) -> full (the 33 students; its wall time is printed: run it from an
+# empty study/full with nothing else running) -> references (ceiling, floor, teacher rows) -> toy -> report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(tune recipes doubling check full references toy report)
+[ ${#steps[@]} -gt 0 ] || steps=(tune recipes doubling check caches full references toy report)
 for step in "${steps[@]}"; do
   start=$SECONDS
   echo "== $step ($(date -u +%FT%TZ))"
@@ -23,12 +25,14 @@ for step in "${steps[@]}"; do
     doubling) $py -m bench.run --suite doubling --out study/doubling1600 --jobs 2 --no-progress ;;
     check) $py -m bench.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json \
              --out bench/suites/doubling ;;
+    caches) first=$($py -c "from bench.suites import load_suite, run_names; print(run_names(load_suite('full').runs)[0])")
+            $py -m bench.run --suite full --steps 1 --run "$first" --out runs/warm-caches --no-progress ;;
     full) $py -m bench.run --suite full --out study/full --jobs 2 --no-progress ;;
     references) $py -m bench.reference --suite full --rows ceiling floor teacher --out study/full/references \
                   --no-progress ;;
     toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
     report) $py -m geomstruct.report --runs study/full runs/toy ;;
-    *) echo "unknown step: $step (tune recipes doubling check full references toy report)" >&2; exit 2 ;;
+    *) echo "unknown step: $step (tune recipes doubling check caches full references toy report)" >&2; exit 2 ;;
   esac
   echo "== $step done in $((SECONDS - start)) s"
 done
