@@ -178,4 +178,3 @@ def test_scene_regions_are_kept_per_scan_unless_augmented(world):
     assert uncached[0].pair_regions is not uncached[0].pair_regions
     augmented = scenes.augmented(Augmentation(rotation=True))
     assert augmented[(0, 1)].pair_regions is not augmented[(0, 1)].pair_regions
-
