@@ -77,17 +77,9 @@ def test_projecting_only_the_wanted_points_equals_projecting_all(normalize):
     points = torch.cat([_scan(1), _scan(2)]).double()
     batch = torch.repeat_interleave(torch.arange(2), 3000)
     index = torch.tensor([5, 0, 5999, 3000, 17, 5])
-    target = torch.randn(len(index), 16, dtype=torch.float64)
-    outputs, grads = [], []
-    for compute in (lambda: student(points, batch)[index], lambda: student(points, batch, index)):
-        student.zero_grad()
-        out = compute()
-        (out * target).sum().backward()
-        outputs.append(out.detach())
-        grads.append([p.grad.clone() for p in student.parameters()])
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    _assert_same_outputs_and_gradients(
+        student, len(index), lambda: student(points, batch)[index], lambda: student(points, batch, index)
+    )
     assert student(points, batch, index[:0]).shape == (0, 16)
     with pytest.raises(ValueError, match="pointwise needs a 1x1x1 kernel"):
         student.network.stem.conv.pointwise(points)
@@ -102,16 +94,23 @@ def test_distinct_returns_each_wanted_voxel_once_and_the_row_of_every_point():
     batch = torch.repeat_interleave(torch.arange(2), 3000)
     _, inverse = student.voxel_forward(points, batch)
     index = torch.arange(0, 6000, 7)
-    target = torch.randn(len(index), 16, dtype=torch.float64)
+
+    def distinct_rows() -> torch.Tensor:
+        feats, rows = student(points, batch, index, distinct=True)
+        assert feats.shape == (len(torch.unique(inverse[index])), 16) and feats.shape[0] < len(index)
+        assert torch.equal(rows == rows[0], inverse[index] == inverse[index[0]])  # same voxel, same row
+        return feats[rows]
+
+    _assert_same_outputs_and_gradients(student, len(index), lambda: student(points, batch, index), distinct_rows)
+
+
+def _assert_same_outputs_and_gradients(student, n: int, *computations) -> None:
+    """The computations give the same (n, 16) outputs and the same parameter gradients of a random linear loss."""
+    target = torch.randn(n, 16, dtype=torch.float64)
     outputs, grads = [], []
-    for distinct in (False, True):
+    for compute in computations:
         student.zero_grad()
-        out = student(points, batch, index, distinct=distinct)
-        if distinct:
-            feats, rows = out
-            assert feats.shape == (len(torch.unique(inverse[index])), 16) and feats.shape[0] < len(index)
-            assert torch.equal(rows == rows[0], inverse[index] == inverse[index[0]])  # same voxel, same row
-            out = feats[rows]
+        out = compute()
         (out * target).sum().backward()
         outputs.append(out.detach())
         grads.append([p.grad.clone() for p in student.parameters()])
