@@ -395,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_jobs(argv, out, todo, args.jobs, not args.no_progress)
         failed = [name for name in todo if not RunDir(out / name).finished]
         runs = [(name, run) for name, run in runs if name not in failed]
-        if runs:
-            _run_suite(suite, runs, out, device, False, 0)  # every run finished: reads them for the table
+        if runs:  # every run finished: reads them for the table, counting as skipped those finished before
+            _run_suite(suite, runs, out, device, False, 0, finished_before=len(runs) - len(todo))
         if failed:
             print(f"{len(failed)} runs failed (details in their error.txt; rerun the same command to retry them):")
             for name in failed:
@@ -435,7 +435,11 @@ def _run_suite(
     progress: bool,
     workers: int = 0,
     claim_runs: bool = False,
+    finished_before: int | None = None,
 ) -> int:
+    """Run (or read, when finished) every run of ``runs`` and print their table; ``finished_before``: how many
+    were finished before this command started (the ``--jobs`` path, whose workers trained the others), else
+    counted here."""
     say = print if distributed.is_main() else (lambda *a, **k: None)
     execute = EXECUTORS[suite.kind]
     done: list[tuple[str, dict[str, Any]]] = []
@@ -473,6 +477,8 @@ def _run_suite(
         seeds = seed_table(done)
         if seeds:
             print(seeds)
+    if finished_before is not None:
+        skipped = finished_before
     say(f"{len(done)} runs in {out} ({skipped} already finished, skipped); report: python -m geomstruct.report")
     if failures:
         say(f"{len(failures)} of {len(runs)} runs failed (rerun the same command to retry them):")

@@ -99,6 +99,7 @@ def test_jobs_run_the_suite_in_parallel_processes_with_the_same_results(tiny_sui
     printed = capsys.readouterr().out
     assert "relational-lam1.0-s0" in printed.split("[2/2]")[-1]  # the results table of every run
     assert "[1/2]" in printed and "[2/2]" in printed and printed.count(" finished (") == 2  # one log line per run
+    assert "2 runs in" in printed and "(0 already finished, skipped)" in printed  # the workers trained both
     for run in ("contrastive-tau0.07-s0", "relational-lam1.0-s0"):
         one = json.loads((tiny_runs / run / "metrics.json").read_text())
         two = json.loads((out / run / "metrics.json").read_text())
