@@ -10,7 +10,7 @@
 # selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> caches (the full suite's first
 # run for 1 step into runs/warm-caches: generates the test and OOD worlds and fills their teacher-feature caches,
 # one-time work kept out of the suite's time) -> full (the 33 students; its wall time is printed: run it from an
-# empty study/full with nothing else running) -> references (ceiling, floor, teacher rows) -> toy -> report.
+# empty study/full with nothing else running) -> references (ceiling, floor, teacher rows; the 4x wider student's ceiling) -> toy -> report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -29,7 +29,10 @@ for step in "${steps[@]}"; do
             $py -m bench.run --suite full --steps 1 --run "$first" --out runs/warm-caches --no-progress ;;
     full) $py -m bench.run --suite full --out study/full --jobs 2 --no-progress ;;
     references) $py -m bench.reference --suite full --rows ceiling floor teacher --out study/full/references \
-                  --no-progress ;;
+                  --no-progress
+                # the size point of the curve that chose the student: the ceiling of a 4x wider one
+                $py -m bench.reference --suite full --rows ceiling --name wide --out study/full/references \
+                  --set "student_overrides={init_dim: 16, planes: [32, 32, 64, 64, 64, 32, 32, 32]}" --no-progress ;;
     toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
     report) $py -m geomstruct.report --runs study/full runs/toy ;;
     *) echo "unknown step: $step (tune recipes doubling check caches full references toy report)" >&2; exit 2 ;;
