@@ -37,7 +37,9 @@ def test_runs_are_named_by_every_field_the_grid_varies(tiny_suite, tmp_path):
     assert run_names(load_suite(str(suite)).runs) == ["similarity-lr0.5-s0", "similarity-lr0.05-s0"]
     assert run_names(load_suite("smoke").runs)[0] == "contrastive-tau0.07-s0"  # unchanged where only loss/seed vary
     # the recipes of the full suite vary lr and optimizer between its loss configurations: the names say so
-    assert run_names(load_suite("full").runs)[0] == "contrastive-tau0.07-lr0.16-optimizersgd-s0"
+    runs = load_suite("full").runs  # the first: contrastive tau 0.07 with the recipe recipes.json selected for it
+    recipe = f"lr{runs[0]['lr']:g}-optimizer{runs[0]['optimizer']}"
+    assert run_names(runs)[0] == f"contrastive-tau0.07-{recipe}-s0"
 
 
 def test_duplicate_runs_are_refused_before_anything_runs(tiny_suite, tmp_path, capsys):
