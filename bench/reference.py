@@ -169,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         for row in args.rows:
             path = args.out / (f"{args.name}-{row}.json" if args.name else f"{row}.json")
             if path.is_file():
-                print(f"{path}: exists, skipped")
+                print(f"{path}: exists, skipped", flush=True)
                 continue
+            if dist.is_main():
+                print(f"{path}: computing the {row} row ...", flush=True)
             start = time.perf_counter()
             if row == "ceiling":
                 lr = cfg.ft_lr if args.lr is None else args.lr
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             result.update(kind="reference", row=row, suite=suite.name, config=cfg.resolved())
             if dist.is_main():
                 write_json(path, result)
-                print(f"{path}: {row} mIoU {100 * result['miou']:.1f}% ({result['seconds']:.0f} s)")
+                print(f"{path}: {row} mIoU {100 * result['miou']:.1f}% ({result['seconds']:.0f} s)", flush=True)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
