@@ -7,7 +7,8 @@
 #   bash study/run.sh full report # some steps, in the order given
 #
 # Steps: tune (the 66-run grid, hours on 2 cores) -> recipes (bench.tune: recipes.json/.md) -> doubling (the
-# selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> caches (the full suite's first
+# selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> longer (a 3 200-step link for
+# contrastive tau 0.07, relational, similarity and SLidR, seed 0: doubling3200.json/.md) -> caches (the full suite's first
 # run for 1 step into runs/warm-caches: generates the test and OOD worlds and fills their teacher-feature caches,
 # one-time work kept out of the suite's time) -> full (the 33 students; its wall time is printed: run it from an
 # empty study/full with nothing else running) -> references (ceiling, floor, teacher rows; the 4x wider student's ceiling) -> toy -> report.
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(tune recipes doubling check caches full references toy report)
+[ ${#steps[@]} -gt 0 ] || steps=(tune recipes doubling check longer caches full references toy report)
 for step in "${steps[@]}"; do
   start=$SECONDS
   echo "== $step ($(date -u +%FT%TZ))"
@@ -25,6 +26,12 @@ for step in "${steps[@]}"; do
     doubling) $py -m bench.run --suite doubling --out study/doubling1600 --jobs 2 --no-progress ;;
     check) $py -m bench.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json \
              --out bench/suites/doubling ;;
+    longer) for run in $($py -c "from bench.suites import load_suite, run_names
+print(*[n for n in run_names(load_suite('doubling').runs)
+        if n.startswith(('contrastive-tau0.07-', 'relational-lam', 'similarity-', 'slidr-'))])"); do
+              $py -m bench.run --suite doubling --steps 3200 --out study/doubling3200 --run "$run" --no-progress
+            done
+            $py -m bench.doubling study/doubling1600 study/doubling3200 --out bench/suites/doubling3200 ;;
     caches) first=$($py -c "from bench.suites import load_suite, run_names; print(run_names(load_suite('full').runs)[0])")
             $py -m bench.run --suite full --steps 1 --run "$first" --out runs/warm-caches --no-progress ;;
     full) $py -m bench.run --suite full --out study/full --jobs 2 --no-progress ;;
@@ -35,7 +42,7 @@ for step in "${steps[@]}"; do
                   --set "student_overrides={init_dim: 16, planes: [32, 32, 64, 64, 64, 32, 32, 32]}" --no-progress ;;
     toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
     report) $py -m geomstruct.report --runs study/full runs/toy ;;
-    *) echo "unknown step: $step (tune recipes doubling check caches full references toy report)" >&2; exit 2 ;;
+    *) echo "unknown step: $step (tune recipes doubling check longer caches full references toy report)" >&2; exit 2 ;;
   esac
   echo "== $step done in $((SECONDS - start)) s"
 done
