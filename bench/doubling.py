@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = "python -m bench.doubling " + " ".join(f.as_posix() for f in args.folders)
     if args.recipes is not None:
         result["command"] += f" --recipes {args.recipes.as_posix()}"
+    result["command"] += f" --out {args.out.as_posix()}"  # rerunning it rewrites these files, not the default ones
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     tables = "\n".join(markdown_table(d) for d in result["doublings"])

@@ -62,6 +62,8 @@ def test_cli_writes_rows_and_skips_existing_ones(tmp_path, capsys):
                                      "grid": {"loss": ["similarity"], "seed": [0]}}))  # fmt: skip
     args = ["--suite", str(suite), "--out", str(tmp_path / "ref"), "--no-progress", "--steps", "2"]
     assert main([*args, "--rows", "floor", "ceiling", "--name", "x", "--set", "ft_lr=0.01"]) == 0
+    printed = capsys.readouterr().out  # each row says when it starts and what it reached
+    assert "x-ceiling.json: computing the ceiling row ..." in printed and "x-ceiling.json: ceiling mIoU" in printed
     row = json.loads((tmp_path / "ref" / "x-ceiling.json").read_text())
     assert row["config"]["ft_lr"] == 0.01 and row["lr"] == 0.01 and row["steps"] == 2
     assert (tmp_path / "ref" / "x-floor.json").is_file()
