@@ -6,9 +6,9 @@ process by ``nuscenes.nuscenes.NuScenes`` and reduced to a compact :class:`NuSce
 released, so the resident memory of every split, of every ``DataLoader`` worker (forked with the index) and of
 every ``torchrun`` rank does not hold the tables. With an ``index_cache`` folder the index is also written
 there (keyed by the dataroot, the version and every table file's size and modification time) and later
-processes, and the other ranks, read it back instead of the tables; it is then built in a spawned child
-process, so that no harness process ever holds the tables. :func:`dataroot_info` checks a dataroot without
-loading it.
+processes, and the other ranks, read it back instead of the tables; it is then built in a child interpreter
+(``python -c``, importing only this module), so that no harness process ever holds the tables.
+:func:`dataroot_info` checks a dataroot without loading it.
 
 Projection: the devkit's chain of ``NuScenesExplorer.map_pointcloud_to_image``, composed into one matrix
 
@@ -229,16 +229,48 @@ def _build_and_save(dataroot: Path, version: str, path: Path) -> None:
     NuScenesIndex.build(dataroot, version).save(path)
 
 
-def _build_in_child(dataroot: Path, version: str, path: Path) -> None:
-    """Build and save the index in a spawned process, so that this process never holds the devkit's tables
-    (about 6.7 GB at v1.0-trainval; freed memory is not always returned to the system)."""
-    import multiprocessing
+_CHILD_BUILD = (
+    "import sys; from pathlib import Path; from bench.data.nuscenes import _build_and_save; "
+    "_build_and_save(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))"
+)
+"""The child's program: it imports this module only, never the caller's ``__main__``."""
 
-    child = multiprocessing.get_context("spawn").Process(target=_build_and_save, args=(dataroot, version, path))
-    child.start()
-    child.join()
-    if child.exitcode != 0:  # the same build in this process raises the error with its message
-        NuScenesIndex.build(dataroot, version).save(path)
+
+def _build_in_child(dataroot: Path, version: str, path: Path) -> None:
+    """Build and save the index in a child interpreter, so that this process never holds the devkit's tables
+    (about 6.7 GB at v1.0-trainval; freed memory is not always returned to the system).
+
+    The child is a fresh ``python -c`` that imports only this module (the package's folder is put first on its
+    ``PYTHONPATH``): unlike a ``multiprocessing`` spawn it does not re-run the caller's main script, so a
+    script without an ``if __name__ == "__main__":`` guard works too. When the child fails the index is built
+    in this process, with a :class:`RuntimeWarning` that names the child's error and the memory cost (a
+    deterministic error, such as a malformed table, is then raised here with its message).
+    """
+    import subprocess
+    import sys
+    import warnings
+
+    package_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD_BUILD, str(dataroot), version, str(path)],
+        env={**os.environ, "PYTHONPATH": python_path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0 and path.is_file():
+        return
+    reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    warnings.warn(
+        f"{path}: the nuScenes keyframe index could not be built in a child process ({reason}); building it "
+        f"in this process, which then holds the devkit's tables of {dataroot / version} (about 6.7 GB of "
+        "resident memory at v1.0-trainval, not always returned to the system)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    NuScenesIndex.build(dataroot, version).save(path)
 
 
 def keyframe_index(dataroot: str | Path, version: str, index_cache: str | Path | None = None) -> NuScenesIndex:
