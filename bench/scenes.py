@@ -118,6 +118,8 @@ class SceneDataset(Dataset):
         ids: a subset of the dataset's ids (default: all, in the dataset's order).
         augmentation: a :class:`bench.augment.Augmentation` applied to items requested as ``(index, seed)``.
         superpixels: the superpixel cache, filled for every id (region losses; needs ``cache``).
+        pixel_norm: superpixel features average L2-normalised teacher pixels (SLidR; False: raw pixels,
+            :func:`bench.superpixels.region_features`).
         scan_cache: cropped scans kept in memory (:data:`SCAN_CACHE`; 0: none), shared with the views of this
             dataset (:meth:`head`, :meth:`without_features`, ...) and not sent to DataLoader workers (each
             worker fills its own).
@@ -132,6 +134,7 @@ class SceneDataset(Dataset):
         augmentation: Any = None,
         superpixels: Any = None,
         scan_cache: int = SCAN_CACHE,
+        pixel_norm: bool = True,
     ) -> None:
         if superpixels is not None and cache is None:
             raise ValueError("superpixel regions need the teacher's feature cache")
@@ -141,9 +144,10 @@ class SceneDataset(Dataset):
         self.ids = list(dataset.ids if ids is None else ids)
         self.augmentation = augmentation
         self.superpixels = superpixels
+        self.pixel_norm = pixel_norm
         self.scan_cache = scan_cache
         self._scans: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
-        self._regions: OrderedDict[tuple[str, str], tuple[np.ndarray, torch.Tensor]] = OrderedDict()
+        self._regions: OrderedDict[tuple[str, str, bool], tuple[np.ndarray, torch.Tensor]] = OrderedDict()
 
     def _copy(self, **changes: Any) -> SceneDataset:
         args = {
@@ -151,6 +155,7 @@ class SceneDataset(Dataset):
             "ids": self.ids,
             "augmentation": self.augmentation,
             "superpixels": self.superpixels,
+            "pixel_norm": self.pixel_norm,
         }
         view = SceneDataset(self.dataset, self.crop_radius, **(args | changes), scan_cache=self.scan_cache)
         view._scans = self._scans  # the same scans, cropped alike: one cache
@@ -181,12 +186,13 @@ class SceneDataset(Dataset):
         from bench.superpixels import scene_regions
 
         def build() -> tuple[np.ndarray, torch.Tensor]:
-            regions, feats = scene_regions(self.superpixels.load(scene.scan_id), scene.pairs, scene.grids)
+            labels = self.superpixels.load(scene.scan_id)
+            regions, feats = scene_regions(labels, scene.pairs, scene.grids, self.pixel_norm)
             return _read_only(regions), feats
 
         if augmented:
             return build()
-        key = (scene.scan_id, str(self.superpixels.folder))
+        key = (scene.scan_id, str(self.superpixels.folder), self.pixel_norm)
         return _cached(self._regions, key, build, self.scan_cache)
 
     def augmented(self, augmentation: Any) -> SceneDataset:
@@ -194,9 +200,10 @@ class SceneDataset(Dataset):
         when it is requested as ``(index, seed)`` (:class:`StepSampler` with ``seeded=True``)."""
         return self._copy(augmentation=augmentation)
 
-    def with_superpixels(self, superpixels: Any) -> SceneDataset:
-        """The same scans with superpixel regions (a filled :class:`bench.superpixels.SuperpixelCache`)."""
-        return self._copy(superpixels=superpixels)
+    def with_superpixels(self, superpixels: Any, pixel_norm: bool = True) -> SceneDataset:
+        """The same scans with superpixel regions (a filled :class:`bench.superpixels.SuperpixelCache`), whose
+        features average L2-normalised teacher pixels (``pixel_norm``, SLidR's) or raw ones."""
+        return self._copy(superpixels=superpixels, pixel_norm=pixel_norm)
 
     def head(self, n: int | None) -> SceneDataset:
         """The first ``n`` scans (all when ``n`` is None), without augmentation or superpixels."""

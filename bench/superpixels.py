@@ -12,8 +12,9 @@ whose pixel falls in a superpixel (superpoints) and pixel features over the whol
   Size: nuScenes label maps compress to a few hundred kB per image; SLIC costs about 1.7 s per 1600 x 900 image on
   one core of the development machine (so trainval's 205 k images take ~100 core-hours, once; SLidR's cost too).
 - :func:`region_features` gives the teacher feature of every superpixel: the mean, over the superpixel's pixels,
-  of the bilinear upsampling of the cached patch grid (:func:`models.teachers.base.sample`), computed exactly
-  from the separable bilinear weights without materialising the upsampled image.
+  of the L2-normalised bilinear upsampling of the cached patch grid (:func:`models.teachers.base.sample`; SLidR
+  normalises every pixel before pooling), computed exactly from the separable bilinear weights and the grid
+  cells' inner products without materialising the upsampled image.
 - :func:`scene_regions` attaches to a :class:`~bench.scenes.Scene` the region of every pair (superpixel of the
   pair's original pixel, numbered over the scan's cameras) and the features of every region.
 
@@ -95,12 +96,48 @@ def _bilinear_weights(n_pixels: int, n_cells: int) -> tuple[np.ndarray, np.ndarr
     return lo, hi, 1.0 - frac, frac
 
 
-def pooling_matrix(labels: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, counts)``: ``A`` (S, h w) float64 with ``A[s] @ grid.reshape(D, h w).T = sum over the pixels of
-    superpixel s of the bilinear upsampling of the (D, h, w) grid``, and the pixel count of every superpixel.
+def pixel_norms(grid: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` float64: the L2 norm of every pixel of the bilinear upsampling of ``grid`` (D, h, w) to ``size``
+    (:func:`models.teachers.base.sample`), without materialising the ``(D, H, W)`` image.
+
+    A pixel is ``u = sum_x w_x G_x`` over the four cells ``x`` around it (weights of :func:`_bilinear_weights`),
+    so ``|u|^2 = sum_{x, y} w_x w_y <G_x, G_y>``: the ten inner products of the four corners of every grid cell
+    (computed once, ``O(D h w)``) and ``O(H W)`` work per pixel. The grid is padded by repeating its last row and
+    column, so the second cell of an axis is always the next one.
+    """
+    height, width = size
+    g = torch.nn.functional.pad(grid.to(torch.float64)[None], (0, 1, 0, 1), mode="replicate")[0]
+    corners = (g[:, :-1, :-1], g[:, :-1, 1:], g[:, 1:, :-1], g[:, 1:, 1:])  # (i, j), (i, j+1), (i+1, j), (i+1, j+1)
+    row_lo, _, row_a0, row_a1 = _bilinear_weights(height, grid.shape[1])
+    col_lo, _, col_b0, col_b1 = _bilinear_weights(width, grid.shape[2])
+    cell = (row_lo[:, None], col_lo[None, :])
+    weights = (
+        row_a0[:, None] * col_b0[None, :],
+        row_a0[:, None] * col_b1[None, :],
+        row_a1[:, None] * col_b0[None, :],
+        row_a1[:, None] * col_b1[None, :],
+    )
+    squared = np.zeros((height, width))
+    for x in range(4):
+        for y in range(x, 4):
+            dots = (corners[x] * corners[y]).sum(dim=0).cpu().numpy()[cell]
+            squared += (1.0 if x == y else 2.0) * weights[x] * weights[y] * dots
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+PIXEL_NORM_EPS = 1e-12
+"""``F.normalize``'s floor of the norm: a pixel is divided by ``max(|u|, eps)``."""
+
+
+def pooling_matrix(
+    labels: np.ndarray, grid_shape: tuple[int, int], pixel_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, counts)``: ``A`` (S, h w) float64 with ``A[s] @ grid.reshape(D, h w).T = sum over the pixels p of
+    superpixel s of m_p times the bilinear upsampling of the (D, h, w) grid at p`` (``m_p`` = ``pixel_weights``
+    (H, W), 1 when None), and the pixel count of every superpixel.
 
     Separable: with row weights ``a(r, i)`` and column weights ``b(c, j)``,
-    ``A[s, i, j] = sum_r a(r, i) C[s, r, j]`` where ``C[s, r, j] = sum_{c : labels[r, c] = s} b(c, j)``.
+    ``A[s, i, j] = sum_r a(r, i) C[s, r, j]`` where ``C[s, r, j] = sum_{c : labels[r, c] = s} m_(r, c) b(c, j)``.
     """
     height, width = labels.shape
     h, w = grid_shape
@@ -109,10 +146,9 @@ def pooling_matrix(labels: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.
     col_lo, col_hi, col_b0, col_b1 = _bilinear_weights(width, w)
     seg = labels.astype(np.int64)
     base = (seg * height + np.arange(height)[:, None]) * w  # (H, W) index of (s, r, 0) in C
-    c = np.bincount((base + col_lo[None, :]).ravel(), np.broadcast_to(col_b0, labels.shape).ravel(),
-                    minlength=n_seg * height * w)  # fmt: skip
-    c += np.bincount((base + col_hi[None, :]).ravel(), np.broadcast_to(col_b1, labels.shape).ravel(),
-                     minlength=n_seg * height * w)  # fmt: skip
+    m = np.ones(labels.shape) if pixel_weights is None else pixel_weights
+    c = np.bincount((base + col_lo[None, :]).ravel(), (m * col_b0[None, :]).ravel(), minlength=n_seg * height * w)
+    c += np.bincount((base + col_hi[None, :]).ravel(), (m * col_b1[None, :]).ravel(), minlength=n_seg * height * w)
     c = c.reshape(n_seg, height, w)
     rows = np.zeros((height, h))
     np.add.at(rows, (np.arange(height), row_lo), row_a0)
@@ -124,23 +160,30 @@ def pooling_matrix(labels: np.ndarray, grid_shape: tuple[int, int]) -> tuple[np.
     return a, counts
 
 
-def region_features(labels: np.ndarray, grid: torch.Tensor) -> torch.Tensor:
+def region_features(labels: np.ndarray, grid: torch.Tensor, pixel_norm: bool = True) -> torch.Tensor:
     """Mean teacher feature ``(S, D)`` float32 of every superpixel of ``labels`` (H, W): the average over its
-    pixels of the bilinear upsampling of ``grid`` (D, h, w) to ``H x W`` (:func:`models.teachers.base.sample`).
-    A label absent from the map (SLIC numbers its segments contiguously, so none) gets a zero row."""
-    a, counts = pooling_matrix(labels, (grid.shape[1], grid.shape[2]))
+    pixels of the bilinear upsampling of ``grid`` (D, h, w) to ``H x W`` (:func:`models.teachers.base.sample`),
+    each pixel L2-normalised first when ``pixel_norm`` (SLidR's image head ends in ``F.normalize`` of every
+    upsampled pixel before its loss averages them, ``model/image_model.py`` of ``valeoai/SLidR`` @ 14729d0; so the
+    mean has norm <= 1, 1 only for a superpixel of one direction). ``pixel_norm=False`` averages the raw
+    upsampled features. A label absent from the map (SLIC numbers its segments contiguously, so none) gets a zero
+    row."""
+    weights = None
+    if pixel_norm:
+        weights = 1.0 / np.maximum(pixel_norms(grid, labels.shape), PIXEL_NORM_EPS)
+    a, counts = pooling_matrix(labels, (grid.shape[1], grid.shape[2]), weights)
     a = a / np.maximum(counts, 1)[:, None]
     flat = grid.reshape(grid.shape[0], -1).to(torch.float64)
     return (torch.from_numpy(a).to(flat.device) @ flat.T).to(torch.float32)
 
 
 def scene_regions(
-    labels: Sequence[np.ndarray], pairs: np.ndarray, grids: torch.Tensor
+    labels: Sequence[np.ndarray], pairs: np.ndarray, grids: torch.Tensor, pixel_norm: bool = True
 ) -> tuple[np.ndarray, torch.Tensor]:
     """``(pair_regions (M,) int64, region_feats (R, D) float32)`` of a scan: the superpixels of camera ``c`` are
     regions ``offset_c .. offset_c + S_c - 1`` (offsets = cumulative segment counts over the cameras), a pair's
-    region is the superpixel of its (original) pixel, and ``region_feats`` holds :func:`region_features` of every
-    camera in that order."""
+    region is the superpixel of its (original) pixel, and ``region_feats`` holds :func:`region_features` (with
+    ``pixel_norm``) of every camera in that order."""
     if len(labels) != grids.shape[0]:
         raise ValueError(f"{len(labels)} superpixel maps for {grids.shape[0]} cameras of teacher features")
     sizes = [int(lab.max()) + 1 for lab in labels]
@@ -149,7 +192,7 @@ def scene_regions(
     for cam, lab in enumerate(labels):
         sel = pairs[:, 1] == cam
         regions[sel] = offsets[cam] + lab[pairs[sel, 2], pairs[sel, 3]]
-    feats = torch.cat([region_features(lab, grids[cam].float()) for cam, lab in enumerate(labels)])
+    feats = torch.cat([region_features(lab, grids[cam].float(), pixel_norm) for cam, lab in enumerate(labels)])
     return regions, feats
 
 

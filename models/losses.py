@@ -6,19 +6,22 @@ Every loss is a pure function ``loss(k, q, **params) -> scalar tensor`` where
 - ``q`` (N, D) holds the frozen teacher's pixel features at the paired pixels (never receives a gradient:
   it is detached inside every loss).
 
-Rows of both are L2-normalised inside, so every dot product is a cosine. Losses are chosen by name from
-:data:`LOSSES` / :func:`get_loss`; their parameters belong in the run configuration.
+Rows of both are L2-normalised inside (point-pair losses), so every dot product is a cosine. Losses are chosen by
+name from :data:`LOSSES` / :func:`get_loss`; their parameters belong in the run configuration.
 
 *Region losses* (:data:`LOSS_INPUTS` ``"superpixels"``: SLidR and ST-SLidR) compare superpoints with superpixels
 instead of point-pixel pairs. Their contract extends the one above by one keyword, ``segments``:
 
 - ``loss(k, q, segments=s, **params)``: ``k`` (N, D) point features of pairs, ``s`` (N,) int64 the region
-  (superpixel) of each pair's pixel, ``q`` (S, D) one teacher feature per region (the superpixel's pooled pixel
-  features), ``0 <= s_i < S``. The rows of ``k`` are L2-normalised, then average-pooled per region
-  (:func:`pool_segments`); regions that no pair reaches are dropped with their row of ``q``;
-- ``loss(k, q, **params)`` (``segments=None``): ``k`` and ``q`` (S, D) are already one row per region, row i of
-  both for the same region. Because pooled rows are re-normalised *(choice, below)*, pooling pooled rows again
-  changes nothing, so a caller may pool per scan and concatenate (the distributed trainer does).
+  (superpixel) of each pair's pixel, ``q`` (S, D) one teacher feature per region (the mean of the superpixel's
+  unit pixel features, :func:`bench.superpixels.region_features`), ``0 <= s_i < S``. The rows of ``k`` are
+  L2-normalised, then average-pooled per region (:func:`pool_segments`); regions that no pair reaches are dropped
+  with their row of ``q``;
+- ``loss(k, q, **params)`` (``segments=None``): ``k`` and ``q`` (S, D) are already one row per region (``k``: means
+  of unit point rows), row i of both for the same region. A region lies in one image, hence in one scan, so a
+  caller may pool per scan and concatenate (the distributed trainer does): that equals pooling the whole batch.
+
+As in SLidR's and ST-SLidR's code, the pooled rows are *not* re-normalised (``cosine=True`` does, as a variant).
 
 Sources: InfoNCE of PPKT / SLidR (Sautier et al., CVPR 2022); the cosine loss of OpenScene / CLIP2Scene;
 the relational loss of Mahmoud, Harakeh & Waslander, *Image-to-Lidar Relational Distillation for Autonomous
@@ -45,8 +48,10 @@ def _prepare(k: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"expected k and q of the same shape (N, D); got {tuple(k.shape)} and {tuple(q.shape)}")
     if k.shape[0] < 2:
         raise ValueError(f"a distillation loss needs at least 2 pairs; got N = {k.shape[0]}")
-    q = q.detach().to(k.dtype)
-    return F.normalize(k, dim=1), F.normalize(q, dim=1)
+    # one memory layout for both sides: the row norms then run through the same reduction, so a student equal to
+    # its teacher normalises to bitwise the same rows
+    q = q.detach().to(k.dtype).contiguous()
+    return F.normalize(k.contiguous(), dim=1), F.normalize(q, dim=1)
 
 
 def contrastive(k: Tensor, q: Tensor, tau: float = 0.07) -> Tensor:
@@ -79,11 +84,17 @@ class _RelationalFunction(torch.autograd.Function):
         L_intra = w_o * sum_{i != j} |K K^T - P|_ij
         L       = c * L_cross + l * L_intra        (c in {0, 1}, l = lambda or 0)
 
+    The differences are computed from ``E = K - Q`` without forming ``P``: ``K Q^T - P = E Q^T`` and
+    ``K K^T - P = E K^T + Q E^T = E K^T + (E Q^T)^T``. Mathematically the same; numerically the product of a
+    difference replaces the difference of two products, so a student equal to its teacher gives exactly 0 on
+    every CPU (two GEMM kernels never have to round ``K Q^T`` and ``Q Q^T`` alike for the signs below to be 0),
+    the entries carry no cancellation error, and one N x N product is saved.
+
     Backward (subgradient sign(0) = 0, as ``torch.abs``)::
 
-        dL/dK = c * W_c Q + 2 l * W_i K,
+        dL/dK = c * W_c Q + l * (W_i + W_i^T) K,
         W_c = sign(K Q^T - P) weighted by w_d on the diagonal and w_o off it,
-        W_i = w_o * sign(K K^T - P) with a zero diagonal (symmetric, hence the factor 2).
+        W_i = w_o * sign(K K^T - P) with a zero diagonal.
 
     Autograd through ``abs``/masks would keep several N x N temporaries alive; this keeps two sign matrices.
     """
@@ -95,23 +106,25 @@ class _RelationalFunction(torch.autograd.Function):
         n = k.shape[0]
         w_diag, w_off = 1.0 / n, 1.0 / (n * (n - 1))
         acc = k.dtype  # sums and the returned loss keep the input precision
+        e = k - q  # in the input precision, before any cast: small entries keep their relative accuracy
         if low is not None:  # the N x N products in a lower precision (autocast), sums in ``acc``
-            k, q = k.to(low), q.to(low)
-        p = q @ q.T
+            k, q, e = k.to(low), q.to(low), e.to(low)
+        a = e @ q.T  # K Q^T - Q Q^T
         loss = torch.zeros((), dtype=acc, device=k.device)
         w_cross = w_intra = None
+        if intra_weight:
+            b = torch.addmm(a.T, e, k.T)  # K K^T - Q Q^T = E K^T + Q E^T
+            b.diagonal().zero_()
+            loss = loss + intra_weight * w_off * b.abs().sum(dtype=acc)
+            signs = b.sign_()
+            w_intra = (signs + signs.T).mul_(w_off * intra_weight)  # L sums |b_ij| over both (i, j) and (j, i)
+            del b, signs
         if cross_weight:
-            a = torch.addmm(p, k, q.T, alpha=1.0, beta=-1.0)  # K Q^T - P
             diag_abs = a.diagonal().abs().sum(dtype=acc)
             total_abs = a.abs().sum(dtype=acc)
             loss = loss + cross_weight * (w_diag * diag_abs + w_off * (total_abs - diag_abs))
             w_cross = a.sign_().mul_(w_off * cross_weight)
             w_cross.diagonal().mul_(w_diag / w_off)
-        if intra_weight:
-            b = torch.addmm(p, k, k.T, alpha=1.0, beta=-1.0)  # K K^T - P
-            b.diagonal().zero_()
-            loss = loss + intra_weight * w_off * b.abs().sum(dtype=acc)
-            w_intra = b.sign_().mul_(2.0 * w_off * intra_weight)
         ctx.save_for_backward(q, k, w_cross, w_intra)
         ctx.acc = acc
         return loss
@@ -214,36 +227,50 @@ def pool_selected_rows(x: Tensor, rows: Tensor, segments: Tensor) -> tuple[Tenso
     return torch.sparse.mm(weights, x), ids
 
 
-def _regions(k: Tensor, q: Tensor, segments: Tensor | None) -> tuple[Tensor, Tensor]:
-    """One L2-normalised row per region for both sides (the region-loss contract of the module docstring)."""
+def _regions(k: Tensor, q: Tensor, segments: Tensor | None, cosine: bool) -> tuple[Tensor, Tensor]:
+    """One row per region for both sides (the region-loss contract of the module docstring): the superpoints
+    (means of the unit point rows) and the superpixels' teacher rows, re-normalised only when ``cosine``."""
     if segments is None:
-        return _prepare(k, q)
-    if k.ndim != 2 or q.ndim != 2 or k.shape[1] != q.shape[1]:
-        raise ValueError(f"expected k (N, D) and q (S, D) with the same D; got {tuple(k.shape)} and {tuple(q.shape)}")
-    segments = torch.as_tensor(segments, device=k.device)
-    if segments.dtype.is_floating_point or segments.dtype == torch.bool:
-        raise ValueError(f"segments must hold integer region ids; got dtype {segments.dtype}")
-    if len(segments) and (int(segments.min()) < 0 or int(segments.max()) >= q.shape[0]):
-        raise ValueError(f"segments must lie in [0, {q.shape[0]}) (one row of q per region)")
-    pooled, ids = pool_segments(F.normalize(k, dim=1), segments)
-    return _prepare(pooled, q.detach()[ids])
+        if k.ndim != 2 or q.ndim != 2 or k.shape != q.shape:
+            raise ValueError(f"expected k and q of the same shape (S, D); got {tuple(k.shape)} and {tuple(q.shape)}")
+        pooled, rows = k, q.detach()
+    else:
+        if k.ndim != 2 or q.ndim != 2 or k.shape[1] != q.shape[1]:
+            shapes = f"{tuple(k.shape)} and {tuple(q.shape)}"
+            raise ValueError(f"expected k (N, D) and q (S, D) with the same D; got {shapes}")
+        segments = torch.as_tensor(segments, device=k.device)
+        if segments.dtype.is_floating_point or segments.dtype == torch.bool:
+            raise ValueError(f"segments must hold integer region ids; got dtype {segments.dtype}")
+        if len(segments) and (int(segments.min()) < 0 or int(segments.max()) >= q.shape[0]):
+            raise ValueError(f"segments must lie in [0, {q.shape[0]}) (one row of q per region)")
+        pooled, ids = pool_segments(F.normalize(k, dim=1), segments)
+        rows = q.detach()[ids]
+    if pooled.shape[0] < 2:
+        raise ValueError(f"a region loss needs at least 2 regions; got S = {pooled.shape[0]}")
+    rows = rows.to(pooled.dtype)
+    if cosine:
+        return F.normalize(pooled, dim=1), F.normalize(rows, dim=1)
+    return pooled, rows
 
 
-def slidr(k: Tensor, q: Tensor, segments: Tensor | None = None, tau: float = 0.07) -> Tensor:
-    """SLidR's superpixel-driven InfoNCE (Sautier et al., CVPR 2022, eq. 2; code ``valeoai/SLidR``,
-    ``loss_superpixels_average``): superpoint features (the student's point features averaged over the points
-    whose pixel falls in a superpixel) against superpixel features (the teacher's pixel features averaged over
-    the superpixel), over the S regions of a batch that hold at least one point::
+def slidr(k: Tensor, q: Tensor, segments: Tensor | None = None, tau: float = 0.07, cosine: bool = False) -> Tensor:
+    """SLidR's superpixel-driven InfoNCE (Sautier et al., CVPR 2022, eq. 2; code ``valeoai/SLidR`` @ 14729d0,
+    ``loss_superpixels_average`` + ``NCELoss``): superpoint features ``kbar_s`` (the mean of the student's unit
+    point features over the points whose pixel falls in superpixel s) against superpixel features ``qbar_s`` (the
+    mean of the teacher's unit pixel features over the superpixel, :func:`bench.superpixels.region_features`),
+    over the S regions of a batch that hold at least one point::
 
         L_sp = mean_s CE(softmax_t(kbar_s . qbar_t / tau), target = s)
 
-    ``segments`` and the shapes follow the region contract (module docstring). *(choice)* the pooled rows are
-    re-normalised, so logits are cosines over ``tau`` as in :func:`contrastive`; SLidR's code divides by ``tau``
-    the dot products of means of unit vectors (norms <= 1) without re-normalising.
+    As in SLidR's code, the means are *not* re-normalised: a dot product of means of unit vectors has norm
+    ``|kbar| |qbar| <= 1``, so the effective temperature is ``tau / (|kbar| |qbar|)`` (about 0.18 at ``tau = 0.07``
+    for random unit vectors) and the loss also rewards point features that agree inside a superpixel.
+    ``cosine=True`` re-normalises both means first (logits are cosines over ``tau``, as :func:`contrastive`):
+    a variant, off by default. ``segments`` and the shapes follow the region contract (module docstring).
     """
     if tau <= 0:
         raise ValueError(f"temperature tau must be positive; got {tau}")
-    k, q = _regions(k, q, segments)
+    k, q = _regions(k, q, segments, cosine)
     logits = (k @ q.T) / tau
     return F.cross_entropy(logits, torch.arange(k.shape[0], device=k.device))
 
@@ -264,17 +291,22 @@ def _row_quantile(x: Tensor, fraction: float) -> Tensor:
     return low + (pos - lo) * (high - low)
 
 
-def negative_weights(sim: Tensor, min_quantile: float = 0.01, max_quantile: float = 1.0) -> Tensor:
-    """ST-SLidR's weight of every logit (Mahmoud et al., CVPR 2023, sec. 3.2; code ``TRAILab/ST-SLidR``,
-    ``NCELoss``): ``w_st = 1 - clip(sim_st, 0, 1)`` with ``sim`` the cosine of the regions' 2D features, so a
-    negative that the 2D space finds similar (a likely same-class region) counts less. When
+def negative_weights(
+    sim: Tensor, min_quantile: float = 0.01, max_quantile: float = 1.0, clip_similarity: bool = False
+) -> Tensor:
+    """ST-SLidR's weight of every logit (Mahmoud et al., CVPR 2023, sec. 3.2; code ``TRAILab/ST-SLidR`` @ 4d698c6):
+    ``w_st = 1 - sim_st`` with ``sim`` the cosine of the regions' 2D features, so a negative that the 2D space finds
+    similar (a likely same-class region) counts less. The class-balanced loss of the published configuration
+    (``loss_superpixel_stslidr_classbalance``) uses ``sim`` as it is (``w`` in [0, 2]); the code's ``NCELoss`` (the
+    loss without class balance) first clips ``sim`` to [0, 1] (``w`` in [0, 1]): ``clip_similarity=True``. When
     ``min_quantile > 0`` or ``max_quantile < 1``, per anchor row the weights below the row's ``min_quantile``
-    quantile or above its ``max_quantile`` quantile become 0 and every other non-zero weight 1 (the public code's
-    setting: the 1% most similar negatives are tolerated). The diagonal (positives) is always 1.
+    quantile or above its ``max_quantile`` quantile become 0 and every other non-zero weight 1 (the published
+    setting: the 1% most similar negatives are tolerated); clipping then changes nothing but the rare row in
+    which more than ``1 - min_quantile`` of the cosines are negative. The diagonal (positives) is always 1.
     """
     if not 0.0 <= min_quantile <= max_quantile <= 1.0:
         raise ValueError(f"need 0 <= min_quantile <= max_quantile <= 1; got {min_quantile}, {max_quantile}")
-    weight = 1.0 - sim.clamp(0.0, 1.0)
+    weight = 1.0 - (sim.clamp(0.0, 1.0) if clip_similarity else sim)
     if min_quantile > 0.0 or max_quantile < 1.0:
         keep = weight != 0
         if min_quantile > 0.0:  # quantile 0 is the row minimum: nothing lies below it
@@ -290,8 +322,9 @@ def anchor_weights(sim: Tensor, noise_threshold: float = 0.5) -> Tensor:
     """ST-SLidR's class-agnostic balancing (CVPR 2023, sec. 3.3; code ``get_anchor_weights`` /
     ``get_votes``): an anchor's density in the 2D space, ``v_s = sum_t sim_st [sim_st >= noise_threshold]``
     (itself included), min-max normalised, gives ``a_s = 1 - (v_s - min v) / (max v - min v)``: regions of
-    over-represented (dense) kinds weigh less. *(choice)* all-equal votes give equal weights (the code divides by
-    zero there).
+    over-represented (dense) kinds weigh less. Clipping ``sim`` to [0, 1] first changes no vote when
+    ``noise_threshold >= 0`` (cosines are at most 1). *(choice)* all-equal votes give equal weights (the code
+    divides by zero there).
     """
     votes = torch.where(sim >= noise_threshold, sim, torch.zeros_like(sim)).sum(dim=1)
     votes = votes - votes.min()
@@ -310,27 +343,36 @@ def st_slidr(
     max_quantile: float = 1.0,
     noise_threshold: float = 0.5,
     class_balance: bool = True,
+    clip_similarity: bool = False,
+    cosine: bool = False,
 ) -> Tensor:
     """ST-SLidR: semantically tolerant, class-balanced superpixel InfoNCE (Mahmoud, Hu, Harakeh, Waslander et
-    al., CVPR 2023; code ``TRAILab/ST-SLidR``, ``loss_superpixel_stslidr_classbalance``, config
+    al., CVPR 2023; code ``TRAILab/ST-SLidR`` @ 4d698c6, ``loss_superpixel_stslidr_classbalance``, config
     ``stslidr_classbalance_*.yaml``: ``tau = 0.07``, ``min_quantile = 0.01``, ``noise_threshold = 0.5``).
 
-    On the region rows of :func:`slidr` (same contract), with ``sim = qbar qbar^T`` the cosines of the regions'
-    teacher features, ``W = negative_weights(sim)`` and ``a = anchor_weights(sim)``::
+    On the region rows ``kbar``, ``qbar`` of :func:`slidr` (same contract; not re-normalised unless ``cosine``),
+    with ``sim_st = cos(qbar_s, qbar_t)`` the cosines of the regions' teacher features,
+    ``W = negative_weights(sim, clip_similarity=...)`` and ``a = anchor_weights(sim)``::
 
         l_s = CE(softmax_t(W_st * kbar_s . qbar_t / tau), target = s)
         L   = sum_s a_s l_s / sum_s a_s          (class_balance; else mean_s l_s)
 
     As in the public code, ``W`` scales the *logits*: a tolerated negative keeps the logit 0 in the softmax (it is
-    not removed). *(choice)* the 2D similarity is computed from the same teacher (CLIP) features that are
-    distilled -- in ST-SLidR they are the same pretrained image network's features; the weights are constants
-    (no gradient); ``sim`` is clipped to [0, 1] for ``W`` (``NCELoss``) but not for the votes (as in the code).
+    not removed); ``W`` and the votes of ``a`` use the same ``sim``: unclipped by default, as the class-balanced
+    code path does; ``clip_similarity=True`` clips it to [0, 1] as the code's ``NCELoss`` does (the votes are the
+    same either way, :func:`anchor_weights`). *(choice)* the 2D similarity is computed from the same teacher
+    features that are distilled -- in ST-SLidR they are the same pretrained image network's features (before its
+    projection head); the weights are constants (no gradient); the code's removal of superpixels whose teacher
+    feature is exactly zero is not reproduced (a teacher here never outputs an all-zero pixel).
     """
     if tau <= 0:
         raise ValueError(f"temperature tau must be positive; got {tau}")
-    k, q = _regions(k, q, segments)
+    k, q = _regions(k, q, segments, cosine)
     with torch.no_grad():
-        sim = q @ q.T
+        unit = F.normalize(q, dim=1)
+        sim = unit @ unit.T
+        if clip_similarity:
+            sim = sim.clamp(0.0, 1.0)
         weight = negative_weights(sim, min_quantile, max_quantile)
     logits = (k @ q.T) / tau * weight
     per_anchor = F.cross_entropy(logits, torch.arange(k.shape[0], device=k.device), reduction="none")
@@ -363,3 +405,40 @@ def get_loss(name: str) -> LossFn:
         return LOSSES[name]
     except KeyError:
         raise KeyError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}") from None
+
+
+PARAMETER_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "tau": (0.0, math.inf, True, "positive (> 0)"),
+    "lam": (0.0, math.inf, False, "at least 0"),
+    "min_quantile": (0.0, 1.0, False, "in [0, 1]"),
+    "max_quantile": (0.0, 1.0, False, "in [0, 1]"),
+    "noise_threshold": (-1.0, 1.0, False, "in [-1, 1] (a cosine)"),
+}
+"""Valid values of the losses' numeric parameters, by parameter name: ``(low, high, low_open, description)``, a
+finite number from ``low`` (excluded when ``low_open``: a temperature divides the logits) to ``high``. Every
+float parameter of :data:`LOSSES` has an entry."""
+
+
+def parameter_errors(name: str, params: dict[str, object]) -> list[str]:
+    """What is wrong with the values of the loss ``name``'s parameters ``params`` before it is called (the losses
+    themselves raise only when called): each number within :data:`PARAMETER_RANGES`, ``min_quantile <=
+    max_quantile`` and, for ``relational``, ``cross`` or ``intra``; the parameters left out take the defaults of
+    the loss's signature. Names and types are the caller's to check; ``[]`` when the values are valid."""
+    import inspect
+
+    signature = inspect.signature(get_loss(name)).parameters.values()
+    defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+    values = {**defaults, **params}
+    errors = []
+    for key, value in params.items():
+        if key not in PARAMETER_RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high, low_open, text = PARAMETER_RANGES[key]
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            errors.append(f"loss {name} parameter {key} must be {text}; got {value!r}")
+    low, high = values.get("min_quantile"), values.get("max_quantile")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+        errors.append(f"loss {name} needs min_quantile <= max_quantile; got {low!r} > {high!r}")
+    if name == "relational" and not (values.get("cross") or values.get("intra")):
+        errors.append("loss relational needs at least one of cross=True or intra=True")
+    return errors

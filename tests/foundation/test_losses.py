@@ -132,6 +132,23 @@ def test_zero_when_student_equals_teacher(name):
     assert k.grad.abs().max().item() < 1e-12
 
 
+@pytest.mark.parametrize("name", ["relational", "relational_cross", "relational_intra"])
+@pytest.mark.parametrize("shape", [(64, 512), (300, 77), (33, 1000)])
+@pytest.mark.parametrize("layout", ["clone", "column-major"])
+def test_relational_is_exactly_zero_for_a_student_equal_to_its_teacher_on_any_cpu(name, shape, layout):
+    """float32, CLIP-sized rows: ``K Q^T - Q Q^T`` computed as two products is not bitwise 0 when the two GEMMs
+    round differently (other kernels on another CPU, another memory layout); the loss computes ``(K - Q) Q^T``,
+    which is exactly 0 whatever the kernels, and so are the L1 terms' signs and the gradient."""
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(*shape, generator=gen)
+    k = q.clone() if layout == "clone" else q.T.contiguous().T  # same values; column-major: other kernels
+    k.requires_grad_(True)
+    loss = get_loss(name)(k, q)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert k.grad.abs().max().item() == 0.0
+
+
 def test_contrastive_is_minimal_when_aligned():
     gen = torch.Generator().manual_seed(6)
     q = torch.randn(32, 16, generator=gen)

@@ -12,7 +12,15 @@ import torch
 from bench.data.synthetic import SyntheticDataset
 from bench.features import FeatureCache
 from bench.scenes import SceneDataset, collate_scenes
-from bench.superpixels import SlicSettings, SuperpixelCache, main, region_features, scene_regions, segment_image
+from bench.superpixels import (
+    SlicSettings,
+    SuperpixelCache,
+    main,
+    pixel_norms,
+    region_features,
+    scene_regions,
+    segment_image,
+)
 from bench.train import batch_regions
 from models.losses import slidr, st_slidr
 from models.students import build_student
@@ -20,17 +28,31 @@ from models.teachers import build_teacher
 from models.teachers.base import sample
 
 
-@pytest.mark.parametrize("size,grid", [((24, 40), (3, 5)), ((17, 9), (4, 2)), ((8, 8), (8, 8))])
-def test_region_features_equal_the_mean_of_the_upsampled_pixels(size, grid):
+@pytest.mark.parametrize("pixel_norm", [True, False])
+@pytest.mark.parametrize("size,grid", [((24, 40), (3, 5)), ((17, 9), (4, 2)), ((8, 8), (8, 8)), ((5, 7), (1, 1))])
+def test_region_features_equal_the_mean_of_the_upsampled_pixels(size, grid, pixel_norm):
+    """Brute force: upsample every pixel (grid_sample), L2-normalise it (SLidR's image head) or not, average."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 6, size=size).astype(np.uint16)
     patch = torch.from_numpy(rng.standard_normal((5, *grid))).to(torch.float64)
-    got = region_features(labels, patch)
+    got = region_features(labels, patch, pixel_norm=pixel_norm)
     rows, cols = np.indices(size)
     pixels = sample(patch, rows.ravel(), cols.ravel(), size)  # (H W, D) bilinear upsampling
+    if pixel_norm:
+        pixels = torch.nn.functional.normalize(pixels, dim=1)
     for s in range(6):
         expected = pixels[torch.from_numpy(labels.ravel() == s)].mean(dim=0)
-        torch.testing.assert_close(got[s].double(), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[s].double(), expected, rtol=1e-5, atol=1e-6)  # float32 output
+    if pixel_norm:  # means of unit vectors: norm <= 1, and < 1 for these mixed superpixels
+        assert float(got.norm(dim=1).max()) <= 1.0 + 1e-6
+
+
+def test_pixel_norms_equal_the_norms_of_the_upsampled_pixels():
+    rng = np.random.default_rng(3)
+    patch = torch.from_numpy(rng.standard_normal((7, 4, 6)))
+    rows, cols = np.indices((13, 21))
+    pixels = sample(patch, rows.ravel(), cols.ravel(), (13, 21))
+    np.testing.assert_allclose(pixel_norms(patch, (13, 21)).ravel(), pixels.norm(dim=1).numpy(), rtol=1e-10)
 
 
 def test_segment_image_gives_contiguous_uint16_labels_near_the_requested_count():
@@ -93,6 +115,14 @@ def test_scene_regions_number_superpixels_over_cameras(world):
     torch.testing.assert_close(
         scene.region_feats[offsets[cam] : offsets[cam + 1]], region_features(maps[cam], scene.grids[cam].float())
     )
+    # SLidR's unit pixels: every mean has norm <= 1; the raw-pixel variant is carried by the scenes' view
+    assert float(scene.region_feats.norm(dim=1).max()) <= 1.0 + 1e-5
+    raw = SceneDataset(data, 10.0, features).with_superpixels(superpixels, pixel_norm=False)[0]
+    torch.testing.assert_close(
+        raw.region_feats[offsets[cam] : offsets[cam + 1]],
+        region_features(maps[cam], scene.grids[cam].float(), pixel_norm=False),
+    )
+    assert not torch.allclose(raw.region_feats, scene.region_feats)
     with pytest.raises(ValueError, match="2 superpixel maps for 6 cameras"):
         scene_regions(maps[:2], scene.pairs, scene.grids)
 
