@@ -4,7 +4,8 @@ Reads only the files of the run directories (``metrics.json``, ``config.json``, 
 so it works on results from any machine. Distillation runs give the figures and tables at the top of the output
 folder, toy-experiment runs (``python -m bench.run --suite toy``) those under ``<out>/toy/``; ``index.html``
 shows both. Exit code 0 when a report was written, 1 when no run could be read, 2 when the runs found cannot go
-into one report (several suites).
+into one report (several suites, two different results for one configuration and seed) or the output folder
+cannot be written.
 
 One suite per report. A run's suite is the folder holding its run directory (``runs/<suite>/<run>``) unless its
 ``config.json`` names one. Runs of different suites are never pooled: when the runs found hold more than one
@@ -18,9 +19,16 @@ anything else get their own rows, labelled with the differing fields (e.g. ``con
 [steps=300]``). The run folders of every row are the ``runs`` column of ``summary.csv`` and
 ``toy/toy_table.csv`` and a table of ``index.html``.
 
+Distinct runs. A row's n counts distinct runs: two run folders of the same configuration and seed (e.g. the
+same suite folder under two roots, ``--runs A/base B/base``) are one run. When their ``metrics.json`` are
+identical the second is a copy: it is counted once, with a warning naming both folders. When they differ they
+are two results claiming one seed, and no rule can say which is right: nothing is written (exit 2) and the
+error names both folders; give --runs only one of them. Correlations and claims count distinct runs too.
+
 Broken runs. A run with a file that cannot be read (invalid or non-UTF-8 JSON or CSV, ``metrics.json`` without
 ``geometry``, a truncated ``features.npz``) is skipped with a warning that names the file, on stderr and in
-``index.html``; the report is drawn from the other runs.
+``index.html``; the report is drawn from the other runs. A NaN (or infinite) number in a ``metrics.json`` (a
+diverged run or a broken metric) is shown as "–" with a warning naming the run folder and the metric.
 
 The output folder. The report owns its report files in the output folder: ``index.html``, the figures and
 tables it writes, those under ``toy/`` (``geomstruct.report.REPORT_FILES``). It is built in a temporary folder
@@ -29,15 +37,21 @@ until then, and when it fails, the previous report is untouched. Report files th
 figure of runs no longer given; the distillation files when only toy runs are given, ``toy/``'s when no toy run
 is) are gone afterwards, so no figure or table of other runs stays next to the new ones; every other file or
 folder in the output folder (``README.md``, notes) is copied into the new one unchanged. Nothing outside the
-output folder is touched but the temporary folders next to it (removed when done; a killed report may leave
-one, which is safe to delete). The output folder can be neither the working directory (or a folder above it)
-nor a folder holding the run directories.
+output folder is touched but the temporary folders next to it: removed when done; a killed report may leave
+one, which the next report into the same output folder removes (each report holds a lock on its temporary
+folder while writing it, so only folders whose writer has died are removed, never one that another report is
+writing). The output folder can be neither the working directory (or a folder above it) nor a folder holding
+the run directories. An output folder that cannot be written (read-only, disk full) ends the report with a
+one-line error naming it (exit 2); the previous report is untouched.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import fnmatch
+import glob
 import os
 import shutil
 import sys
@@ -56,7 +70,7 @@ from geomstruct.figures.distill import (
 )
 from geomstruct.figures.toy import write_toy_report
 from geomstruct.html import Row, write_index
-from geomstruct.runs import Run, label_configurations, load_runs
+from geomstruct.runs import DuplicateRunError, Run, distinct_runs, label_configurations, load_runs
 from geomstruct.summary import loss_rank, students_frame
 from geomstruct.tables import (
     add_structure_columns,
@@ -180,6 +194,19 @@ def _check_one_suite_per_kind(runs: Sequence[Run], out: Path) -> dict[str, list[
     )
 
 
+def _distinct(selected: dict[str, list[Run]], problems: list[str]) -> dict[str, list[Run]]:
+    """``selected`` with every run counted once (:func:`geomstruct.runs.distinct_runs`; the notes on copies are
+    added to ``problems``); :class:`ReportError` when two folders claim one seed with different results."""
+    distinct = {}
+    for kind, runs in selected.items():
+        try:
+            distinct[kind], notes = distinct_runs(runs)
+        except DuplicateRunError as exc:
+            raise ReportError(str(exc), problems) from None
+        problems.extend(notes)
+    return distinct
+
+
 def _main_teacher(runs: list[Run], problems: list[str]) -> list[Run]:
     teachers = Counter(str(r.metrics.get("teacher", "?")) for r in runs)
     if len(teachers) <= 1:
@@ -298,6 +325,96 @@ def _check_output_folder(target: Path, runs_roots: Sequence[Path]) -> None:
             raise ReportError(f"--out {target} holds the run directories of --runs {root}; choose another --out")
 
 
+def _check_writable(target: Path, out: Path) -> None:
+    """:class:`ReportError` when the output folder (or, when it does not exist yet, its nearest existing parent)
+    is not writable by this process: the report would replace a folder its owner made read-only."""
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ReportError(f"cannot write the report into --out {out.as_posix()}: {existing} is not writable")
+
+
+def _partial_prefix(target: Path) -> str:
+    return f".{target.name}.partial-"
+
+
+def _same_folder(fd: int, folder: Path) -> bool:
+    """Whether the open descriptor ``fd`` is still the folder at path ``folder`` (not removed or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(folder, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+def _make_staging(target: Path) -> tuple[Path, int]:
+    """A new temporary folder next to ``target`` (``.<name>.partial-*``) and an open descriptor of it holding its
+    exclusive ``flock`` until closed or until the process dies: the lock tells a later report
+    (:func:`_remove_stale_partials`) that the folder's writer is alive. On a file system without ``flock`` the
+    folder stays unlocked, and no report can lock it to remove it."""
+    while True:
+        staging = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=target.parent))
+        try:
+            fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue  # removed by another report before it was locked: make another
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while another report is removing it
+        except OSError:
+            return staging, fd  # no flock here
+        if _same_folder(fd, staging):
+            return staging, fd
+        os.close(fd)
+
+
+def _remove_stale_partials(target: Path) -> list[Path]:
+    """Remove the temporary folders next to ``target`` left by killed reports: those whose lock nobody holds
+    (their writer is dead); a folder another report is writing stays. Returns the removed folders."""
+    removed = []
+    for folder in sorted(target.parent.glob(f"{glob.escape(_partial_prefix(target))}*")):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its writer is alive (or this file system has no flock: cannot tell, so kept)
+            os.close(fd)
+            continue
+        try:
+            if _same_folder(fd, folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
+
+
+OUTPUT_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""``OSError`` numbers of an output folder that cannot be written (read-only, no space, quota)."""
+
+
+def _output_error(exc: OSError, out: Path, target: Path, staging: Path | None) -> str | None:
+    """The one-line message naming the output folder when ``exc`` is a failure to write it (a number of
+    :data:`OUTPUT_ERRNOS`, with no file named or one in the output folder, its temporary folder, its parent or a
+    folder above it); None for any other error, which is not the output's."""
+    if exc.errno not in OUTPUT_ERRNOS:
+        return None
+    where = ""
+    if exc.filename is not None:
+        path = Path(os.path.abspath(os.fsdecode(exc.filename)))
+        places = [target, target.parent, *([staging] if staging is not None else [])]
+        if not (path in target.parents or any(path == place or place in path.parents for place in places)):
+            return None
+        where = f" ({path})"
+    return (
+        f"cannot write the report into --out {out.as_posix()}: {exc.strerror or exc}{where}; the previous report "
+        "is untouched"
+    )
+
+
 def _replace(staging: Path, out: Path) -> None:
     """Put ``staging`` in the place of ``out`` by renaming (the old folder is removed afterwards)."""
     if not os.path.lexists(out):
@@ -316,7 +433,8 @@ def _replace(staging: Path, out: Path) -> None:
 def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) -> tuple[list[Path], list[str]]:
     """Write the report of the runs under ``runs_roots`` into ``out``; returns ``(written files, problems)``.
 
-    Raises :class:`ReportError` (nothing written) when the runs hold several suites of one kind. The report is
+    Raises :class:`ReportError` (nothing written) when the runs hold several suites of one kind, two different
+    results for one configuration and seed, or when the output folder cannot be written. The report is
     written into a temporary folder next to ``out`` that replaces ``out`` only when complete; when no run can be
     read, or when writing fails, ``out`` is left as it was.
     """
@@ -337,22 +455,36 @@ def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) ->
         selected = _check_one_suite_per_kind(runs, out)
     except ReportError as exc:
         raise ReportError(str(exc), problems) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    selected = _distinct(selected, problems)
+    staging: Path | None = None
     try:
-        staging.chmod(_dir_mode(target))
-        written = _write(selected, staging, problems, n_boot, references)
-        if written:
-            _carry_over(target, staging)
-            _replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        _check_writable(target, out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
+        staging, lock = _make_staging(target)
+        try:
+            staging.chmod(_dir_mode(target))
+            written = _write(selected, staging, problems, n_boot, references)
+            if written:
+                _carry_over(target, staging)
+                _replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            os.close(lock)
+    except ReportError as exc:
+        raise ReportError(str(exc), problems) from None
+    except OSError as exc:
+        message = _output_error(exc, out, target, staging)
+        if message is None:
+            raise
+        raise ReportError(message, problems) from None
     return [out / path.relative_to(staging) for path in written], problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: 0 when the report was written, 1 when no run could be read, 2 when refused."""
+    """Entry point: 0 when the report was written, 1 when no run could be read, 2 when refused (the runs cannot
+    make one report, or the output folder cannot be written)."""
     args = _parser().parse_args(argv)
     try:
         written, problems = build_report(args.runs, args.out)

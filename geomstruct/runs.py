@@ -14,11 +14,18 @@ write it today), else the name of the folder holding the run directory (``runs/<
 the same configuration, i.e. seeds of one row of a table, when their kind, loss and parameters, teacher
 identity, dataset (and toy set-up) agree and their ``config.json`` agree on every field but
 :data:`NON_RESULT_FIELDS`.
+
+Distinct runs: a row's n counts distinct runs. Two run folders of the same configuration and seed are the same
+run (:func:`distinct_runs`): counted once, with a note naming both folders, when their ``metrics.json`` agree (a
+copy, e.g. one suite folder under two roots); refused (:class:`DuplicateRunError`, naming both folders) when they
+differ, since two different results cannot both be that seed. A ``metrics.json`` number that is NaN or infinite
+(a diverged run or a broken metric) is noted, naming the folder and the metric; the report shows it as "–".
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 import zlib
 from collections import defaultdict
@@ -244,6 +251,30 @@ def _check_structure(path: Path, metrics: dict[str, Any]) -> list[str]:
     return [f"{path}: 'geometry' {', '.join(bad)} not a number (a bool for collapsed); treated as missing"]
 
 
+def _non_finite(value: Any, where: str = "") -> list[str]:
+    """``key.path = NaN`` (or ``Infinity``) for every number in ``value`` (nested objects and lists) that is not
+    finite."""
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _non_finite(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _non_finite(v, f"{where}[{i}]")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where} = {json.dumps(value)}"]
+    return []
+
+
+def _check_finite(folder: Path, metrics: dict[str, Any]) -> list[str]:
+    """A note naming the run folder and every metric of its ``metrics.json`` that is NaN or infinite (a
+    diverged run or a broken metric; the report shows it as "–", so the user must be told)."""
+    bad = _non_finite(metrics)
+    if not bad:
+        return []
+    return [
+        f"{folder}: {METRICS_FILE} has a non-finite value for {', '.join(bad)} (a diverged run or a broken "
+        "metric); shown as – in the report"
+    ]
+
+
 def _npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """The shapes of ``keys`` in an ``.npz`` after checking every member's CRC; ``ValueError`` naming ``path``
     when the file is truncated, corrupt or lacks one of ``keys``."""
@@ -306,13 +337,16 @@ def _read_trajectory(path: Path, kind: str) -> pd.DataFrame:
 
 
 def _candidate_dirs(roots: Iterable[Path]) -> list[Path]:
-    found: set[Path] = set()
+    """Every folder under ``roots`` holding a run file, each once: a folder reached through two roots (``runs``
+    and ``runs/toy``, a relative and an absolute spelling, a symbolic link) is the same folder, listed under the
+    first spelling met."""
+    found: dict[Path, Path] = {}
     for root in roots:
         for marker in (CONFIG_FILE, METRICS_FILE):
-            if (root / marker).is_file():
-                found.add(root)
-            found.update(p.parent for p in root.rglob(marker))
-    return sorted(found)
+            folders = [root] if (root / marker).is_file() else []
+            for folder in [*folders, *(p.parent for p in root.rglob(marker))]:
+                found.setdefault(folder.resolve(), folder)
+    return sorted(set(found.values()))
 
 
 def read_run(folder: Path) -> Run:
@@ -323,6 +357,7 @@ def read_run(folder: Path) -> Run:
     run = Run(path=folder, config=config, metrics=metrics)
     _check_metrics(folder / METRICS_FILE, metrics, run.kind)
     run.problems += _check_structure(folder / METRICS_FILE, metrics)
+    run.problems += _check_finite(folder, metrics)
     traj = folder / TRAJECTORY_FILE
     if traj.is_file():
         run.trajectory = _read_trajectory(traj, run.kind)
@@ -367,3 +402,50 @@ def load_runs(roots: Iterable[Path]) -> tuple[list[Run], list[str]]:
 def row_folders(runs: Sequence[Run]) -> str:
     """The run folders of one table row, ``; ``-separated, in seed order."""
     return "; ".join(r.path.as_posix() for r in sorted(runs, key=lambda r: (r.seed, r.path.as_posix())))
+
+
+class DuplicateRunError(ValueError):
+    """Two run folders hold the same configuration and seed with different ``metrics.json``: two results
+    claiming one seed, which no report can count (the message names both folders)."""
+
+
+def _metrics_text(run: Run) -> str:
+    return json.dumps(run.metrics, sort_keys=True)
+
+
+def distinct_runs(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """The runs with every run counted once, and a note per copy left out.
+
+    Two runs are the same run when they have the same configuration (:meth:`Run.configuration_key`) and the same
+    seed. When their ``metrics.json`` agree (a copied folder: one suite under two roots), the run is kept once,
+    from the folder that sorts first, with a note naming both folders. When they differ they are not the same
+    run, yet claim the same seed: :class:`DuplicateRunError` naming both folders (the seed cannot be counted
+    twice, and which copy is right is the user's choice). Order of the kept runs is preserved.
+    """
+    groups: dict[tuple[str, int], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.configuration_key(), run.seed)].append(run)
+    dropped: set[int] = set()
+    notes: list[str] = []
+    conflicts: list[str] = []
+    for members in groups.values():
+        first, *copies = sorted(members, key=lambda r: r.path.as_posix())
+        for copy in copies:
+            if _metrics_text(copy) != _metrics_text(first):
+                conflicts.append(
+                    f"  {first.path.as_posix()} and {copy.path.as_posix()}: {first.label} seed {first.seed}, "
+                    f"different {METRICS_FILE}"
+                )
+                continue
+            dropped.add(id(copy))
+            notes.append(
+                f"{first.path.as_posix()} and {copy.path.as_posix()} are the same run ({first.label}, seed "
+                f"{first.seed}, identical {METRICS_FILE}); counted once, from {first.path.as_posix()}"
+            )
+    if conflicts:
+        raise DuplicateRunError(
+            "runs of the same configuration and seed with different results:\n"
+            + "\n".join(conflicts)
+            + "\na seed is counted once; nothing was written. Give --runs only one of each pair (or move one away)"
+        )
+    return [run for run in runs if id(run) not in dropped], notes
