@@ -3,6 +3,11 @@
 ``torchrun --nproc_per_node N -m bench.run ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
 :func:`init` then joins the process group. Without those variables everything is a single process (rank 0 of
 1) and every helper is a no-op, so the same code runs with and without ``torchrun``.
+
+Failures under ``torchrun``: for any non-zero exit of a worker, ``torchrun`` raises its own ``ChildFailedError``
+(Python prints a traceback of the launcher's frames) and prints a failure summary per rank; a worker cannot
+prevent that without hiding the failure from the exit status. :func:`record_error` writes the worker's message
+to the error file ``torchrun`` reads, so the summary names the error instead of ``<N/A>`` and a link.
 """
 
 from __future__ import annotations
@@ -81,21 +86,42 @@ def broadcast_object(obj: object) -> object:
     return box[0]
 
 
+class _AllGather(torch.autograd.Function):
+    """Every rank's ``x`` (equal shapes) stacked in rank order, ``(world, *x.shape)``, with a gradient.
+
+    Forward: ``all_gather``. Backward: the gradient of the stacked tensor is summed over the ranks
+    (``all_reduce``) and this rank keeps its own slice, so rank ``r``'s ``x`` receives the sum over all ranks of
+    the gradient reaching part ``r``; one code path for gloo and NCCL. Every rank must run the backward (as it
+    runs the forward): both are collectives.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x)
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total[rank()]
+
+
 def all_gather_rows(x: torch.Tensor, differentiable: bool = False) -> list[torch.Tensor]:
     """Every rank's ``x`` (same trailing shape, any number of rows), in rank order; ``[x]`` in a single process.
 
     Rows are padded to the largest count for the collective and trimmed after. With ``differentiable=True`` the
-    gather keeps the autograd graph (``torch.distributed.nn.functional.all_gather``): the gradient reaching
-    rank ``r``'s part on any rank flows back to rank ``r``'s ``x`` (summed over ranks).
+    gather keeps the autograd graph (:class:`_AllGather`): the gradient reaching rank ``r``'s part on any rank
+    flows back to rank ``r``'s ``x`` (summed over ranks).
     """
     if not active():
         return [x]
     sizes = [int(n) for n in all_gather_objects(int(x.shape[0]))]
     padded = torch.cat([x, x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))]) if x.shape[0] < max(sizes) else x
     if differentiable:
-        from torch.distributed.nn.functional import all_gather
-
-        parts = list(all_gather(padded))
+        parts = list(_AllGather.apply(padded).unbind(0))
     else:
         parts = [torch.empty_like(padded) for _ in range(world_size())]
         dist.all_gather(parts, padded.contiguous())
@@ -119,6 +145,31 @@ def gather_slots(x: torch.Tensor, lengths: list[int], differentiable: bool = Fal
         for i, piece in enumerate(part.split(list(lens))):
             pieces[r + world * i] = piece
     return torch.cat([pieces[g] for g in sorted(pieces)])
+
+
+def record_error(message: str, replace: bool = True) -> bool:
+    """Write ``message`` to this process's torchelastic error file; True if written.
+
+    ``torchrun`` gives every worker a file of its own (``TORCHELASTIC_ERROR_FILE``) and prints it in the failure
+    summary that it shows, with its own ``ChildFailedError`` traceback, for every non-zero exit of a worker: with
+    the file the summary's ``traceback`` line is this message instead of a pointer to torchrun's documentation.
+    The format is the one of torchelastic's ``ErrorHandler`` (``{"message": {"message", "extraInfo":
+    {"timestamp"}}}``) without a Python call stack. ``replace=False`` keeps a file already written (an earlier,
+    more precise error). Without ``torchrun`` (no variable) nothing is written.
+    """
+    import json
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or (not replace and os.path.exists(path)):
+        return False
+    data = {"message": {"message": message, "extraInfo": {"timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w") as handle:
+            json.dump(data, handle)
+    except OSError:
+        return False
+    return True
 
 
 def barrier() -> None:

@@ -406,14 +406,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = distributed.init(device)
     world = distributed.world_size()
     too_small = [name for name, run in runs if suite.kind == "distill" and run["batch_size"] < world]
-    if too_small:
+    if too_small:  # refused on every rank; torchrun's failure summary then shows the message (record_error)
+        message = (
+            f"{world} ranks but runs {', '.join(too_small)} have batch_size "
+            f"{min(run['batch_size'] for _, run in runs)}: every rank needs at least one scan per step; "
+            "use at most batch_size processes (torchrun --nproc_per_node) or a larger batch_size"
+        )
         if distributed.is_main():
-            print(
-                f"error: {world} ranks but runs {', '.join(too_small)} have batch_size "
-                f"{min(run['batch_size'] for _, run in runs)}: every rank needs at least one scan per step; "
-                "use at most batch_size processes (torchrun --nproc_per_node) or a larger batch_size",
-                file=sys.stderr,
-            )
+            print(f"error: {message}", file=sys.stderr)
+        distributed.record_error(message)
+        distributed.barrier()  # no rank exits (and has torchrun stop the others) before rank 0 has printed
         distributed.shutdown()
         return 2
     try:
@@ -489,4 +491,7 @@ def _run_suite(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code:  # under torchrun: its failure summary names the error printed above instead of "<N/A>"
+        distributed.record_error(f"bench.run exited with code {code}; see its messages above", replace=False)
+    sys.exit(code)

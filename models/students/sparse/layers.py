@@ -117,14 +117,35 @@ class UpConv3d(nn.Module):
         return self._impl.up_conv(x, self.weight)
 
 
+def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    total = x.contiguous().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum of ``x`` over the ranks, differentiable: the gradient is the sum of the ranks' gradients (every rank
+    runs the backward). Replaces the deprecated ``torch.distributed.nn.functional.all_reduce``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return _sum_over_ranks(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _sum_over_ranks(grad)
+
+
 class SparseBatchNorm(nn.BatchNorm1d):
     """``nn.BatchNorm1d`` over the features of all active sites of the batch.
 
     With ``sync = True``, in training mode inside a ``torch.distributed`` process group of more than one process,
     the statistics are those of the sites of *all* ranks (synchronised batch norm, as ``nn.SyncBatchNorm``, which
     runs on GPUs only): ``mean = sum_r S_r / sum_r n_r`` and ``var = sum_r sum_i (x_i - mean)^2 / sum_r n_r``
-    (biased, two passes, float64 accumulation like PyTorch's CPU kernel), gathered with the differentiable
-    ``torch.distributed.nn.functional.all_reduce``; the running variance is updated with the unbiased
+    (biased, two passes, float64 accumulation like PyTorch's CPU kernel), summed with the differentiable
+    :class:`_AllReduceSum`; the running variance is updated with the unbiased
     ``var * n / (n - 1)``. Every rank must call it (one collective per pass).
     """
 
@@ -138,8 +159,7 @@ class SparseBatchNorm(nn.BatchNorm1d):
         return x.replace(super().forward(x.feats))
 
     def _synchronised(self, feats: torch.Tensor) -> torch.Tensor:
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _AllReduceSum.apply
         c = feats.shape[1]
         count = torch.tensor([feats.shape[0]], dtype=torch.float64, device=feats.device)
         totals = all_reduce(torch.cat([feats.sum(0, dtype=torch.float64), count]))
