@@ -8,10 +8,13 @@ Defaults follow METHOD.md and SLidR (Sautier et al., CVPR 2022) where they say s
 from __future__ import annotations
 
 import inspect
+import math
+import re
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import yaml
 from bench.scenes import DATASETS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
 from models.losses import LOSSES, get_loss
+from models.losses import parameter_errors as loss_parameter_value_errors
 from models.students.minkunet import INPUTS as STUDENT_INPUTS
 
 TEACHERS = ("synthetic", "clip")
@@ -29,6 +33,156 @@ LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
 OPTIMIZERS = ("sgd", "adamw")
 LOSS_DTYPES = ("float32", "bfloat16")
 """Precision of the loss's N x N products (``torch.autocast``; sums and the loss stay float32)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid numbers of a field: finite, from ``low`` (excluded when ``low_open``) up to ``high`` (None:
+    unbounded; excluded when ``high_open``). ``none`` says what None means where the field admits it; ``why``
+    is added to the error. A tuple value is checked entry by entry."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    none: str | None = None
+    why: str = ""
+    rule: str = ""
+
+    def admits(self, value: Any) -> bool:
+        """Whether ``value`` (a number, a sequence of numbers, or None) lies in the range."""
+        if value is None:
+            return self.none is not None
+        if isinstance(value, (list, tuple)):
+            return all(self.admits(v) for v in value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = self.low < value if self.low_open else self.low <= value
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        elif self.low_open:
+            text = f"positive (> {self.low})" if self.low == 0 else f"> {self.low}"
+        else:
+            text = f"at least {self.low}"
+        text += f" ({self.why})" if self.why else ""
+        return text + (f", or None ({self.none})" if self.none is not None else "")
+
+    def error(self, name: str, value: Any) -> str | None:
+        """``"<name> must be <range>; got <value>"`` (``rule`` replaces "must be <range>" where set), or None
+        when ``value`` is in the range."""
+        return None if self.admits(value) else f"{name} {self.rule or f'must be {self}'}; got {value!r}"
+
+
+COUNT = Range(0)
+"""A number of scenes (0: none)."""
+SOME = Range(1)
+"""A positive count (steps, points, a period)."""
+POSITIVE = Range(0, low_open=True)
+"""A positive real (learning rates, lengths)."""
+
+FIELD_RANGES: dict[str, Range] = {
+    "seed": Range(0, why="a generator seed"),
+    "train_scenes": COUNT,
+    "val_scenes": COUNT,
+    "test_scenes": COUNT,
+    "eval_scenes": Range(1, none="every scan of the eval split"),
+    "crop_radius": Range(0, low_open=True, none="keep every point"),
+    "ood_train_scenes": COUNT,
+    "ood_val_scenes": COUNT,
+    "ood_test_scenes": COUNT,
+    "few_shot_every": Range(1, why="the 1% split takes every few_shot_every-th train scene"),
+    "out_dim": SOME,
+    "voxel_size": Range(0, low_open=True, why="metres, or degrees for the cylindrical phi"),
+    "steps": SOME,
+    "batch_size": SOME,
+    "n_pairs": Range(2, why="a loss compares at least 2 pairs"),
+    "lr": POSITIVE,
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0),
+    "checkpoint_every": SOME,
+    "probe_every": SOME,
+    "probe_scenes": SOME,
+    "probe_per_class": SOME,
+    "features_per_class": SOME,
+    "geometry_seed": Range(0, why="a generator seed"),
+    "uniformity_t": Range(0, low_open=True, why="the uniformity's temperature; 0 gives U = 0 for any features"),
+    "lp_steps": SOME,
+    "lp_lr": POSITIVE,
+    "lp_batch_points": SOME,
+    "lp_points_per_scan": SOME,
+    "lp_max_points": SOME,
+    "ft_steps": SOME,
+    "ft_lr": POSITIVE,
+    "ft_batch_size": SOME,
+    "ft_warmup": Range(0, 1, high_open=True, rule="is a fraction of ft_steps in [0, 1)"),
+    "ft_clip_norm": Range(0, low_open=True, none="no clipping"),
+}
+"""The valid range of every numeric field of :class:`DistillConfig`, checked when a configuration is built."""
+
+STUDENT_OVERRIDE_RANGES: dict[str, Range] = {
+    "planes": SOME,
+    "layers": SOME,
+    "init_dim": SOME,
+    "stem_kernel": SOME,
+    "bn_momentum": Range(0, 1),
+    "block_bn_momentum": Range(0, 1),
+    "downstream_bn_momentum": Range(0, 1, none="the pre-training momentum"),
+}
+"""The valid range of every numeric field of :class:`models.students.minkunet.MinkUNetConfig` in
+``student_overrides``."""
+
+
+@cache
+def synthetic_teacher_dim() -> int:
+    """The feature dimension of the synthetic teacher, read from its committed parameter file."""
+    from models.teachers.synthetic import load_params
+
+    return int(load_params().dim)
+
+
+def clip_embed_dim(arch: str) -> int | None:
+    """The feature dimension (``embed_dim``) of the open_clip architecture ``arch``, read without building or
+    downloading anything: from the model-config JSON that ``arch`` names, from open_clip's registry when open_clip
+    is already imported (it holds the configs registered in this process), else from open_clip's own
+    ``model_configs/<arch>.json`` (found without importing open_clip); None when open_clip is not installed or the
+    config gives no ``embed_dim`` (then the run's start checks it).
+
+    Raises:
+        ValueError: ``arch`` names a ``.json`` file that does not exist, or an architecture open_clip lacks.
+    """
+    import importlib.util
+    import json
+    import sys
+
+    unknown = f"unknown open_clip architecture clip_arch {arch!r}; see open_clip.list_models() or give a .json config"
+    path = Path(arch)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ValueError(f"clip_arch: open_clip model config {path} does not exist")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    elif "open_clip" in sys.modules:
+        open_clip = sys.modules["open_clip"]
+        if arch not in open_clip.list_models():
+            raise ValueError(unknown)
+        config = open_clip.get_model_config(arch)  # a registered name: no download
+    else:
+        spec = importlib.util.find_spec("open_clip")
+        folders = [Path(f) / "model_configs" for f in (spec.submodule_search_locations or [])] if spec else []
+        folders = [f for f in folders if f.is_dir()]
+        if not folders:
+            return None
+        if not (folders[0] / f"{arch}.json").is_file():
+            raise ValueError(unknown)
+        config = json.loads((folders[0] / f"{arch}.json").read_text(encoding="utf-8"))
+    embed = config.get("embed_dim") if isinstance(config, dict) else None
+    return embed if isinstance(embed, int) and not isinstance(embed, bool) else None
 
 
 def type_error(name: str, value: Any, annotation: Any) -> str | None:
@@ -65,7 +219,27 @@ def type_error(name: str, value: Any, annotation: Any) -> str | None:
     if fits(value, annotation):
         return None
     shown = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-    return f"{name} must be {shown}; got {value!r} ({type(value).__name__})"
+    return f"{name} must be {shown}; got {value!r} ({type(value).__name__}){_number_text_hint(value, annotation)}"
+
+
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number_text_hint(value: Any, annotation: Any) -> str:
+    """A hint for a number YAML read as text: YAML 1.1 (PyYAML) reads ``5e-3`` and ``1e3`` as strings, since its
+    floats need a decimal point and a signed exponent (``5.0e-3``, ``1.0e+3``); empty when it does not apply."""
+    if not isinstance(value, str) or not _YAML11_EXPONENT.fullmatch(value.strip()):
+        return ""
+    mantissa, _, exponent = value.strip().lower().partition("e")
+    mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
+    written = f"{mantissa}e{exponent if exponent[0] in '+-' else '+' + exponent}"
+    number = float(value)
+    wanted = typing.get_args(annotation) or (annotation,)
+    if float not in wanted and int in wanted and number.is_integer():
+        return f" (YAML 1.1 reads {value} as a string: write {int(number)})"
+    plain = repr(number)
+    decimal = f" or {plain}" if "e" not in plain else ""
+    return f" (YAML 1.1 reads {value} as a string: write {written}{decimal})"
 
 
 def loss_parameter_errors(loss: str, params: dict[str, Any]) -> list[str]:
@@ -82,7 +256,36 @@ def loss_parameter_errors(loss: str, params: dict[str, Any]) -> list[str]:
         problem = type_error(f"{loss} parameter {key}", params[key], hints.get(key, Any))
         if problem:
             errors.append(problem)
+    if not errors:  # the values, once the names and types are right
+        errors = loss_parameter_value_errors(loss, params)
     return errors
+
+
+def complete_loss_params(loss: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every parameter of the loss ``loss`` it leaves out set to the default of the loss
+    function's signature: ``contrastive`` and ``contrastive`` with ``tau: 0.07`` are one loss configuration."""
+    signature = inspect.signature(get_loss(loss)).parameters.values()
+    defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+    defaults.pop("segments", None)  # data of the region losses, not a parameter
+    return {**defaults, **params}
+
+
+def configuration_identity(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What makes two resolved run configurations (:meth:`DistillConfig.resolved`, or a toy run's) the same run:
+    the configuration with its loss parameters completed (:func:`complete_loss_params`) and every number a float
+    (``lr: 1`` and ``lr: 1.0`` are one value)."""
+
+    def floats(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: floats(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [floats(v) for v in value]
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    out = dict(resolved)
+    if "loss" in out:
+        out["loss_params"] = complete_loss_params(out["loss"], dict(out.get("loss_params") or {}))
+    return floats(out)
 
 
 def with_overrides(run: dict[str, Any], items: Sequence[str]) -> dict[str, Any]:
@@ -153,6 +356,11 @@ class DistillConfig:
     both with loss ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's
     classes weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``;
     :mod:`bench.segmentation_loss`).
+
+    Every value is checked when the configuration is built, before anything runs: its type, every numeric field
+    within its range (:data:`FIELD_RANGES`), the loss's parameters (:func:`models.losses.parameter_errors`),
+    ``student_overrides`` against the preset's configuration, and ``out_dim`` against the teacher's dimension
+    where it is known without building the teacher.
     """
 
     loss: str
@@ -231,15 +439,19 @@ class DistillConfig:
         problems = [p for p in problems if p] + loss_parameter_errors(self.loss, dict(self.loss_params))
         if problems:
             raise ValueError("; ".join(problems))
+        self._check_ranges()
         if self.dataset not in DATASETS or self.ood_dataset not in DATASETS:
             bad = self.dataset if self.dataset not in DATASETS else self.ood_dataset
             raise ValueError(f"unknown dataset {bad!r}; valid datasets: {', '.join(DATASETS)}")
         if self.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+        self._check_teacher_dim()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if not self.student_inputs or set(self.student_inputs) - set(STUDENT_INPUTS):
             raise ValueError(f"unknown student_inputs {list(self.student_inputs)}; valid: {', '.join(STUDENT_INPUTS)}")
+        self._check_student()
+        self._check_variant()
         if self.ft_optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown ft_optimizer {self.ft_optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if self.seg_class_weight not in CLASS_WEIGHTS:
@@ -271,10 +483,6 @@ class DistillConfig:
                 if sizes[split] < 1:
                     raise ValueError(f"split {split} is empty: set {split}_scenes to at least 1")
         self._check_ood_split()
-        if not 0.0 <= self.ft_warmup < 1.0:
-            raise ValueError(f"ft_warmup is a fraction of ft_steps in [0, 1); got {self.ft_warmup}")
-        if self.ft_clip_norm is not None and not self.ft_clip_norm > 0:
-            raise ValueError(f"ft_clip_norm must be positive (or None: no clipping); got {self.ft_clip_norm}")
         if self.voxel_system not in ("cartesian", "cylindrical"):
             raise ValueError(f"unknown voxel_system {self.voxel_system!r}; valid: cartesian, cylindrical")
         if self.augmentation is not None:
@@ -285,21 +493,62 @@ class DistillConfig:
             from bench.superpixels import settings_from
 
             settings_from(self.slic)
-        positive = (
-            "steps",
-            "batch_size",
-            "n_pairs",
-            "checkpoint_every",
-            "probe_every",
-            "features_per_class",
-            "lp_max_points",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        sizes = self.voxel_size if isinstance(self.voxel_size, (list, tuple)) else (self.voxel_size,)
-        if not all(v > 0 for v in sizes):
-            raise ValueError(f"voxel_size must be positive; got {self.voxel_size}")
+
+    def _check_ranges(self) -> None:
+        """Every numeric field within its range (:data:`FIELD_RANGES`; ``voxel_size`` one number or one per axis);
+        the error lists every field out of range, with its value and range."""
+        names = [f.name for f in fields(self) if f.name in FIELD_RANGES]
+        problems = [FIELD_RANGES[name].error(name, getattr(self, name)) for name in names]
+        if isinstance(self.voxel_size, (list, tuple)) and len(self.voxel_size) != 3:
+            problems.append(f"voxel_size must be one number or 3 (one per axis); got {list(self.voxel_size)}")
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _check_teacher_dim(self) -> None:
+        """``out_dim`` is the teacher's feature dimension where it is known without building the teacher: the
+        synthetic teacher's parameter file, or the model config of a CLIP architecture (:func:`clip_embed_dim`;
+        otherwise the run's start checks it)."""
+        dim = synthetic_teacher_dim() if self.teacher == "synthetic" else clip_embed_dim(self.clip_arch)
+        if dim is not None and dim != self.out_dim:
+            source = "the synthetic teacher" if self.teacher == "synthetic" else f"CLIP {self.clip_arch}"
+            raise ValueError(f"out_dim must be the teacher's feature dimension, {dim} for {source}; got {self.out_dim}")
+
+    def _check_student(self) -> None:
+        """``student`` and ``preset`` exist; ``student_overrides`` names fields of the preset's
+        :class:`~models.students.minkunet.MinkUNetConfig`, of their types and ranges
+        (:data:`STUDENT_OVERRIDE_RANGES`), that make a valid configuration."""
+        from models.students.minkunet import PRESETS, MinkUNetConfig
+
+        if self.student != "minkunet":
+            raise ValueError(f"unknown student {self.student!r}; valid students: minkunet")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
+        valid = [f.name for f in fields(MinkUNetConfig)]
+        unknown = sorted(set(self.student_overrides) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown student_overrides keys {unknown}; valid: {', '.join(valid)}")
+        hints = typing.get_type_hints(MinkUNetConfig)
+        problems = []
+        for key, value in self.student_overrides.items():
+            problem = type_error(f"student_overrides {key}", value, hints[key])
+            if problem is None and key in STUDENT_OVERRIDE_RANGES:
+                problem = STUDENT_OVERRIDE_RANGES[key].error(f"student_overrides {key}", value)
+            problems += [problem] if problem else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.student_overrides.items()}
+        try:
+            replace(PRESETS[self.preset], **overrides)
+        except ValueError as exc:
+            raise ValueError(f"student_overrides on preset {self.preset}: {exc}") from None
+
+    def _check_variant(self) -> None:
+        """``variant`` is a synthetic world variant (:data:`bench.data.synthetic.VARIANTS`)."""
+        from bench.data.synthetic.generate import VARIANTS
+
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid synthetic variants: {', '.join(VARIANTS)}")
 
     def _check_ood_split(self) -> None:
         """The OOD evaluation split exists and has labels (the synthetic world: a non-empty val or test split;

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from bench import distributed
-from bench.config import TEACHERS, DistillConfig
+from bench.config import TEACHERS, DistillConfig, configuration_identity
 from bench.distill import execute_distill, resolve_distill
 from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_npz
 from bench.scenes import DATASETS
@@ -144,6 +144,10 @@ _DATA_OPTIONS = {
 
 
 def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """The selected runs of ``suite`` (``--only``, ``--run``) as ``(name, resolved configuration)``, after the
+    command line's overrides. Every run of the suite is resolved, hence checked, and named
+    (:func:`name_runs`) before the selection, so that a bad value anywhere is refused before anything runs and a
+    run's name does not depend on the selection."""
     steps, only = args.steps, args.only
     data = {key: getattr(args, opt) for opt, key in _DATA_OPTIONS.items() if getattr(args, opt) is not None}
     if "protocols" in data:
@@ -163,13 +167,38 @@ def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, 
             run["steps" if suite.kind == "distill" else "iterations"] = steps
         changed.append(run)
     exact = getattr(args, "run", None)
-    for name, run in zip(run_names(changed), changed, strict=True):
+    for name, resolved in name_runs(suite.kind, changed, suite.source):
         if (only is None or only in name) and (exact is None or exact == name):
-            runs.append((name, run))
+            runs.append((name, resolved))
     if not runs:
         wanted = f"--run {exact!r}" if exact is not None else f"--only {only!r}"
         raise ValueError(f"no run of suite {suite.name!r} matches {wanted}")
     return runs
+
+
+def name_runs(kind: str, runs: list[dict[str, Any]], source: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every run of a suite of kind ``kind`` as ``(name, resolved configuration)``: resolved (:data:`RESOLVERS`:
+    every value checked), then named from the resolved values (:func:`bench.suites.run_names`: a field set to
+    its default value is not varied).
+
+    Raises:
+        ValueError: a bad value (naming the suite file ``source``, the run and the field), or two runs of one
+            resolved configuration (:func:`bench.config.configuration_identity`: loss parameters completed with
+            the loss's defaults), naming both.
+    """
+    resolved = []
+    for i, run in enumerate(runs):
+        try:
+            resolved.append(RESOLVERS[kind](run))
+        except ValueError as exc:
+            loss = f"{run.get('loss')} {run.get('loss_params') or ''}".strip()
+            where = f"{source}: " if source is not None else ""
+            raise ValueError(f"{where}run {i + 1} ({loss}, seed {run.get('seed')}): {exc}") from None
+    try:
+        names = run_names(runs, resolved, [configuration_identity(r) for r in resolved])
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}" if source is not None else str(exc)) from None
+    return list(zip(names, resolved, strict=True))
 
 
 CLAIM_SUFFIX = ".claim"
@@ -376,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         suite = load_suite(args.suite)
-        runs = [(name, RESOLVERS[suite.kind](run)) for name, run in _apply_overrides(suite, args)]
+        runs = _apply_overrides(suite, args)  # every run resolved (checked) and named before anything runs
         device = torch.device(args.device)
         out = args.out if args.out is not None else DEFAULT_OUTPUT_ROOT / suite.name
         for name, run in runs:  # refuse before anything runs, so that nothing is overwritten

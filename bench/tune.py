@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import RunDir
-from bench.suites import load_suite, recipe_key, run_names, varied_fields
+from bench.suites import load_suite, recipe_key, varied_fields
 
 CRITERION = "linear_probe"
 """The selection score: ``metrics.json`` ``linear_probe.miou`` of the run (on the tuning suite's eval split)."""
@@ -54,7 +54,10 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
         raise ValueError(f"suite {suite_name} varies no recipe field besides the loss; nothing to select")
     grid: list[dict[str, Any]] = []
     missing = []
-    for run, name in zip(suite.runs, run_names(suite.runs), strict=True):
+    from bench.run import name_runs  # the names bench.run gives (from the resolved configurations)
+
+    names = [name for name, _ in name_runs(suite.kind, suite.runs, suite.source)]
+    for run, name in zip(suite.runs, names, strict=True):
         metrics_path = runs_dir / name / "metrics.json"
         entry = {
             "run": name,

@@ -3,8 +3,13 @@
 A suite file holds ``name``, ``kind`` (the trainer that runs it), ``description``, ``defaults`` (the parameters
 shared by every run) and ``grid``: every combination of the listed values is one run (``grid`` may also be a list
 of such grids, whose runs are concatenated). A ``loss`` entry is a name
-or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path. Kinds:
-``toy`` (the toy experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
+or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same form, passed by path, in UTF-8; its
+``name`` is a plain folder name (the default output folder is ``runs/<name>``). Kinds: ``toy`` (the toy
+experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
+
+Every run is named by its loss, the loss parameters it lists, every field whose resolved value differs between
+the runs (a field set to its default value is not varied) and its seed (:func:`run_names`); two runs of one
+resolved configuration are an error naming both (``bench.run`` resolves and names every run before any starts).
 
 ``defaults_from: SUITE`` (a shipped suite's name, or a path relative to the suite file) starts the defaults from
 that suite's ``defaults`` (recursively), which the file's own ``defaults`` then update: a tuning or checking suite
@@ -20,6 +25,7 @@ that regenerates it.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,18 +97,56 @@ def run_name(run: dict[str, Any], varied: tuple[str, ...] = ()) -> str:
     return "-".join(_check_component(p) for p in parts)
 
 
-def varied_fields(runs: list[dict[str, Any]]) -> tuple[str, ...]:
-    """Fields (other than :data:`NAMED_KEYS`) whose value differs between the runs, sorted."""
+def _canonical(value: Any) -> str:
+    """``value`` as comparable text (JSON with sorted keys; a tuple and a list of the same values are equal)."""
     import json
 
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def varied_fields(runs: list[dict[str, Any]], resolved: Sequence[dict[str, Any]] | None = None) -> tuple[str, ...]:
+    """Fields (other than :data:`NAMED_KEYS`) that some run sets and whose value differs between the runs, sorted.
+
+    With ``resolved`` (the runs' resolved configurations, in the same order) a field is varied when its resolved
+    values differ and so do its given values (the run's own, else its resolved one): a field that one run sets
+    to its default value and another leaves unset is not varied, and neither is one the resolution derives from
+    another field (a toy run's snapshots, clipped to its iterations).
+    """
     keys = sorted({k for run in runs for k in run} - set(NAMED_KEYS))
-    return tuple(k for k in keys if len({json.dumps(run.get(k), sort_keys=True, default=str) for run in runs}) > 1)
+    if resolved is None:
+        return tuple(k for k in keys if len({_canonical(run.get(k)) for run in runs}) > 1)
+    pairs = list(zip(runs, resolved, strict=True))
+    return tuple(
+        k
+        for k in keys
+        if len({_canonical(res.get(k)) for _, res in pairs}) > 1
+        and len({_canonical(run[k] if k in run else res.get(k)) for run, res in pairs}) > 1
+    )
 
 
-def run_names(runs: list[dict[str, Any]]) -> list[str]:
-    """:func:`run_name` of every run, naming the fields the runs vary; duplicates are a ``ValueError``."""
-    varied = varied_fields(runs)
-    names = [run_name(run, varied) for run in runs]
+def run_names(
+    runs: list[dict[str, Any]],
+    resolved: Sequence[dict[str, Any]] | None = None,
+    identities: Sequence[dict[str, Any]] | None = None,
+) -> list[str]:
+    """:func:`run_name` of every run, naming the fields the runs vary (:func:`varied_fields`, on ``resolved``
+    when given: a varied field's piece shows its resolved value).
+
+    Raises:
+        ValueError: two runs of one configuration, ``identities`` (what makes two runs the same; default: the
+            resolved configurations when given), naming both runs and the fields the suite writes differently;
+            or two runs of one name.
+    """
+    varied = varied_fields(runs, resolved)
+    named = [dict(run, **{k: res.get(k) for k in varied}) for run, res in zip(runs, resolved or runs, strict=True)]
+    names = [run_name(run, varied) for run in named]
+    identities = identities if identities is not None else resolved
+    if identities is not None:
+        first: dict[str, int] = {}
+        for i, identity in enumerate(identities):
+            j = first.setdefault(_canonical(identity), i)
+            if j != i:
+                raise ValueError(_same_configuration(runs, names, j, i))
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1
@@ -111,6 +155,26 @@ def run_names(runs: list[dict[str, Any]]) -> list[str]:
         raise ValueError(f"the suite gives several runs the same name ({', '.join(twice)}): two runs of one grid "
                          "are identical; remove the duplicate values")  # fmt: skip
     return names
+
+
+def _same_configuration(runs: list[dict[str, Any]], names: list[str], a: int, b: int) -> str:
+    """The error for runs ``a`` and ``b`` (indices) that resolve to one configuration: written alike (a value
+    listed twice), or differently only in values equal once resolved (a default written out)."""
+    unset = object()
+    differ = []
+    for key in sorted(set(runs[a]) | set(runs[b])):
+        x, y = runs[a].get(key, unset), runs[b].get(key, unset)
+        if x is unset or y is unset or _canonical(x) != _canonical(y):
+            shown = ["unset" if v is unset else repr(v) for v in (x, y)]
+            differ.append(f"{key} {shown[0]} vs {shown[1]}")
+    if not differ:
+        return (f"the suite gives several runs the same name ({names[a]}): two runs of one grid are identical; "
+                "remove the duplicate values")  # fmt: skip
+    return (
+        f"runs {names[a]!r} (run {a + 1}) and {names[b]!r} (run {b + 1}) of the suite are one configuration once "
+        f"defaults and loss parameters are filled in, written differently only in {'; '.join(differ)}: a value "
+        "equal to the default is the same run; remove one of them"
+    )
 
 
 def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str, Any]]:
@@ -149,8 +213,8 @@ def apply_recipes(runs: list[dict[str, Any]], path: Path, gridded: tuple[str, ..
     if not path.is_file():
         raise ValueError(f"recipes file {path} does not exist: run the tuning suite and `python -m bench.tune` first")
     try:
-        selected = json.loads(path.read_text())["selected"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        selected = json.loads(path.read_text(encoding="utf-8"))["selected"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a recipes file of bench.tune ({exc})") from None
     out = []
     for run in runs:
@@ -182,7 +246,9 @@ def _suite_path(name_or_path: str, relative_to: Path | None = None) -> Path:
 
 def _read_suite_file(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc}); save the suite file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -205,6 +271,25 @@ def _defaults(path: Path, data: dict[str, Any], seen: tuple[Path, ...] = ()) -> 
     return {**inherited, **own}
 
 
+def _suite_name(name: Any, path: Path) -> str:
+    """The suite's ``name``, a plain folder name (the default output folder is ``runs/<name>``): no path
+    separator, not ``.``/``..`` or hidden, not empty, no control character."""
+    text = str(name)
+    if (
+        not text.strip()
+        or "/" in text
+        or "\\" in text
+        or text.startswith(".")
+        or any(ord(c) < 32 for c in text)
+        or Path(text).is_absolute()
+    ):
+        raise ValueError(
+            f"{path}: the suite name {text!r} is not a plain folder name (runs/<name> is its default output): "
+            "use letters, digits, '-' or '_', without '/', '\\' or a leading '.'"
+        )
+    return text
+
+
 def load_suite(name_or_path: str) -> Suite:
     """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
     path = _suite_path(name_or_path)
@@ -222,7 +307,7 @@ def load_suite(name_or_path: str) -> Suite:
             expanded = apply_recipes(expanded, path.parent / str(data["recipes"]), tuple(grid))
         runs += expanded
     return Suite(
-        name=str(data.get("name", path.stem)),
+        name=_suite_name(data.get("name", path.stem), path),
         kind=kind,
         description=str(data.get("description", "")),
         source=path,

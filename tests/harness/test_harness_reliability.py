@@ -49,7 +49,7 @@ def test_duplicate_runs_are_refused_before_anything_runs(tiny_suite, tmp_path, c
 
 
 def test_names_that_would_leave_the_output_folder_are_refused(tiny_suite, tmp_path, capsys):
-    grid = {"loss": ["similarity"], "seed": [0], "variant": ["nuscenes", "../../escaped"]}
+    grid = {"loss": ["similarity"], "seed": [0], "feature_cache": ["cache", "../../escaped"]}  # free text
     suite = _suite(tmp_path / "evil.yaml", tiny_suite.parent / "scenes", grid)
     assert main(["--suite", str(suite), "--out", str(tmp_path / "a" / "out"), "--no-progress"]) == 2
     assert "would not be a plain folder name" in capsys.readouterr().err
