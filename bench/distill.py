@@ -132,13 +132,16 @@ def run_distill(
     progress: bool = True,
     workers: int = 0,
     on_ready: Callable[[], None] | None = None,
+    on_bind: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one student; returns ``metrics`` (and writes the run directory when given).
 
     ``workers``: DataLoader worker processes reading scans ahead of the student (0: in the main process);
     they change the speed, never the result. ``on_ready`` is called once the teacher, the data and the feature
-    caches are set up, before training (the harness writes ``config.json`` then, so a run that fails during
-    set-up does not bind its folder to a configuration).
+    caches are set up, before training. ``on_bind`` is called (rank 0) once the run folder holds state of this
+    configuration: when a checkpoint was resumed, else just before the first checkpoint is written
+    (:func:`bench.train.train_student`; the harness writes ``config.json`` then, so a run that fails during set-up
+    or before its first checkpoint does not bind its folder to a configuration).
     """
     from tqdm import tqdm
 
@@ -166,7 +169,7 @@ def run_distill(
 
     with tqdm(total=cfg.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
         student, trajectory = train_student(
-            cfg, train, probe, device, run_path, on_step=lambda _: bar.update(), workers=workers
+            cfg, train, probe, device, run_path, on_step=lambda _: bar.update(), workers=workers, on_bind=on_bind
         )
 
     metrics: dict[str, Any] = {
@@ -238,7 +241,14 @@ def run_distill(
 def execute_distill(
     resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool, workers: int = 0
 ) -> dict[str, Any]:
-    """Run (or skip, when finished) one distill run of a suite and return its metrics."""
+    """Run (or skip, when finished) one distill run of a suite and return its metrics.
+
+    The folder is bound to this configuration (``config.json`` and ``environment.json`` written,
+    :meth:`bench.results.RunDir.start`) only once it holds state worth protecting: when training resumes from a
+    checkpoint, or just before the first checkpoint is written. A run that fails earlier (set-up, teacher, the
+    first steps) leaves no ``config.json``, so a corrected rerun into the same folder is not refused. The caller
+    holds the folder's lock (:class:`bench.results.RunLock`) on rank 0.
+    """
     if run_dir.finished:
         run_dir.check_config(resolved, DistillConfig.field_defaults())
         return read_json(run_dir.path / "metrics.json")
@@ -246,11 +256,10 @@ def execute_distill(
     defaults = DistillConfig.field_defaults()
     run_dir.check_config(resolved, defaults)  # a conflicting folder is refused before any set-up
 
-    def bind() -> None:  # the folder becomes this configuration's once set-up (teacher, data, caches) succeeded
-        if dist.is_main():
-            run_dir.start(resolved, device, defaults)
+    def bind() -> None:  # called by the trainer on rank 0 only
+        run_dir.start(resolved, device, defaults)
 
-    metrics = run_distill(cfg, run_dir, device, progress, workers, on_ready=bind)
+    metrics = run_distill(cfg, run_dir, device, progress, workers, on_bind=bind)
     if dist.is_main():
         run_dir.finish(metrics)
     dist.barrier()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from bench import distributed
 from bench.config import TEACHERS, DistillConfig, configuration_identity
 from bench.distill import execute_distill, resolve_distill
-from bench.results import TRAJECTORY_FILE, RunDir, read_json, write_csv, write_npz
+from bench.results import TRAJECTORY_FILE, RunDir, RunLock, read_json, write_csv, write_npz
 from bench.scenes import DATASETS
 from bench.suites import Suite, available_suites, load_suite, run_names
 
@@ -201,12 +201,15 @@ def name_runs(kind: str, runs: list[dict[str, Any]], source: Path | None = None)
     return list(zip(names, resolved, strict=True))
 
 
-CLAIM_SUFFIX = ".claim"
-"""A run being trained by one of the worker processes of ``--jobs`` holds ``<out>/.<name>.claim``."""
+EXIT_OK, EXIT_ERROR, EXIT_BUSY = 0, 2, 3
+"""Exit codes of ``python -m bench.run``: every run finished; bad input or a failed run; no run failed, but some
+were left to the other process writing them (:class:`bench.results.RunLock`; rerun once it is done)."""
+PARENT_ENV = "BENCH_RUN_PARENT_PID"
+"""Environment variable naming the ``--jobs`` parent of a worker (:func:`die_with_parent`)."""
 
 
 def _job_argv(argv: Sequence[str]) -> list[str]:
-    """The command line of one worker: the parent's options without ``--jobs``, claiming runs one at a time."""
+    """The command line of one worker: the parent's options without ``--jobs``, taking runs one at a time."""
     out, skip = [], False
     for token in argv:
         if skip:
@@ -221,38 +224,51 @@ def _job_argv(argv: Sequence[str]) -> list[str]:
     return [*out, "--claim-runs", "--no-progress"]
 
 
-def _claim_path(out: Path, name: str) -> Path:
-    return out / f".{name}{CLAIM_SUFFIX}"
+def die_with_parent(parent: int) -> None:
+    """End this process when its parent ``parent`` dies (a ``--jobs`` worker: ``kill -9`` of the parent leaves
+    no orphan training). Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a daemon thread polls the parent
+    pid every second. Exits at once when the parent is already gone."""
+    import ctypes
+    import signal
+    import threading
+    import time
 
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(EXIT_ERROR)
+    if not armed:
 
-def claim(out: Path, name: str) -> bool:
-    """Atomically take the run ``name`` for this process (False: another worker has it)."""
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(_claim_path(out, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(EXIT_ERROR)
+
+        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def run_jobs(argv: Sequence[str], out: Path, names: list[str], jobs: int, progress: bool) -> None:
     """Train the unfinished runs ``names`` with ``jobs`` worker processes (``python -m bench.run ...
     --claim-runs``), each given ``cores // jobs`` torch threads unless ``OMP_NUM_THREADS`` is set. A worker goes
-    through the suite in order and trains every unfinished run it can claim (:func:`claim`), so the runs are
-    shared dynamically and a worker's per-process caches (the teacher side of the geometry) serve several runs.
-    Claims left by a killed earlier invocation are removed first."""
+    through the suite in order and trains every unfinished run whose lock it can take
+    (:class:`bench.results.RunLock`), so the runs are shared dynamically and a worker's per-process caches (the
+    teacher side of the geometry) serve several runs; a run locked by another worker or by another ``bench.run``
+    is skipped. The lock dies with its holder, so a killed earlier invocation leaves nothing to clean up; the
+    workers die with this process (:func:`die_with_parent`)."""
     import subprocess
     import time
 
-    for stale in out.glob(f".*{CLAIM_SUFFIX}") if out.is_dir() else []:
-        stale.unlink(missing_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
     env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
+    env[PARENT_ENV] = str(os.getpid())
     command = [sys.executable, "-m", "bench.run", *_job_argv(argv)]
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(min(jobs, len(names)))]
     start, reported = time.monotonic(), set()
@@ -269,6 +285,10 @@ def run_jobs(argv: Sequence[str], out: Path, names: list[str], jobs: int, progre
             if not running:
                 break
             time.sleep(0.5)
+
+
+def _busy_message(name: str, holder: str) -> str:
+    return f"run {name} is being written by {holder}; left alone (rerun once it is done)"
 
 
 def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:
@@ -399,7 +419,8 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 on success, 2 on bad input or a failed run)."""
+    """Entry point; returns the process exit code: 0 when every run finished, 2 on bad input or a failed run, 3
+    when no run failed but some were left to another process writing them (:data:`EXIT_BUSY`)."""
     limit_malloc_arenas()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -419,19 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs > 1:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             print("error: --jobs runs separate processes; under torchrun use the ranks instead", file=sys.stderr)
-            return 2
-        todo = [name for name, _ in runs if not RunDir(out / name).finished]
-        run_jobs(argv, out, todo, args.jobs, not args.no_progress)
-        failed = [name for name in todo if not RunDir(out / name).finished]
-        runs = [(name, run) for name, run in runs if name not in failed]
-        if runs:  # every run finished: reads them for the table, counting as skipped those finished before
-            _run_suite(suite, runs, out, device, False, 0, finished_before=len(runs) - len(todo))
-        if failed:
-            print(f"{len(failed)} runs failed (details in their error.txt; rerun the same command to retry them):")
-            for name in failed:
-                print(f"  {name}: {out / name / 'error.txt'}")
-            return 2
-        return 0
+            return EXIT_ERROR
+        return _run_jobs_suite(argv, suite, runs, out, device, args.jobs, not args.no_progress)
+    if args.claim_runs and PARENT_ENV in os.environ:
+        die_with_parent(int(os.environ[PARENT_ENV]))
     device = distributed.init(device)
     world = distributed.world_size()
     too_small = [name for name, run in runs if suite.kind == "distill" and run["batch_size"] < world]
@@ -458,6 +470,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.shutdown()
 
 
+def _run_jobs_suite(
+    argv: Sequence[str],
+    suite: Suite,
+    runs: list[tuple[str, dict[str, Any]]],
+    out: Path,
+    device: torch.device,
+    jobs: int,
+    progress: bool,
+) -> int:
+    """``--jobs``: the unfinished runs trained by worker processes (:func:`run_jobs`), then the table of the
+    finished ones; the exit code names runs that failed and runs left to another process."""
+    todo = [name for name, _ in runs if not RunDir(out / name).finished]
+    run_jobs(argv, out, todo, jobs, progress)
+    unfinished = [name for name in todo if not RunDir(out / name).finished]
+    busy = {name: holder for name in unfinished if (holder := RunDir(out / name).lock().held_elsewhere())}
+    failed = [name for name in unfinished if name not in busy]
+    runs = [(name, run) for name, run in runs if name not in unfinished]
+    code = EXIT_OK
+    if runs:  # every run finished: reads them for the table, counting as skipped those finished before
+        code = _run_suite(suite, runs, out, device, False, 0, finished_before=len(runs) - len(todo) + len(unfinished))
+    for name, holder in busy.items():
+        print(_busy_message(name, holder), file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} runs failed (details in their error.txt; rerun the same command to retry them):")
+        for name in failed:
+            print(f"  {name}: {out / name / 'error.txt'}")
+        return EXIT_ERROR
+    return code if code != EXIT_OK else (EXIT_BUSY if busy else EXIT_OK)
+
+
+def _take(run_dir: RunDir) -> tuple[RunLock | None, str | None]:
+    """The run folder's lock taken by rank 0, and the decision shared with every rank: ``(lock, None)`` when
+    taken (the lock on rank 0, None on the others), ``(None, holder)`` when another process holds it; an
+    ``OSError`` on every rank when the lock file cannot be written."""
+    lock, decision = None, ("taken", "")
+    if distributed.is_main():
+        lock = run_dir.lock()
+        try:
+            if not lock.acquire():
+                lock, decision = None, ("busy", lock.holder())
+        except OSError as exc:
+            lock, decision = None, ("error", f"cannot take the lock {lock.path}: {exc}")
+    kind, detail = distributed.broadcast_object(decision)
+    if kind == "error":
+        raise OSError(detail)
+    return lock, (detail if kind == "busy" else None)
+
+
 def _run_suite(
     suite: Suite,
     runs: list[tuple[str, dict[str, Any]]],
@@ -470,37 +530,50 @@ def _run_suite(
 ) -> int:
     """Run (or read, when finished) every run of ``runs`` and print their table; ``finished_before``: how many
     were finished before this command started (the ``--jobs`` path, whose workers trained the others), else
-    counted here."""
+    counted here.
+
+    An unfinished run is trained only while this process holds its folder's lock
+    (:class:`bench.results.RunLock`); a run locked by another process is left alone, with a message naming that
+    process (silently for a worker of ``--jobs``, ``claim_runs``, which also skips finished runs). A failure is
+    recorded in the run's ``error.txt`` under the lock. Returns :data:`EXIT_ERROR` when a run failed, else
+    :data:`EXIT_BUSY` when a run was left to another process, else :data:`EXIT_OK`."""
     say = print if distributed.is_main() else (lambda *a, **k: None)
     execute = EXECUTORS[suite.kind]
     done: list[tuple[str, dict[str, Any]]] = []
     skipped = 0
     say(f"suite {suite.name} ({suite.description}): {len(runs)} runs -> {out}")
     failures: list[tuple[str, str, Path | None]] = []
+    busy: list[str] = []
     for name, run in tqdm(runs, desc=f"suite {suite.name}", disable=not progress):
         run_dir = RunDir(out / name)
         was_finished = run_dir.finished
-        if claim_runs and (was_finished or not claim(out, name)):
-            continue  # a worker of --jobs: finished, or another worker's
+        if claim_runs and was_finished:
+            continue  # a worker of --jobs: nothing to train
+        lock = None
         try:
+            lock, holder = (None, None) if was_finished else _take(run_dir)  # a finished run is only read
+            if holder is not None:
+                if not claim_runs:  # a worker leaves the run to the other worker silently
+                    say(_busy_message(name, holder), file=sys.stderr)
+                    busy.append(name)
+                continue
             metrics = execute(run, run_dir, device, progress, workers)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # recorded in the run's folder; the other runs go on
-            if claim_runs:
-                _claim_path(out, name).unlink(missing_ok=True)
             message = f"{type(exc).__name__}: {exc}"
             where = None
             if distributed.is_main():
                 print(f"error in run {name}: {message}", file=sys.stderr)
                 try:
-                    where = run_dir.fail(f"{message}\n\n{traceback.format_exc()}")
+                    where = run_dir.fail(f"{message}\n\n{traceback.format_exc()}") if lock is not None else None
                 except OSError:
                     where = None
             failures.append((name, message, where))
             continue
-        if claim_runs:
-            _claim_path(out, name).unlink(missing_ok=True)
+        finally:
+            if lock is not None:
+                lock.release()
         skipped += was_finished
         done.append((name, metrics))
     if distributed.is_main() and done:
@@ -515,8 +588,11 @@ def _run_suite(
         say(f"{len(failures)} of {len(runs)} runs failed (rerun the same command to retry them):")
         for name, message, where in failures:
             say(f"  {name}: {message.splitlines()[0]}" + (f" (details: {where})" if where else ""))
-        return 2
-    return 0
+        return EXIT_ERROR
+    if busy:
+        say(f"{len(busy)} of {len(runs)} runs left to the processes writing them: rerun once they are done")
+        return EXIT_BUSY
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from bench import distributed as dist
 from bench.config import DistillConfig
 from bench.probe import GeometrySet
-from bench.results import CONFIG_FILE, write_bytes
+from bench.results import CONFIG_FILE, RunDir, read_json, without_locations, write_bytes
 from bench.scenes import SCAN_CACHE, SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
 from models.losses import LOSS_INPUTS, get_loss, pool_selected_rows
 from models.students import PointStudent, build_student
@@ -248,31 +248,56 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def config_hash(cfg: DistillConfig | dict[str, Any]) -> str:
-    """SHA-256 (16 hex digits) of the resolved configuration (or of a run's stored ``config.json``): the identity
-    a checkpoint is tied to."""
-    resolved = cfg if isinstance(cfg, dict) else cfg.resolved()
+def _digest(resolved: dict[str, Any]) -> str:
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def config_hash(cfg: DistillConfig | dict[str, Any]) -> str:
+    """SHA-256 (16 hex digits) of the resolved configuration (or of a run's stored ``config.json``) without its
+    location fields (:func:`bench.results.without_locations`): the identity a checkpoint is tied to, the same
+    when the data, caches or weights have moved."""
+    resolved = cfg if isinstance(cfg, dict) else cfg.resolved()
+    return _digest(without_locations(resolved))
+
+
+def _hash_with_locations(cfg: DistillConfig | dict[str, Any]) -> str:
+    """The hash that checkpoints written before locations were left out carry (every field)."""
+    return _digest(cfg if isinstance(cfg, dict) else cfg.resolved())
+
+
 def accepted_hashes(cfg: DistillConfig, run_path: Path | None) -> set[str]:
-    """The configuration hashes a run's checkpoint may carry: this configuration's, and that of the run folder's
-    ``config.json`` (the harness has checked it against this configuration, a field it lacks being at its
-    default): a run interrupted before a new field with a default existed resumes."""
-    accepted = {config_hash(cfg)}
+    """The configuration hashes a run's checkpoint may carry: this configuration's, and, when the run folder's
+    ``config.json`` is this configuration (:meth:`bench.results.RunDir.config_differences` with the field
+    defaults: a field it lacks at its default, locations ignored), that file's: a run interrupted before a new
+    field existed, or whose inputs have moved since, resumes. Each also as checkpoints written before locations
+    were left out of the hash carry it (every field, the file's own locations)."""
+    accepted = {config_hash(cfg), _hash_with_locations(cfg)}
     stored = run_path / CONFIG_FILE if run_path is not None else None
-    if stored is not None and stored.is_file():
-        accepted.add(config_hash(json.loads(stored.read_text())))
+    if (
+        stored is not None
+        and stored.is_file()
+        and not RunDir(run_path).config_differences(cfg.resolved(), DistillConfig.field_defaults())
+    ):
+        old = read_json(stored)
+        accepted |= {config_hash(old), _hash_with_locations(old)}
     return accepted
 
 
-def load_checkpoint(path: Path, expected_hash: str | set[str] | None = None) -> dict[str, Any] | None:
+def load_checkpoint(
+    path: Path, expected_hash: str | set[str] | None = None, vouched_by: Path | None = None
+) -> dict[str, Any] | None:
     """The checkpoint at ``path`` (CPU tensors), or None when there is none.
 
+    A checkpoint carries the hash of the configuration that wrote it, which must be one of ``expected_hash``
+    (none given: any checkpoint loads). One without a hash (written before hashes existed) loads only when
+    ``vouched_by``, the run folder's ``config.json`` from before this attempt, is there and is this run's
+    configuration (its hash among ``expected_hash``, :func:`accepted_hashes`): that file was written by the
+    attempt that wrote the checkpoint.
+
     Raises:
-        ValueError: the file does not load (naming it and the remedy), or it was written by another
-            configuration than the one(s) of ``expected_hash`` (checkpoints written before hashes existed load).
+        ValueError: the file does not load (naming it and the remedy), it was written by another configuration
+            than the one(s) of ``expected_hash``, or it has no hash and no ``config.json`` vouches for it.
     """
     if not path.is_file():
         return None
@@ -286,13 +311,33 @@ def load_checkpoint(path: Path, expected_hash: str | set[str] | None = None) -> 
         raise ValueError(f"{path} is not a checkpoint of this harness; remove it to restart this run from step 0")
     found = state.get("config_hash")
     expected = {expected_hash} if isinstance(expected_hash, str) else expected_hash
-    if expected is not None and found is not None and found not in expected:
+    if expected is None:
+        return state
+    if found is None:
+        _check_vouched(path, expected, vouched_by)
+    elif found not in expected:
         expected_hash = ", ".join(sorted(expected))
         raise ValueError(
             f"{path} was written by another configuration (hash {found}, this run's is {expected_hash}); "
             "remove it to restart this run from step 0"
         )
     return state
+
+
+def _check_vouched(path: Path, expected: set[str], vouched_by: Path | None) -> None:
+    """Raise unless ``vouched_by`` is a ``config.json`` of one of the ``expected`` configurations (the checkpoint
+    at ``path`` carries no hash)."""
+    if vouched_by is not None and vouched_by.is_file():
+        stored = read_json(vouched_by)
+        if {config_hash(stored), _hash_with_locations(stored)} & expected:
+            return
+        why = f"{vouched_by} is another configuration"
+    else:
+        why = f"its folder has no {CONFIG_FILE} from the run that wrote it"
+    raise ValueError(
+        f"{path} carries no configuration hash (written by an older version) and {why}: it may be another "
+        "run's checkpoint; remove it to restart this run from step 0"
+    )
 
 
 def train_student(
@@ -303,6 +348,7 @@ def train_student(
     run_path: Path | None = None,
     on_step: Callable[[int], None] | None = None,
     workers: int = 0,
+    on_bind: Callable[[], None] | None = None,
 ) -> tuple[PointStudent, list[dict[str, float]]]:
     """Distil the teacher into a new student; resumes from ``run_path / checkpoint.pt`` when it exists.
 
@@ -318,6 +364,10 @@ def train_student(
         run_path: the run directory (checkpoints, written by rank 0 only); None trains without checkpoints.
         on_step: called after every step with its number (progress bars).
         workers: DataLoader worker processes reading the scans ahead (0: in this process).
+        on_bind: called once on rank 0 when the run folder holds state of this attempt's configuration: right
+            after a checkpoint was resumed, or else just before the first checkpoint is written (the harness
+            writes ``config.json`` then, so a run that fails before that binds no folder); not called without
+            ``run_path``.
 
     Returns:
         The trained student (not wrapped) and the trajectory rows (``TRAJECTORY_COLUMNS``).
@@ -332,13 +382,19 @@ def train_student(
     start, running, seen = 0, 0.0, 0
     ckpt_path = run_path / CHECKPOINT_FILE if run_path is not None else None
     identity = config_hash(cfg)
-    state = load_checkpoint(ckpt_path, accepted_hashes(cfg, run_path)) if ckpt_path is not None else None
+    state = None
+    if run_path is not None and ckpt_path is not None:  # config.json is not yet this attempt's (on_bind)
+        state = load_checkpoint(ckpt_path, accepted_hashes(cfg, run_path), vouched_by=run_path / CONFIG_FILE)
+    bind = on_bind if run_path is not None and dist.is_main() else None
     if state is not None:
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         trajectory, start = list(state["trajectory"]), int(state["step"])
         running, seen = state["running_loss"]
+        if bind is not None:
+            bind()
+            bind = None
     model: torch.nn.Module = student
     if dist.active():
         if cfg.sync_bn:
@@ -385,6 +441,9 @@ def train_student(
             running, seen = 0.0, 0
         if ckpt_path is not None and dist.is_main() and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             # every rank reads the checkpoint when it resumes; only rank 0 writes it
+            if bind is not None:  # the folder is this configuration's from its first checkpoint on
+                bind()
+                bind = None
             state = {
                 "step": step,
                 "student": student.state_dict(),

@@ -106,16 +106,20 @@ def test_jobs_run_the_suite_in_parallel_processes_with_the_same_results(tiny_sui
         for key in ("U", "T", "G"):  # 1 thread per job against the session's threads: rounding, grown by training
             assert two["geometry"][key] == pytest.approx(one["geometry"][key], rel=2e-3), (run, key)
         assert (out / run / "timing.json").is_file()
-    assert not list(out.glob(".*.claim"))  # every claim released
+    assert not list(out.glob(".*.lock")) and not list(out.glob("*/.*.tmp"))  # every lock released, no leftovers
     assert main(["--suite", str(tiny_suite), "--out", str(out), "--jobs", "0"]) == 2
 
 
 def test_a_claimed_run_is_left_to_its_worker(tiny_suite, tiny_runs, tmp_path, capsys):
-    from bench.run import claim
+    from bench.results import RunLock
 
     out = tmp_path / "claimed"
-    assert claim(out, "relational-lam1.0-s0") and not claim(out, "relational-lam1.0-s0")
+    held = RunLock(out / "relational-lam1.0-s0")  # another worker's
+    assert held.acquire() and not RunLock(out / "relational-lam1.0-s0").acquire()
     argv = ["--suite", str(tiny_suite), "--out", str(out), "--no-progress", "--claim-runs"]
-    assert main(argv) == 0  # this worker trains the unclaimed run only
+    try:
+        assert main(argv) == 0  # this worker trains the free run only, leaving the held one silently
+    finally:
+        held.release()
     assert (out / "contrastive-tau0.07-s0" / "metrics.json").is_file()
     assert not (out / "relational-lam1.0-s0").exists()

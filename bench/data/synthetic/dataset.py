@@ -27,6 +27,7 @@ from bench.data.classes import NUSCENES_CLASSES
 from bench.data.fewshot import few_shot_ids
 from bench.data.scan import CameraView, Scan, project_points
 from bench.data.synthetic.generate import VARIANTS, SyntheticConfig, generate_scene
+from bench.results import file_mode
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same parameters."""
@@ -115,7 +116,8 @@ class SyntheticDataset(ScanDataset):
 
 
 def save_scan(scan: Scan, path: Path) -> None:
-    """Write a synthetic scan atomically as a compressed ``.npz``."""
+    """Write a synthetic scan atomically as a compressed ``.npz``, with the mode ``open()`` would give it
+    (:func:`bench.results.file_mode`: readable by others under the usual umask, like every file of the harness)."""
     arrays: dict[str, np.ndarray] = {"points": scan.points, "labels": scan.labels.astype(np.uint8)}
     for k, cam in enumerate(scan.cameras):
         arrays[f"image_{k}"] = cam.image
@@ -126,6 +128,7 @@ def save_scan(scan: Scan, path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, **arrays)
+            os.fchmod(handle.fileno(), file_mode())  # mkstemp's 0600 -> what open() gives under the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
