@@ -162,6 +162,7 @@ def test_run_written_before_a_parameter_existed_matches_its_default(tmp_path):
     current = DistillConfig(loss="similarity", seed=0).resolved()
     older = {k: v for k, v in current.items() if k != "seg_loss"}  # written before seg_loss existed
     write_json(tmp_path / "config.json", older)
+    write_json(tmp_path / "metrics.json", {})  # a folder with results: bound to its config.json
     run = RunDir(tmp_path)
     run.check_config(current, DistillConfig.field_defaults())  # the default is what the old run used
     with pytest.raises(RunConflictError, match="differs in: seg_loss"):
