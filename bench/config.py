@@ -22,11 +22,12 @@ import yaml
 
 from bench.scenes import DATASETS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
-from models.losses import LOSSES, get_loss
+from models.losses import LOSS_INPUTS, LOSSES, get_loss
 from models.losses import parameter_errors as loss_parameter_value_errors
 from models.students.minkunet import INPUTS as STUDENT_INPUTS
 
 TEACHERS = ("synthetic", "clip")
+REGION_LOSSES = tuple(name for name, inputs in LOSS_INPUTS.items() if inputs == "superpixels")
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
 """Protocols that score (or train on) the labels of the main dataset."""
@@ -335,7 +336,8 @@ class DistillConfig:
     Region losses (``slidr``, ``st_slidr``): superpixels of every train image by SLIC with ``slic`` (None: SLidR's
     ``{n_segments: 150, compactness: 6, sigma: 3}``), cached in ``superpixel_cache`` (default
     ``cache/superpixels``) before the first step (:mod:`bench.superpixels`); they use every pair of a batch, not
-    ``n_pairs``.
+    ``n_pairs``. A superpixel's teacher feature is the mean of its L2-normalised upsampled pixels
+    (``region_pixel_norm`` True, SLidR's image head; False: of the raw pixels; None for the other losses).
 
     Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
     all valid pairs of the batch of ``batch_size`` scans (over every rank under ``torchrun``, with batch norm
@@ -402,6 +404,7 @@ class DistillConfig:
     sync_bn: bool = True
     augmentation: dict[str, Any] | None = None
     slic: dict[str, Any] | None = None
+    region_pixel_norm: bool | None = None
     loss_dtype: str = "float32"
     superpixel_cache: str | None = None
     voxel_system: str = "cartesian"
@@ -432,6 +435,7 @@ class DistillConfig:
     seg_class_weight: str = "none"
 
     def __post_init__(self) -> None:
+        self._resolve_region_pixel_norm()
         if self.loss not in LOSSES:
             get_loss(self.loss)  # raises, listing the valid names
         hints = typing.get_type_hints(DistillConfig)
@@ -549,6 +553,18 @@ class DistillConfig:
 
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; valid synthetic variants: {', '.join(VARIANTS)}")
+
+    def _resolve_region_pixel_norm(self) -> None:
+        """``region_pixel_norm`` is SLidR's True for the region losses when unset, and stays None for the others
+        (where it means nothing: setting it there is an error)."""
+        regions = LOSS_INPUTS.get(self.loss) == "superpixels"
+        if self.region_pixel_norm is None and regions:
+            object.__setattr__(self, "region_pixel_norm", True)
+        elif self.region_pixel_norm is not None and not regions:
+            raise ValueError(
+                f"region_pixel_norm applies to the region losses ({', '.join(REGION_LOSSES)}) only; "
+                f"loss {self.loss} has no superpixel features: remove it"
+            )
 
     def _check_ood_split(self) -> None:
         """The OOD evaluation split exists and has labels (the synthetic world: a non-empty val or test split;

@@ -111,7 +111,7 @@ def scene_data(
             if dist.is_main() and (report.written or progress):
                 print(report.summary(superpixels.folder, "superpixel cache"))
             _FILLED.add(filled)
-        scenes = scenes.with_superpixels(superpixels)
+        scenes = scenes.with_superpixels(superpixels, pixel_norm=bool(cfg.region_pixel_norm))
     return scenes
 
 

@@ -168,7 +168,7 @@ def batch_regions(
     pair of the batch reaches, scans in the single-process order over every rank (region losses, module docstring).
 
     Pooling is per scan (regions never span scans), so each rank pools its own scans and the pooled rows are
-    gathered; the region losses re-normalise pooled rows, so this equals pooling all pairs at once. The pairs'
+    gathered: the same rows as pooling all pairs of the batch at once. The pairs'
     features are L2-normalised before pooling; ``unit_rows=True`` says ``feats`` already has unit rows (the
     student's output, L2-normalised by its head): normalising again is then the identity in value and, after the
     head's own normalisation, in gradient (its projection ``I - f f^T`` is idempotent), and is skipped. The means
