@@ -61,6 +61,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from geomstruct.claims_v2 import claims_v2_frame, evaluate_claims_v2
 from geomstruct.figures.distill import (
     plot_gap_vs_performance,
     plot_pca,
@@ -76,6 +77,7 @@ from geomstruct.tables import (
     add_structure_columns,
     load_references,
     predictor_table,
+    write_claims_v2,
     write_references,
     write_tables,
 )
@@ -101,6 +103,9 @@ REPORT_FILES = (
     "claims.md",
     "claims.tex",
     "claims.csv",
+    "claims_v2.md",
+    "claims_v2.tex",
+    "claims_v2.csv",
     "references.md",
     "references.tex",
     "references.csv",
@@ -231,6 +236,7 @@ def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot
     predictors, notes = predictor_table(students, n_boot=n_boot)
     problems.extend(notes)
     written = write_tables(runs, students, out, n_boot=n_boot, predictors=(predictors, notes))
+    written += write_claims_v2(claims_v2_frame(evaluate_claims_v2(students, n_boot=n_boot)), out)
     for path in (
         plot_pca(runs, out),
         plot_ut_plane(students, out),

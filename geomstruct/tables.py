@@ -416,6 +416,40 @@ def write_claims(frame: pd.DataFrame, out: Path) -> list[Path]:
     return write_all(header, cells, CLAIMS_HEADER, frame, out / "claims")
 
 
+CLAIMS_V2_HEADER = (
+    "The paper's claims (METHOD.md section 1) under rule version 2 (fixed 2026-12-06, before any run of the claims "
+    "study; geomstruct/claims_v2.py). Units are configurations and seeds: seed means, Student t; differences of two "
+    "configurations, Welch t; Spearman ρ over students with a two-stage cluster bootstrap (configurations, then "
+    "their seeds, resampled; none below 4 configurations). Zero-shot statements leave out students without a "
+    "cross-modal term. Contrastive: τ = 0.07; relational: λ = 1 with both terms. A claim holds when all its judged "
+    "statements are supported, does not hold when one is contradicted, and is inconclusive otherwise; the verdict "
+    "names every involved configuration that is collapsed (a seed flagged, or mean erank_3D below 5). Rows "
+    "'shown (not judged)' never change a verdict."
+)
+
+
+def write_claims_v2(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """``claims_v2.md``, ``.tex`` and ``.csv`` from :func:`geomstruct.claims_v2.claims_v2_frame` (nothing when it
+    has no row)."""
+    if frame.empty:
+        return []
+
+    def interval(r: pd.Series) -> str:
+        if not math.isfinite(r["estimate"]):
+            return "–"
+        if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])):
+            return f"{r['estimate']:+.3g} (no interval)"
+        return f"{r['estimate']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
+
+    columns = ("verdict", "seeds", "collapsed", "convergence", "budget")
+    cells = [
+        [f"{r['claim']}. {r['text']}", r["statement"], interval(r), r["n"], r["status"], *(r[c] for c in columns)]
+        for _, r in frame.iterrows()
+    ]
+    header = ["claim", "statement", "estimate [95% CI]", "n", "statement status", *columns]
+    return write_all(header, cells, CLAIMS_V2_HEADER, frame, out / "claims_v2")
+
+
 REFERENCE_TITLES = {
     "teacher": "2D teacher, zero-shot (paired points)",
     "floor": "random student, linear probe (floor)",
