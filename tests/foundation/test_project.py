@@ -37,19 +37,18 @@ def test_constraints_pin_cpu_torch():
 
 def test_study_runs_are_committed_without_their_heavy_files():
     # study/README.md: a run directory under study/ is committed with its records, never with its weights,
-    # feature dump, snapshots or --jobs claim file (names taken from the code that writes them)
+    # feature dump, snapshots or one-writer lock file (names taken from the code that writes them)
     from bench.distill import FEATURES_FILE
-    from bench.results import ENVIRONMENT_FILE, TIMING_FILE
-    from bench.run import CLAIM_SUFFIX, _claim_path
+    from bench.results import ENVIRONMENT_FILE, LOCK_SUFFIX, TIMING_FILE, RunLock
     from bench.train import CHECKPOINT_FILE
     from geomstruct.runs import CONFIG_FILE, METRICS_FILE, SNAPSHOT_FILE, TRAJECTORY_FILE
 
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     run = Path("study/some-suite/contrastive-tau0.07-s0")
-    claim = _claim_path(run.parent, run.name)
-    assert claim.name.endswith(CLAIM_SUFFIX)
-    heavy = [run / CHECKPOINT_FILE, run / FEATURES_FILE, run / SNAPSHOT_FILE, claim]
+    lock = RunLock(run).path
+    assert lock.name.endswith(LOCK_SUFFIX)
+    heavy = [run / CHECKPOINT_FILE, run / FEATURES_FILE, run / SNAPSHOT_FILE, lock]
     kept = [run / name for name in (CONFIG_FILE, METRICS_FILE, TRAJECTORY_FILE, TIMING_FILE, ENVIRONMENT_FILE)]
     paths = [str(p) for p in heavy + kept]
     out = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
