@@ -82,13 +82,20 @@ def add_structure_columns(students: pd.DataFrame, runs: Sequence[Run]) -> pd.Dat
 
 def summary_table(students: pd.DataFrame) -> pd.DataFrame:
     """Per configuration (``label``): ``n``, ``<column>_mean`` / ``<column>_std`` of the geometry, structure (when
-    ``students`` has them, :func:`add_structure_columns`) and mIoU columns, ``collapsed`` (how many of its seeds
-    are collapsed) and, last, ``runs``: the run folders of the row (``; ``-separated, in seed order)."""
+    ``students`` has them, :func:`add_structure_columns`) and mIoU columns, ``<column>_count`` where some seed has
+    no finite value of that column (its mean is over the others), ``collapsed`` (how many of its seeds are
+    collapsed) and, last, ``runs``: the run folders of the row (``; ``-separated, in seed order)."""
     columns = [*GEOMETRY_COLUMNS, *[c for c in STRUCTURE_COLUMNS if c in students], *PROTOCOLS]
+    present = [c for c in columns if c in students]
+    students = students.assign(**{c: students[c].replace([np.inf, -np.inf], np.nan) for c in present})  # missing
     grouped = students.groupby("label", sort=False)
     table = grouped[columns].agg(["mean", "std"])
     table.columns = [f"{c}_{stat}" for c, stat in table.columns]
     table.insert(0, "n", grouped.size())
+    counts = grouped[columns].count()  # finite values: a NaN seed is left out of the mean, and the cell says so
+    for column in columns:
+        if column in students and (counts[column] < table["n"]).any():
+            table[f"{column}_count"] = counts[column]
     if "recipe" in students:  # one per configuration unless its seeds were trained differently
         table.insert(1, "recipe", grouped["recipe"].agg(lambda values: "; ".join(dict.fromkeys(values))))
     for flag in ("collapsed", "unconverged"):
@@ -187,10 +194,18 @@ def _summary_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = ["loss", "n", *(["recipe"] if recipes else []), *[titles.get(c, c) for c in columns]]
     body = [
         [_row_label(r), str(int(r["n"])), *([str(r["recipe"])] if recipes else [])]
-        + [_pm(r[f"{c}_mean"], r[f"{c}_std"], _digits(c), signed=c in ("dU", "dT")) for c in columns]
+        + [_pm(r[f"{c}_mean"], r[f"{c}_std"], _digits(c), signed=c in ("dU", "dT")) + _partial(r, c) for c in columns]
         for _, r in table.iterrows()
     ]
     return header, body
+
+
+def _partial(row: pd.Series, column: str) -> str:
+    """`` (k of n seeds)`` when the cell's mean is over fewer seeds than the row's ``n`` (the others NaN)."""
+    count = row.get(f"{column}_count", np.nan)
+    if isinstance(count, int | float) and math.isfinite(count) and 0 < count < row["n"]:
+        return f" ({int(count)} of {int(row['n'])} seeds)"
+    return ""
 
 
 def predictor_table(students: pd.DataFrame, n_boot: int = 10_000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:

@@ -269,3 +269,6 @@ def test_nan_metrics_are_shown_as_dashes_with_a_warning_naming_run_and_metric(su
     assert "geometry.U = NaN" in (out / "index.html").read_text()
     row = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| relational"))
     assert row.split(" | ")[2] == "–"  # U, as before
+    # a mean over fewer seeds than the row's n says so: similarity's zero-shot is the mean of its finite seed only
+    row = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| similarity"))
+    assert "(1 of 2 seeds)" in row and row.count("of 2 seeds") == 1
