@@ -96,6 +96,7 @@ FIELD_RANGES: dict[str, Range] = {
     "ood_val_scenes": COUNT,
     "ood_test_scenes": COUNT,
     "few_shot_every": Range(1, why="the 1% split takes every few_shot_every-th train scene"),
+    "few_shot_subsets": Range(1, why="1% subsets fine-tuned on: subset 0 is the 1% split, j >= 1 seeded draws"),
     "out_dim": SOME,
     "voxel_size": Range(0, low_open=True, why="metres, or degrees for the cylindrical phi"),
     "steps": SOME,
@@ -354,7 +355,9 @@ class DistillConfig:
     and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th train scene) with
     ``ft_optimizer`` (``sgd``: momentum 0.9; or ``adamw``), weight decay 1e-4, cosine schedule after a linear warm-up
     over the first ``ft_warmup`` fraction of ``ft_steps`` (0: none), the gradient's global L2 norm clipped to
-    ``ft_clip_norm`` (None: no clipping); the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule;
+    ``ft_clip_norm`` (None: no clipping), once per 1% subset when ``few_shot_subsets`` > 1 (subset 0 the 1% split,
+    subset ``j`` as many train scenes drawn with seed ``j``, :mod:`bench.data.fewshot`; the result is their mean,
+    :func:`bench.distill.few_shot_scores`); the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule;
     both with loss ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's
     classes weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``;
     :mod:`bench.segmentation_loss`).
@@ -386,6 +389,7 @@ class DistillConfig:
     ood_test_scenes: int = 0
     ood_eval_split: str = "val"
     few_shot_every: int = 100
+    few_shot_subsets: int = 1
     teacher: str = "synthetic"
     clip_arch: str = "ViT-B-16"
     clip_checkpoint: str | None = None

@@ -8,9 +8,10 @@ while training, then ``trajectory.csv``, ``features.npz`` (the balanced point se
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,91 @@ def _json_float(x: float) -> float | None:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+CI_LEVEL = 0.95
+"""Level of the Student-t interval over 1% subsets (and over seeds, :mod:`bench.reference`)."""
+
+
+def mean_interval(values: Sequence[float | None]) -> tuple[float | None, float | None, list[float] | None]:
+    """``(mean, sample standard deviation, [low, high])`` of ``values``: the interval is
+    ``mean -/+ t_{0.975, k-1} s / sqrt(k)`` (Student-t, 95%, ``k`` values); std and interval are None for fewer
+    than 2 values, and all three are None when a value is None or NaN (an undefined mIoU)."""
+    from scipy.stats import t as student_t
+
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return None, None, None
+    data = np.asarray(values, dtype=np.float64)
+    mean = float(data.mean())
+    if len(data) < 2:
+        return mean, None, None
+    std = float(data.std(ddof=1))
+    half = float(student_t.ppf(0.5 + CI_LEVEL / 2, len(data) - 1)) * std / math.sqrt(len(data))
+    return mean, std, [mean - half, mean + half]
+
+
+def combine_scores(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of several mIoU results of one evaluation set (:func:`bench.evaluate.miou` dictionaries, e.g. one
+    per 1% subset): ``miou`` the mean of their mIoU, with ``miou_std`` and the Student-t interval ``miou_ci``
+    (:func:`mean_interval`); ``per_class`` per class the mean of the IoUs that are defined (None where none is);
+    ``points`` and ``chance`` those of the first result (the same evaluation points for all); ``below_chance`` the
+    classes whose mean IoU does not exceed chance."""
+    mean, std, ci = mean_interval([r.get("miou") for r in results])
+    names = list(results[0].get("per_class") or {})
+    per_class: dict[str, float | None] = {}
+    for name in names:
+        defined = [r["per_class"][name] for r in results if r.get("per_class", {}).get(name) is not None]
+        per_class[name] = float(np.mean(defined)) if defined else None
+    chance = results[0].get("chance") or {}
+    below = [n for n in names if chance.get(n) is not None and not (per_class[n] or 0.0) > chance[n]]
+    out = {"miou": mean, "miou_std": std, "miou_ci": ci, "per_class": per_class, "points": results[0].get("points")}
+    if "chance" in results[0]:
+        out |= {"chance": chance, "below_chance": below}
+    return out
+
+
+def subset_hash(ids: Sequence[str]) -> str:
+    """A short identity of a subset's scan ids (SHA-1 of the ids joined by newlines, 12 hex digits)."""
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+
+
+def few_shot_scores(
+    student: torch.nn.Module,
+    cfg: DistillConfig,
+    evaluation: SceneDataset,
+    classes: Sequence[str],
+    device: torch.device,
+    progress: bool = False,
+    workers: int = 0,
+    ood: bool = False,
+) -> dict[str, Any]:
+    """Few-shot fine-tuning of ``student`` (:func:`bench.evaluate.fine_tune`) on each of the ``few_shot_subsets``
+    1% subsets of the (OOD when ``ood``) dataset, scored on ``evaluation``.
+
+    One subset (the default): the fine-tuning result of the 1% split with its ``train_scans``, as always. Several:
+    the same student is fine-tuned once per subset (a fresh copy and head each time, the run's seed) and the result
+    is :func:`combine_scores` of the subsets (``miou`` their mean, ``miou_std``, 95% Student-t ``miou_ci``,
+    ``per_class`` the per-class mean) with ``train_scans`` (every subset has as many) and ``subsets``: per subset
+    ``subset`` (0 = the 1% split, ``j`` = drawn with seed ``j``, :mod:`bench.data.fewshot`), ``split``,
+    ``miou``, ``per_class``, ``below_chance``, ``train_scans``, ``ids_sha1`` (:func:`subset_hash`) and the
+    optimisation trace (``train_loss``, ``grad_norm_max``).
+    """
+    from bench.data.fewshot import few_shot_split
+
+    results = []
+    for subset in range(cfg.few_shot_subsets):
+        few = scene_data(cfg, few_shot_split(subset), None, progress, ood=ood)
+        result = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
+        result["train_scans"] = len(few)
+        if cfg.few_shot_subsets == 1:
+            return result
+        kept = ("miou", "per_class", "below_chance", "train_scans", "train_loss", "grad_norm_max")
+        entry = {"subset": subset, "split": few_shot_split(subset), "ids_sha1": subset_hash(few.ids)}
+        entry |= {k: result[k] for k in kept if k in result}
+        entry["miou"] = _json_float(entry["miou"])
+        results.append((entry, result))
+    combined = combine_scores([result for _, result in results])
+    return {**combined, "train_scans": results[0][1]["train_scans"], "subsets": [entry for entry, _ in results]}
+
+
 def run_distill(
     cfg: DistillConfig,
     run_dir: RunDir | None,
@@ -214,20 +300,16 @@ def run_distill(
     if "linear_probe" in cfg.protocols:
         metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress, workers)
         lap("linear_probe")
-    if "few_shot" in cfg.protocols:
-        few = scene_data(cfg, "train_1pct", None, progress)
-        metrics["few_shot"] = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
-        metrics["few_shot"]["train_scans"] = len(few)
+    if "few_shot" in cfg.protocols:  # once per 1% subset (few_shot_subsets), their mean
+        metrics["few_shot"] = few_shot_scores(student, cfg, evaluation, classes, device, progress, workers)
         lap("few_shot")
     if "few_shot_ood" in cfg.protocols:
-        few_ood = scene_data(cfg, "train_1pct", None, progress, ood=True)
         eval_ood = scene_data(cfg, cfg.ood_eval_split, None, progress, ood=True)
-        metrics["few_shot_ood"] = fine_tune(
-            student, few_ood, eval_ood, _class_names(cfg.ood_dataset), cfg, device, progress, workers
+        metrics["few_shot_ood"] = few_shot_scores(
+            student, cfg, eval_ood, _class_names(cfg.ood_dataset), device, progress, workers, ood=True
         )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
         metrics["few_shot_ood"]["split"] = cfg.ood_eval_split
-        metrics["few_shot_ood"]["train_scans"] = len(few_ood)
         lap("few_shot_ood")
     for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
         if key in metrics:

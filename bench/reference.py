@@ -9,6 +9,13 @@ itself reaches (issue 15; SLidR reports the same three kinds of row).
   SLidR reports 8.1% mIoU on nuScenes.
 - **Teacher zero-shot**: the 2D teacher's own zero-shot segmentation of the evaluation points that project into
   an image (first pair of each point; points seen by no camera are not scored): ``argmax_c normalize(q) . e_c``.
+- **Random-init few-shot** (``few_shot_random``): the randomly initialised student (``build_distill_student`` with
+  the run's seed, no distillation) under the distilled students' few-shot protocol
+  (:func:`bench.distill.few_shot_scores`): fine-tuned on each of the configuration's ``few_shot_subsets`` 1%
+  subsets and scored on the evaluation split, the mean over subsets with its 95% Student-t interval; with
+  ``--seeds`` once per random initialisation (seed ``s`` draws the weights and seeds the fine-tuning, as the run
+  seed does for a distilled student), the mean over seeds with the interval over seeds, each seed's result in
+  ``per_seed``. The OOD few-shot result (when the configuration's protocols hold ``few_shot_ood``) is under ``ood``.
 
 CLI (one JSON file per row under ``--out``; a row whose file exists is skipped, so a sweep resumes). Written into
 ``references/`` beside a suite's run folders (``runs/<suite>/references/``), the rows appear in the suite's report
@@ -17,6 +24,8 @@ CLI (one JSON file per row under ``--out``; a row whose file exists is skipped, 
     python -m bench.reference --suite full --rows ceiling floor teacher --out runs/full/references
     python -m bench.reference --suite full --rows ceiling --set voxel_size=0.1 --set seg_loss=ce+lovasz \\
         --steps 2000 --name ceiling-v0.1-lovasz     # one point of a student-size / budget curve
+    python -m bench.reference --suite full --rows few_shot_random --set few_shot_subsets=5 --seeds 0 1 2 3 4 \\
+        --out runs/full/references                  # random init under the few-shot protocol, 5 seeds
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +49,7 @@ from bench.scenes import ShardSampler, scene_loader
 from bench.train import build_distill_student
 from models.teachers.base import zero_shot_predict
 
-ROWS = ("ceiling", "floor", "teacher")
+ROWS = ("ceiling", "floor", "teacher", "few_shot_random")
 CEILING_STEPS = 2000
 """Default steps of the supervised ceiling: the budget the ceiling curve of the full suite's student settled on
 (README, The fair study); not a field of the distillation runs, whose identity it does not change."""
@@ -78,6 +88,51 @@ def random_floor(cfg: DistillConfig, device: torch.device, progress: bool = Fals
     return linear_probe(
         build_distill_student(cfg).to(device), train, evaluation, classes, cfg, device, progress, workers
     )
+
+
+def _over_seeds(results: list[dict[str, Any]], seeds: Sequence[int], subsets: int) -> dict[str, Any]:
+    """One seed: its few-shot result. Several: :func:`bench.distill.combine_scores` over the seeds' results (the
+    interval over seeds), each seed's result in ``per_seed``. ``interval_over`` says what ``miou_ci`` spans."""
+    from bench.distill import combine_scores
+
+    if len(results) == 1:
+        return {**results[0], "interval_over": "subsets" if subsets > 1 else None}
+    per_seed = [{"seed": seed, **result} for seed, result in zip(seeds, results, strict=True)]
+    combined = combine_scores(results)
+    return {**combined, "train_scans": results[0]["train_scans"], "per_seed": per_seed, "interval_over": "seeds"}
+
+
+def random_few_shot(
+    cfg: DistillConfig,
+    device: torch.device,
+    progress: bool = False,
+    workers: int = 0,
+    seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Few-shot (and OOD few-shot) mIoU of the randomly initialised student under the distilled students' protocol,
+    on every 1% subset of ``cfg``, for each seed of ``seeds`` (default: the run's seed; module docstring)."""
+    from bench.distill import _class_names, few_shot_scores, scene_data
+
+    seeds = [cfg.seed] if not seeds else [int(s) for s in seeds]
+    evaluation = scene_data(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    with_ood = "few_shot_ood" in cfg.protocols
+    eval_ood = scene_data(cfg, cfg.ood_eval_split, None, progress, ood=True) if with_ood else None
+    inside, outside = [], []
+    for seed in seeds:
+        seeded = dataclasses.replace(cfg, seed=seed)
+        student = build_distill_student(seeded)
+        classes = _class_names(cfg.dataset)
+        inside.append(few_shot_scores(student, seeded, evaluation, classes, device, progress, workers))
+        if eval_ood is not None:
+            classes = _class_names(cfg.ood_dataset)
+            outside.append(few_shot_scores(student, seeded, eval_ood, classes, device, progress, workers, ood=True))
+    budget = {"steps": cfg.ft_steps, "batch_size": cfg.ft_batch_size, "lr": cfg.ft_lr}
+    result = {**_over_seeds(inside, seeds, cfg.few_shot_subsets), **budget}
+    result |= {"n_subsets": cfg.few_shot_subsets, "seeds": seeds}
+    if outside:
+        ood = _over_seeds(outside, seeds, cfg.few_shot_subsets)
+        result["ood"] = {**ood, "dataset": cfg.ood_dataset, "split": cfg.ood_eval_split}
+    return result
 
 
 @torch.no_grad()
@@ -134,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.reference",
         description="Reference rows of a distill suite's configuration: the supervised ceiling (the student trained "
-        "with every train label), the random floor (random student, linear probe) and the teacher's own zero-shot. "
-        "One JSON per row in --out; existing rows are skipped (a sweep resumes).",
+        "with every train label), the random floor (random student, linear probe), the teacher's own zero-shot and the "
+        "random student under the few-shot protocol (few_shot_random). One JSON per row in --out; existing rows are "
+        "skipped (a sweep resumes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--suite", default="full", help="suite whose first run's configuration is used")
@@ -145,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=CEILING_STEPS, help="ceiling: training steps")
     parser.add_argument("--batch-size", type=int, default=CEILING_BATCH_SIZE, help="ceiling: scans per step")
     parser.add_argument("--lr", type=float, default=None, help="ceiling: learning rate (default: the run's ft_lr)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="few_shot_random: random initialisations (mean and 95%% interval over them; default: "
+                        "the run's seed)")  # fmt: skip
     parser.add_argument("--name", default=None, help="file-name prefix of the rows (default: the row name)")
     parser.add_argument("--out", type=Path, default=Path("runs/reference"), help="output folder")
     parser.add_argument("--device", default="cpu")
@@ -179,13 +238,16 @@ def main(argv: list[str] | None = None) -> int:
                 result = supervised_ceiling(cfg, args.steps, args.batch_size, lr, device, progress, args.workers)
             elif row == "floor":
                 result = random_floor(cfg, device, progress, args.workers)
+            elif row == "few_shot_random":
+                result = random_few_shot(cfg, device, progress, args.workers, args.seeds)
             else:
                 result = teacher_zero_shot(cfg, device, progress, args.workers)
             result["seconds"] = time.perf_counter() - start
             result.update(kind="reference", row=row, suite=suite.name, config=cfg.resolved())
             if dist.is_main():
                 write_json(path, result)
-                print(f"{path}: {row} mIoU {100 * result['miou']:.1f}% ({result['seconds']:.0f} s)", flush=True)
+                score = "undefined" if result["miou"] is None else f"{100 * result['miou']:.1f}%"
+                print(f"{path}: {row} mIoU {score} ({result['seconds']:.0f} s)", flush=True)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -385,22 +385,25 @@ def open_dataset(
 
     ``split="train_1pct"`` is SLidR's 1% few-shot subset: for nuScenes and SemanticKITTI the scenes (scans) of
     the shipped split files (:mod:`bench.data.fewshot`; nuScenes versions without a file: every 100th train
-    scene); for the synthetic world (one keyframe per scene) every ``few_shot_every``-th train scene. For
+    scene); for the synthetic world (one keyframe per scene) every ``few_shot_every``-th train scene.
+    ``split="train_1pct@j"`` is 1% subset ``j >= 1``: as many train ids drawn with seed ``j``
+    (:func:`bench.data.fewshot.subset_ids`; subset 0 is ``train_1pct``). For
     ``synthetic`` the dataroot is the scene cache (scenes are generated into it on first use) and ``sizes`` sets
     the scenes per split. ``nuscenes`` (table ``version``; its keyframe index kept in ``index_cache``) and
     ``semantickitti`` need an existing dataroot.
     """
     if name == "synthetic":
-        from bench.data.fewshot import few_shot_ids
+        from bench.data.fewshot import few_shot_ids, few_shot_subset, subset_ids
         from bench.data.synthetic import SyntheticDataset
 
-        base = "train" if split == "train_1pct" else split
+        subset = few_shot_subset(split)
+        base = "train" if subset is not None else split
         dataset: ScanDataset = SyntheticDataset(
             Path(dataroot or "cache/synthetic"), base, variant=variant, sizes=sizes, progress=progress
         )
-        if split == "train_1pct":
-            dataset.split = "train_1pct"
-            dataset.ids = few_shot_ids(dataset.ids, few_shot_every)
+        if subset is not None:
+            dataset.split = split
+            dataset.ids = subset_ids(few_shot_ids(dataset.ids, few_shot_every), dataset.ids, subset)
         return dataset
     if name in ("nuscenes", "semantickitti"):
         if dataroot is None or not Path(dataroot).is_dir():

@@ -469,6 +469,7 @@ REFERENCE_TITLES = {
     "teacher": "2D teacher, zero-shot (paired points)",
     "floor": "random student, linear probe (floor)",
     "ceiling": "student trained with every train label (supervised ceiling)",
+    "few_shot_random": "random init, few-shot 1%",
 }
 REFERENCES_HEADER = (
     "Reference rows (python -m bench.reference): the 2D teacher's own zero-shot on the evaluation points seen by a "
@@ -517,57 +518,105 @@ def _downstream_cell(config: dict) -> str:
     return f"{loss}, {config.get('ft_optimizer', 'sgd')}"
 
 
+FEW_SHOT_REFERENCE_NOTE = (
+    " The random-init few-shot rows fine-tune the randomly initialised student under the distilled students' few-shot "
+    "protocol (and OOD few-shot): the mean over the 1% subsets (over the seeds where several), with its 95% Student-t "
+    "interval in brackets."
+)
+
+
+def _few_shot_title(row: dict, ood: bool) -> str:
+    """``random init, [OOD ]few-shot 1% (k subsets[, n seeds])`` of a ``few_shot_random`` row."""
+    k = row.get("n_subsets") or (row.get("config") or {}).get("few_shot_subsets") or 1
+    seeds = row.get("seeds") if isinstance(row.get("seeds"), list) else []
+    extra = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
+    return f"random init, {'OOD ' if ood else ''}few-shot 1% ({k} subset{'s' if k != 1 else ''}{extra})"
+
+
+def _reference_lines(rows: Sequence[dict]) -> list[tuple[dict, dict, str]]:
+    """``(row, scores, title)`` per table line: one per row, and a second, OOD one for a ``few_shot_random`` row
+    holding an ``ood`` result with an mIoU (its scores, dataset and split)."""
+    lines = []
+    for r in rows:
+        if r["row"] != "few_shot_random":
+            lines.append((r, r, REFERENCE_TITLES[r["row"]]))
+            continue
+        lines.append((r, r, _few_shot_title(r, ood=False)))
+        ood = r.get("ood")
+        if isinstance(ood, dict) and isinstance(ood.get("miou"), (int, float)):
+            lines.append((r, ood, _few_shot_title(r, ood=True)))
+    return lines
+
+
 def write_references(
     rows: Sequence[dict], out: Path, stem: str = "references", header_text: str = REFERENCES_HEADER
 ) -> list[Path]:
     """``<stem>.md``, ``.tex`` and ``.csv`` (nothing when there is no row): one line per reference row with its
     student, downstream loss and optimiser, budget, mIoU and the present classes whose IoU does not exceed chance
-    (:func:`bench.evaluate.miou`)."""
+    (:func:`bench.evaluate.miou`). A ``few_shot_random`` row gives two lines, few-shot and OOD few-shot (when
+    computed), titled with its number of 1% subsets (and seeds), its mIoU followed by the 95% interval
+    ``miou_ci`` in brackets; its budget is the fine-tuning's (steps, scans per step, lr, scans per subset)."""
     if not rows:
         return []
     order = list(REFERENCE_TITLES)
     rows = sorted(rows, key=lambda r: (order.index(r["row"]), r["path"]))
-    frame = pd.DataFrame(
-        [
-            {
-                "row": r["row"],
-                "miou": 100.0 * float(r["miou"]),
-                "eval_split": (r.get("config") or {}).get("eval_split"),
-                "student": _student_cell(r.get("config") or {}),
-                "downstream": _downstream_cell(r.get("config") or {}) if r["row"] == "ceiling" else "",
-                "steps": r.get("steps"),
-                "batch_size": r.get("batch_size"),
-                "lr": r.get("lr"),
-                "train_scans": r.get("train_scans"),
-                "points": r.get("points"),
-                "below_chance": " ".join(r["below_chance"]) if isinstance(r.get("below_chance"), list) else None,
-                "file": r["path"],
-            }
-            for r in rows
-        ]
-    )
+    lines = _reference_lines(rows)
+    if any(r["row"] == "few_shot_random" for r in rows):
+        header_text += FEW_SHOT_REFERENCE_NOTE
+
+    def record(r: dict, scores: dict) -> dict:
+        config = r.get("config") or {}
+        ood = scores is not r
+        entry = {
+            "row": r["row"] + ("_ood" if ood else ""),
+            "miou": 100.0 * float(scores["miou"]),
+            "eval_split": f"{scores.get('dataset')} OOD {scores.get('split')}" if ood else config.get("eval_split"),
+            "student": _student_cell(config),
+            "downstream": _downstream_cell(config) if r["row"] in ("ceiling", "few_shot_random") else "",
+            "steps": r.get("steps"),
+            "batch_size": r.get("batch_size"),
+            "lr": r.get("lr"),
+            "train_scans": scores.get("train_scans"),
+            "points": scores.get("points"),
+            "below_chance": " ".join(scores["below_chance"]) if isinstance(scores.get("below_chance"), list) else None,
+            "file": r["path"],
+        }
+        ci = scores.get("miou_ci")
+        if r["row"] == "few_shot_random":
+            entry |= {"subsets": r.get("n_subsets"), "seeds": len(r.get("seeds") or []) or None}
+            entry |= {"miou_ci_low": 100.0 * ci[0], "miou_ci_high": 100.0 * ci[1]} if ci else {}
+        return entry
+
+    frame = pd.DataFrame([record(r, scores) for r, scores, _ in lines])
 
     def budget(r: pd.Series) -> str:
-        if r["row"] != "ceiling":
+        if r["row"] != "ceiling" and not r["row"].startswith("few_shot_random"):
             return "–"
-        return f"{int(r['steps'])} steps × {int(r['batch_size'])} scans, lr {r['lr']:g}, {int(r['train_scans'])} scans"
+        per = " per subset" if r["row"] != "ceiling" and (r.get("subsets") or 1) > 1 else ""
+        steps = f"{int(r['steps'])} steps × {int(r['batch_size'])} scans"
+        return f"{steps}, lr {r['lr']:g}, {int(r['train_scans'])} scans{per}"
 
     def below(r: pd.Series) -> str:
         if not isinstance(r["below_chance"], str):  # a row written before the chance IoU (None, NaN in the frame)
             return "–"
         return r["below_chance"].replace(" ", ", ") or "none"
 
+    def score(r: pd.Series) -> str:
+        low, high = r.get("miou_ci_low"), r.get("miou_ci_high")
+        interval = f" [{low:.1f}, {high:.1f}]" if isinstance(low, float) and math.isfinite(low) else ""
+        return f"{r['miou']:.1f}{interval}"
+
     cells = [
         [
-            REFERENCE_TITLES[r["row"]],
-            f"{r['miou']:.1f}",
+            title,
+            score(r),
             str(r["eval_split"]),
             r["student"] if r["row"] != "teacher" else "–",
             r["downstream"] or "–",
             budget(r),
             below(r),
         ]
-        for _, r in frame.iterrows()
+        for (_, _, title), (_, r) in zip(lines, frame.iterrows(), strict=True)
     ]
     header = ["reference", "mIoU", "evaluated on", "student", "downstream", "training budget", "classes at chance"]
     return write_all(header, cells, header_text, frame, out / stem)

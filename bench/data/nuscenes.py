@@ -31,7 +31,9 @@ train split starting with scene :data:`HOLDOUT_OFFSET` (70 of the 700 v1.0-train
 the 1% subset), and ``train_fit`` the train split without it (a tuning grid distils on ``train_fit`` and scores
 on ``holdout``; reported numbers distil on ``train`` and score on ``val``); ``train_1pct`` is SLidR's 1% subset,
 every 100th train scene (v1.0-trainval: the scene names of ``splits/nuscenes_train_1pct.txt``; other versions:
-the same rule on their train split); ``all`` is every scene of the version. Keyframes are ordered by scene (split
+the same rule on their train split); ``train_1pct@j`` is 1% subset ``j >= 1``, as many train scene names drawn with
+seed ``j`` (:func:`bench.data.fewshot.subset_ids`; unlike ``train_1pct`` a draw may hold ``holdout`` scenes);
+``all`` is every scene of the version. Keyframes are ordered by scene (split
 order) then time.
 """
 
@@ -51,7 +53,7 @@ from pyquaternion import Quaternion
 
 from bench.data.base import ScanDataset, unknown_split_error
 from bench.data.classes import NUSCENES_CLASSES, nuscenes_fine_to_coarse_lut
-from bench.data.fewshot import FEW_SHOT_EVERY, few_shot_ids, read_split_file
+from bench.data.fewshot import FEW_SHOT_EVERY, few_shot_ids, few_shot_subset, read_split_file, subset_ids
 from bench.data.io import read_image, read_labels, read_points_bin
 from bench.data.scan import CameraCalibration, CameraView, Projection, Scan, project_camera_points, project_points
 
@@ -92,14 +94,17 @@ def split_scene_names(split: str, version: str = "v1.0-trainval") -> list[str]:
         train = split_scene_names("train", version)
         held = set(train[HOLDOUT_OFFSET::HOLDOUT_EVERY])
         return [n for n in train if (n in held) == (split == "holdout")]
-    if split == "train_1pct":
-        if version in FEW_SHOT_FILES:
-            return read_split_file(FEW_SHOT_FILES[version])
-        return few_shot_ids(split_scene_names("train", version), FEW_SHOT_EVERY)
+    subset = few_shot_subset(split)
+    if subset is not None:
+        train = split_scene_names("train", version)
+        shipped = version in FEW_SHOT_FILES
+        first = read_split_file(FEW_SHOT_FILES[version]) if shipped else few_shot_ids(train, FEW_SHOT_EVERY)
+        return subset_ids(first, train, subset)
     name = _official(split, version)
     if name in official:
         return list(official[name])
-    raise unknown_split_error("nuScenes", split, [*official, "holdout", "train_fit", "train_1pct", "all"])
+    known = [*official, "holdout", "train_fit", "train_1pct", "train_1pct@j", "all"]
+    raise unknown_split_error("nuScenes", split, known)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 mapped to the 19 evaluation classes (:data:`~bench.data.classes.SEMANTICKITTI_RAW_TO_TRAIN`).
 
 Splits (semantic-kitti.yaml): ``train`` = sequences 00-07, 09, 10; ``val`` = 08; ``test`` = 11-21 (no labels);
-``train_1pct`` = the scan ids of ``splits/semantickitti_train_1pct.txt``.
+``train_1pct`` = the scan ids of ``splits/semantickitti_train_1pct.txt``; ``train_1pct@j`` = 1% subset ``j``, as
+many scans of the train sequences drawn with seed ``j`` (:func:`bench.data.fewshot.subset_ids`, from the benchmark's
+frame counts, :func:`bench.data.fewshot.semantickitti_train_ids`).
 
 Camera pairing, when ``calib.txt`` and ``image_2/`` exist in a sequence: the left colour camera. KITTI's
 ``calib.txt`` holds ``P2`` (3x4, rectified camera 0 -> image 2) and ``Tr`` (3x4, velodyne -> camera 0); a pixel
@@ -21,7 +23,7 @@ from PIL import Image
 
 from bench.data.base import ScanDataset, unknown_split_error
 from bench.data.classes import IGNORE_INDEX, SEMANTICKITTI_CLASSES, semantickitti_lut
-from bench.data.fewshot import read_split_file
+from bench.data.fewshot import few_shot_subset, read_split_file, semantickitti_train_ids, subset_ids
 from bench.data.io import DataFormatError, read_image, read_labels, read_points_bin
 from bench.data.scan import CameraCalibration, CameraView, Scan, project_points
 
@@ -72,7 +74,7 @@ class SemanticKITTIDataset(ScanDataset):
 
     Args:
         root: folder holding ``sequences/``.
-        split: ``train``, ``val``, ``test`` or ``train_1pct``.
+        split: ``train``, ``val``, ``test``, ``train_1pct`` or ``train_1pct@j`` (1% subset ``j``).
         cameras: pair with ``image_2`` when the sequence has ``calib.txt`` and ``image_2/``.
         min_depth, margin: pairing thresholds, as for nuScenes.
     """
@@ -96,6 +98,7 @@ class SemanticKITTIDataset(ScanDataset):
         self.margin = margin
         self._lut = semantickitti_lut()
         self._calib: dict[str, dict[str, np.ndarray]] = {}
+        subset = few_shot_subset(split)
         if split in SPLIT_SEQUENCES:
             ids = []
             for seq in SPLIT_SEQUENCES[split]:
@@ -106,10 +109,10 @@ class SemanticKITTIDataset(ScanDataset):
                     f"SemanticKITTI split {split!r} has no scan under {self.root / 'sequences'} "
                     f"(sequences {', '.join(SPLIT_SEQUENCES[split])})"
                 )
-        elif split in FEW_SHOT_SPLITS:
-            ids = read_split_file(FEW_SHOT_SPLITS[split])
+        elif subset is not None:
+            ids = subset_ids(read_split_file(FEW_SHOT_SPLITS["train_1pct"]), semantickitti_train_ids(), subset)
         else:
-            raise unknown_split_error("SemanticKITTI", split, [*SPLIT_SEQUENCES, *FEW_SHOT_SPLITS])
+            raise unknown_split_error("SemanticKITTI", split, [*SPLIT_SEQUENCES, *FEW_SHOT_SPLITS, "train_1pct@j"])
         super().__init__(split, ids)
 
     def _sequence_calib(self, seq: str) -> dict[str, np.ndarray] | None:

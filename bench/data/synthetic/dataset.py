@@ -2,7 +2,8 @@
 
 Scene ids are ``"<variant>-<seed>"``; the train split uses seeds ``0 .. n-1``, val seeds
 ``VAL_SEED_OFFSET + i`` and test seeds ``TEST_SEED_OFFSET + i`` (disjoint). ``train_1pct`` is every 100th train
-scene (SLidR's rule, :func:`bench.data.fewshot.few_shot_ids`). Default sizes mirror nuScenes' scene counts
+scene (SLidR's rule, :func:`bench.data.fewshot.few_shot_ids`); ``train_1pct@j`` is 1% subset ``j``, as many train
+scenes drawn with seed ``j`` (:func:`bench.data.fewshot.subset_ids`). Default sizes mirror nuScenes' scene counts
 (700 train / 150 val / 150 test scenes), one keyframe per scene.
 
 Cache layout: ``<cache>/<variant>-<config hash>/<scene id>.npz`` holding the points, labels and per camera the
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from bench.data.base import ScanDataset, unknown_split_error
 from bench.data.classes import NUSCENES_CLASSES
-from bench.data.fewshot import few_shot_ids
+from bench.data.fewshot import few_shot_ids, few_shot_subset, subset_ids
 from bench.data.scan import CameraView, Scan, project_points
 from bench.data.synthetic.generate import VARIANTS, SyntheticConfig, generate_scene
 from bench.results import file_mode
@@ -53,7 +54,7 @@ class SyntheticDataset(ScanDataset):
 
     Args:
         cache: cache folder (created if needed).
-        split: ``train``, ``val``, ``test`` or ``train_1pct``.
+        split: ``train``, ``val``, ``test``, ``train_1pct`` or ``train_1pct@j`` (1% subset ``j``).
         variant: ``"nuscenes"`` or ``"ood"``.
         sizes: scenes per base split (default :data:`DEFAULT_SIZES`).
         config: generation parameters (default: the variant's).
@@ -75,12 +76,14 @@ class SyntheticDataset(ScanDataset):
         if variant not in VARIANTS:
             raise ValueError(f"unknown synthetic variant {variant!r}; known variants: {', '.join(VARIANTS)}")
         sizes = {**DEFAULT_SIZES, **(sizes or {})}
+        subset = few_shot_subset(split)
         if split in _OFFSETS:
             ids = synthetic_ids(variant, split, sizes[split])
-        elif split == "train_1pct":
-            ids = few_shot_ids(synthetic_ids(variant, "train", sizes["train"]))
+        elif subset is not None:
+            train = synthetic_ids(variant, "train", sizes["train"])
+            ids = subset_ids(few_shot_ids(train), train, subset)
         else:
-            raise unknown_split_error("synthetic", split, [*_OFFSETS, "train_1pct"])
+            raise unknown_split_error("synthetic", split, [*_OFFSETS, "train_1pct", "train_1pct@j"])
         self.variant = variant
         self.config = config if config is not None else VARIANTS[variant]
         self.folder = Path(cache) / f"{variant}-{config_hash(self.config)}"
