@@ -1,6 +1,11 @@
 """``reports/index.html``: one self-contained page with every figure and table of a report.
 
-Figures are linked relatively (the page and its PNGs travel together), tables are inlined from the Markdown
+The page opens with the claims (rule version 2) when the report has them (:class:`ClaimsPage`): one row per
+claim with its verdict, every statement's estimate and 95% interval, the budget, each configuration's
+convergence status and the collapsed configurations, then the caveats (collapse, grid edge, unmet targets), the
+claims by budget when the suite has several budgets, and the breadth table (the per-configuration summary,
+titled with its number of configurations and budget). Below come the sections of every report. Figures are
+linked relatively (the page and its PNGs travel together), tables are inlined from the Markdown
 files the report wrote, a paragraph says how the runs were produced (suites, configuration, package versions,
 device, git commit), read from the run directories' ``config.json`` and ``environment.json``, a table lists the
 run folders that went into every row of the tables, and the warnings list every run that was skipped and why.
@@ -10,10 +15,13 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from geomstruct.runs import Run
 
@@ -50,6 +58,87 @@ class Row:
     table: str
     label: str
     folders: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClaimsPage:
+    """The top of the page: the claims frame (:func:`geomstruct.claims_v2.claims_v2_frame`), the budget they were
+    judged at in words (e.g. ``800 steps``; shown where the claims carry no budget), the caveats printed under the
+    table, the claims-by-budget table's Markdown file (None: one budget), the breadth table's title and a note
+    printed above the claims table."""
+
+    claims: pd.DataFrame
+    budget: str
+    caveats: tuple[str, ...] = ()
+    by_budget: str | None = None
+    breadth_title: str = "Breadth"
+    note: str = ""
+
+
+def _interval(estimate: float, low: float, high: float) -> str:
+    if not math.isfinite(estimate):
+        return "–"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{estimate:+.3g} (no interval)"
+    return f"{estimate:+.3g} [{low:+.3g}, {high:+.3g}]"
+
+
+def _convergence_lines(text: str) -> list[str]:
+    """The ``name: status; ...`` of a claim's convergence as lines, one per configuration, or one line
+    ``all N configurations: status`` when they share one status."""
+    parts = text.split("; ")
+    statuses = {part.partition(": ")[2] for part in parts}
+    if len(parts) > 1 and len(statuses) == 1 and "" not in statuses:
+        return [f"all {len(parts)} configurations: {statuses.pop()}"]
+    return parts
+
+
+def claims_table(page: ClaimsPage) -> str:
+    """An HTML table with one row per claim: verdict, statements (estimate [95% CI], status), seeds, budget,
+    convergence per configuration and collapsed configurations."""
+    head = "".join(
+        f"<th>{t}</th>"
+        for t in ("claim", "verdict", "statements: estimate [95% CI], status", "seeds", "budget", "convergence",
+                  "collapsed")
+    )  # fmt: skip
+    body = []
+    for number, rows in page.claims.groupby("claim", sort=False):
+        first = rows.iloc[0]
+        statements = "<br>".join(
+            f"{html.escape(str(r['statement']))}: {html.escape(_interval(r['estimate'], r['ci_low'], r['ci_high']))}"
+            f" <em>({html.escape(str(r['status']))})</em>"
+            for _, r in rows.iterrows()
+        )
+        budget = str(first["budget"])
+        budget = page.budget if budget == "not given" else f"{budget} steps"
+        convergence = "<br>".join(html.escape(part) for part in _convergence_lines(str(first["convergence"])))
+        cells = [
+            f"{number}. {html.escape(str(first['text']))}",
+            f"<strong>{html.escape(str(first['verdict']))}</strong>",
+            statements,
+            html.escape(str(first["seeds"])),
+            html.escape(budget),
+            convergence,
+            html.escape(str(first["collapsed"])),
+        ]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table class='claims'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def claims_section(out: Path, page: ClaimsPage, breadth: str | None) -> str:
+    """The top of the page (module docstring); ``breadth``: the summary's Markdown (None: none written)."""
+    caveats = "".join(f"<li>{html.escape(c)}</li>" for c in page.caveats)
+    parts = [
+        "<h2>Claims (rule version 2)</h2>",
+        f"<p class='caption'>{html.escape(page.note)}</p>" if page.note else "",
+        claims_table(page),
+        "<h3>Caveats</h3><ul class='caveats'>" + (caveats or "<li>none recorded</li>") + "</ul>",
+    ]
+    if page.by_budget and (out / page.by_budget).is_file():
+        parts.append(f"<h3>Claims by budget</h3>{markdown_table_to_html((out / page.by_budget).read_text())}")
+    if breadth is not None:
+        parts.append(f"<h2>{html.escape(page.breadth_title)}</h2>{markdown_table_to_html(breadth)}")
+    return "<section class='claims'>" + "".join(parts) + "</section>"
 
 
 def rows_table(rows: Sequence[Row]) -> str:
@@ -123,11 +212,23 @@ def provenance(runs: Sequence[Run]) -> str:
     return " ".join(parts)
 
 
-def write_index(out: Path, runs: Sequence[Run], problems: Sequence[str], rows: Sequence[Row] = ()) -> Path:
+def write_index(
+    out: Path,
+    runs: Sequence[Run],
+    problems: Sequence[str],
+    rows: Sequence[Row] = (),
+    claims: ClaimsPage | None = None,
+) -> Path:
     """Write ``out/index.html`` linking every figure and inlining every table present under ``out``, with the
-    run folders of every table row (``rows``) and the ``problems`` as warnings."""
+    run folders of every table row (``rows``) and the ``problems`` as warnings; with ``claims``, the page opens
+    with the claims section (:func:`claims_section`), which holds the summary as the breadth table."""
     figures = [name for name in FIGURE_CAPTIONS if (out / name).is_file()]
     tables = [name for name in TABLE_ORDER if (out / name).is_file()]
+    top = ""
+    if claims is not None:
+        breadth = (out / "summary.md").read_text() if "summary.md" in tables else None
+        tables = [name for name in tables if name != "summary.md"]
+        top = claims_section(out, claims, breadth)
     sections = []
     for name in figures:
         sections.append(
@@ -148,9 +249,11 @@ table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
 td.folders {{ text-align: left; font-size: 0.9em; }}
+table.claims th, table.claims td {{ text-align: left; vertical-align: top; }}
 </style></head>
 <body>
 <h1>Image-to-lidar distillation: geometry report</h1>
+{top}
 <h2>How these runs were produced</h2>
 <p>{provenance(runs)}</p>
 {"<h2>Warnings</h2><ul>" + notes + "</ul>" if notes else ""}

@@ -19,6 +19,17 @@ anything else get their own rows, labelled with the differing fields (e.g. ``con
 [steps=300]``). The run folders of every row are the ``runs`` column of ``summary.csv`` and
 ``toy/toy_table.csv`` and a table of ``index.html``.
 
+The page a reader sees. ``index.html`` opens with the claims table (rule version 2, ``claims_v2.*``): every
+verdict with its statements' intervals, the budget, each configuration's convergence status and the collapsed
+configurations; right under it the caveats: collapsed configurations, the recipes of ``--recipes FILE`` (a
+``bench.tune`` recipes file) selected on the edge of the tuning grid, and every ``--caveat TEXT`` (e.g. an unmet
+target). Then the per-configuration summary as the breadth table, titled with its budget, and the other
+sections. Budgets: when the suite trains its configurations at several step budgets with the same seeds (a grid
+over ``steps``), the claims are judged at each budget on that budget's students (``claims_by_budget.*``, with the
+budget from which each verdict stops changing), the claims table is the largest budget's, and each
+configuration's convergence status comes from the trace by the doubling rule of ``bench/doubling.py``
+(``geomstruct.budgets``), not from the in-run diagnostic.
+
 Distinct runs. A row's n counts distinct runs: two run folders of the same configuration and seed (e.g. the
 same suite folder under two roots, ``--runs A/base B/base``) are one run. When their ``metrics.json`` are
 identical the second is a copy: it is counted once, with a warning naming both folders. When they differ they
@@ -61,7 +72,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from geomstruct.claims_v2 import claims_v2_frame, evaluate_claims_v2
+import pandas as pd
+
+from geomstruct.budgets import DOUBLING_RULE, budget_trace, claims_by_budget, claims_by_budget_frame, trace_identity
+from geomstruct.caveats import collapse_caveats, grid_edge_caveats
+from geomstruct.claims_v2 import ClaimV2, claims_v2_frame, evaluate_claims_v2
 from geomstruct.figures.distill import (
     plot_gap_vs_performance,
     plot_pca,
@@ -70,13 +85,15 @@ from geomstruct.figures.distill import (
     plot_ut_plane,
 )
 from geomstruct.figures.toy import write_toy_report
-from geomstruct.html import Row, write_index
+from geomstruct.html import ClaimsPage, Row, write_index
 from geomstruct.runs import DuplicateRunError, Run, distinct_runs, label_configurations, load_runs
 from geomstruct.summary import loss_rank, students_frame
 from geomstruct.tables import (
+    CLAIMS_V2_HEADER,
     add_structure_columns,
     load_references,
     predictor_table,
+    write_claims_by_budget,
     write_claims_v2,
     write_references,
     write_tables,
@@ -106,6 +123,9 @@ REPORT_FILES = (
     "claims_v2.md",
     "claims_v2.tex",
     "claims_v2.csv",
+    "claims_by_budget.md",
+    "claims_by_budget.tex",
+    "claims_by_budget.csv",
     "references.md",
     "references.tex",
     "references.csv",
@@ -158,6 +178,21 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_OUT,
         help="folder the figures and tables go to, replaced as a whole when the report is complete; files "
         "that are not report files (README.md, ...) are kept (default: reports/)",
+    )
+    parser.add_argument(
+        "--recipes",
+        type=Path,
+        default=None,
+        help="a recipes file of bench.tune (e.g. bench/suites/recipes.json): its selections on the edge of the "
+        "tuning grid are printed under the claims table as caveats",
+    )
+    parser.add_argument(
+        "--caveat",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a caveat printed under the claims table, e.g. an unmet target ('supervised ceiling 41%% < 50%% "
+        "target'); repeat for several",
     )
     return parser
 
@@ -225,10 +260,19 @@ def _main_teacher(runs: list[Run], problems: list[str]) -> list[Run]:
     return [r for r in runs if str(r.metrics.get("teacher", "?")) == main_teacher]
 
 
-def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot: int = 10_000) -> list[Path]:
+def write_distill_report(
+    runs: list[Run], out: Path, problems: list[str], n_boot: int = 10_000, caveats: Sequence[str] = ()
+) -> tuple[list[Path], ClaimsPage]:
     """Figures and tables of distillation runs (of one suite) into ``out``; runs of a minority teacher are set
     aside, and every configuration is its own row (:func:`geomstruct.runs.label_configurations`). The notes of
-    the predictor ranking (quantities left out because some runs lack them) are added to ``problems``."""
+    the predictor ranking (quantities left out because some runs lack them) are added to ``problems``. Returns
+    the written files and the top of the page (:class:`geomstruct.html.ClaimsPage`: the claims, their caveats,
+    i.e. the collapsed configurations and ``caveats``, and the breadth table's title).
+
+    Claims (rule version 2): with one budget, on every student, with each configuration's convergence status
+    from the trace (unchecked: no 2B); when the suite trains configurations at several budgets
+    (:func:`geomstruct.budgets.is_traced`), at each budget on its students only (``claims_by_budget.*``), and the
+    claims table (``claims_v2.*``, the page) at the largest budget."""
     runs = _main_teacher(runs, problems)
     label_configurations(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +280,8 @@ def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot
     predictors, notes = predictor_table(students, n_boot=n_boot)
     problems.extend(notes)
     written = write_tables(runs, students, out, n_boot=n_boot, predictors=(predictors, notes))
-    written += write_claims_v2(claims_v2_frame(evaluate_claims_v2(students, n_boot=n_boot)), out)
+    claims, words = _claims(runs, students, out, n_boot, written)
+    written += write_claims_v2(claims_v2_frame(claims), out)
     for path in (
         plot_pca(runs, out),
         plot_ut_plane(students, out),
@@ -246,7 +291,56 @@ def write_distill_report(runs: list[Run], out: Path, problems: list[str], n_boot
     ):
         if path is not None:
             written.append(path)
-    return written
+    page = ClaimsPage(
+        claims=claims_v2_frame(claims),
+        budget=words["budget"],
+        caveats=(*collapse_caveats(claims), *caveats),
+        by_budget="claims_by_budget.md" if (out / "claims_by_budget.md") in written else None,
+        breadth_title=words["breadth"],
+        note=f"{CLAIMS_V2_HEADER} {words['note']}",
+    )
+    return written, page
+
+
+def _steps_words(steps: Sequence[int]) -> str:
+    """``800``, ``800 and 1600``, ``800, 1600 and 3200``."""
+    words = [str(s) for s in steps]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _claims(
+    runs: Sequence[Run], students: pd.DataFrame, out: Path, n_boot: int, written: list[Path]
+) -> tuple[list[ClaimV2], dict[str, str]]:
+    """The claims of the claims table (:func:`write_distill_report`), the claims-by-budget files (added to
+    ``written``) when the suite is traced, and the words of the page: ``budget``, ``note``, ``breadth``."""
+    trace = budget_trace(runs)
+    steps = list(trace.budgets)
+    rule = f"Convergence: {DOUBLING_RULE}."
+    labels = students["label"].nunique() if len(students) else 0
+    if trace.traced:
+        by_budget = claims_by_budget(students, runs, trace, n_boot)
+        written += write_claims_by_budget(claims_by_budget_frame(by_budget), out)
+        largest = steps[-1]
+        configurations = len({trace_identity(run) for run in runs})
+        return by_budget[largest], {
+            "budget": f"{largest} steps",
+            "note": f"Judged at {largest} steps, the largest budget of the suite ({_steps_words(steps)} steps, the "
+            f"same seeds); the verdicts at every budget follow in the claims-by-budget table. {rule}",
+            "breadth": f"Breadth: {configurations} configurations at {_steps_words(steps)} steps ({labels} rows)",
+        }
+    convergence = {label: status for statuses in trace.statuses.values() for label, status in statuses.items()}
+    unknown = None in trace.statuses
+    single = steps[0] if len(steps) == 1 and not unknown else None
+    claims = evaluate_claims_v2(students, convergence=convergence, budget=single, n_boot=n_boot)
+    if single is not None:
+        budget, note = f"{single} steps", f"Every student trained {single} steps, the suite's only budget. {rule}"
+    elif steps:
+        budget = f"{_steps_words(steps)} steps (by configuration)"
+        note = f"The configurations were trained at different budgets ({budget}), none at two. {rule}"
+    else:
+        budget, note = "not recorded", f"The runs' config.json record no steps. {rule}"
+    at = f" at {budget}" if steps else ""
+    return claims, {"budget": budget, "note": note, "breadth": f"Breadth: {labels} configurations{at}"}
 
 
 def _rows(table: str, runs: Sequence[Run], key) -> list[Row]:
@@ -260,11 +354,17 @@ def _rows(table: str, runs: Sequence[Run], key) -> list[Row]:
 
 
 def _write(
-    selected: dict[str, list[Run]], folder: Path, problems: list[str], n_boot: int, references: Sequence[dict] = ()
+    selected: dict[str, list[Run]],
+    folder: Path,
+    problems: list[str],
+    n_boot: int,
+    references: Sequence[dict] = (),
+    caveats: Sequence[str] = (),
 ) -> list[Path]:
-    """Every part of the report into ``folder`` (with the reference rows of the distill suite); returns the
-    written files."""
+    """Every part of the report into ``folder`` (with the reference rows of the distill suite and the caveats of
+    its claims table); returns the written files."""
     written: list[Path] = []
+    page: ClaimsPage | None = None
     used: list[Run] = []
     rows: list[Row] = []
     toy = selected.get("toy", [])
@@ -276,7 +376,8 @@ def _write(
         used += toy
     distill = _main_teacher(selected.get("distill", []), problems)
     if distill:
-        written += write_distill_report(distill, folder, problems, n_boot=n_boot)
+        distill_written, page = write_distill_report(distill, folder, problems, n_boot=n_boot, caveats=caveats)
+        written += distill_written
         homes = {run.path.parent.resolve() for run in distill}  # reference rows sit beside the run folders
         mine = [r for r in references if Path(r["path"]).parent.parent.resolve() in homes]
         for other in sorted(r["path"] for r in references if r not in mine):
@@ -285,7 +386,7 @@ def _write(
         rows += _rows("summary", sorted(distill, key=lambda r: loss_rank(r.label)), lambda r: r.label)
         used += distill
     if written:
-        written.append(write_index(folder, used, problems, rows))
+        written.append(write_index(folder, used, problems, rows, claims=page))
     return written
 
 
@@ -436,14 +537,26 @@ def _replace(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) -> tuple[list[Path], list[str]]:
+def build_report(
+    runs_roots: Sequence[Path],
+    out: Path,
+    n_boot: int = 10_000,
+    recipes: Path | None = None,
+    caveats: Sequence[str] = (),
+) -> tuple[list[Path], list[str]]:
     """Write the report of the runs under ``runs_roots`` into ``out``; returns ``(written files, problems)``.
+    ``recipes``: a recipes file of ``bench.tune`` whose selections on the edge of the tuning grid are caveats of
+    the claims table, printed under it with the free-text ``caveats`` (e.g. an unmet target).
 
     Raises :class:`ReportError` (nothing written) when the runs hold several suites of one kind, two different
-    results for one configuration and seed, or when the output folder cannot be written. The report is
-    written into a temporary folder next to ``out`` that replaces ``out`` only when complete; when no run can be
-    read, or when writing fails, ``out`` is left as it was.
+    results for one configuration and seed, when ``recipes`` is not a recipes file, or when the output folder
+    cannot be written. The report is written into a temporary folder next to ``out`` that replaces ``out`` only
+    when complete; when no run can be read, or when writing fails, ``out`` is left as it was.
     """
+    try:
+        notes = [*(grid_edge_caveats(recipes) if recipes is not None else []), *caveats]
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     runs, problems = load_runs(runs_roots)
     references, reference_problems = load_references(runs_roots)
     problems += reference_problems
@@ -470,7 +583,7 @@ def build_report(runs_roots: Sequence[Path], out: Path, n_boot: int = 10_000) ->
         staging, lock = _make_staging(target)
         try:
             staging.chmod(_dir_mode(target))
-            written = _write(selected, staging, problems, n_boot, references)
+            written = _write(selected, staging, problems, n_boot, references, notes)
             if written:
                 _carry_over(target, staging)
                 _replace(staging, target)
@@ -493,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     make one report, or the output folder cannot be written)."""
     args = _parser().parse_args(argv)
     try:
-        written, problems = build_report(args.runs, args.out)
+        written, problems = build_report(args.runs, args.out, recipes=args.recipes, caveats=args.caveat)
     except ReportError as exc:
         for message in exc.problems:
             print(f"warning: {message}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geomstruct.budgets import DOUBLING_RULE
 from geomstruct.claims import claims_frame, evaluate_claims
 from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
 from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
@@ -463,6 +464,40 @@ def write_claims_v2(frame: pd.DataFrame, out: Path) -> list[Path]:
     ]
     header = ["claim", "statement", "estimate [95% CI]", "n", "statement status", *columns]
     return write_all(header, cells, CLAIMS_V2_HEADER, frame, out / "claims_v2")
+
+
+CLAIMS_BY_BUDGET_HEADER = (
+    "The paper's claims under rule version 2 as a function of the training budget: at each budget (steps) the "
+    "claims are judged on the students of that budget only (the same seeds at every budget); each cell gives the "
+    "verdict and the statement that decides it (the contradicted one, else one not supported, else the first) "
+    "with its estimate [95% CI]. Stable from: the smallest budget from which the verdict no longer changes over "
+    "the larger budgets ('not stable' when the largest two differ). Convergence at each budget (in "
+    f"claims_by_budget.csv): {DOUBLING_RULE}."
+)
+
+
+def write_claims_by_budget(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """``claims_by_budget.md``, ``.tex`` and ``.csv`` from :func:`geomstruct.budgets.claims_by_budget_frame`
+    (nothing when it has no row)."""
+    if frame.empty:
+        return []
+    steps = [int(c[len("verdict_") :]) for c in frame.columns if c.startswith("verdict_")]
+
+    def cell(r: pd.Series, b: int) -> str:
+        estimate, low, high = r[f"estimate_{b}"], r[f"ci_low_{b}"], r[f"ci_high_{b}"]
+        if not math.isfinite(estimate):
+            interval = "–"
+        elif not (math.isfinite(low) and math.isfinite(high)):
+            interval = f"{estimate:+.3g} (no interval)"
+        else:
+            interval = f"{estimate:+.3g} [{low:+.3g}, {high:+.3g}]"
+        return f"{r[f'verdict_{b}']} ({r[f'statement_{b}']}: {interval})"
+
+    cells = [
+        [f"{r['claim']}. {r['text']}", *(cell(r, b) for b in steps), str(r["stable_from"])] for _, r in frame.iterrows()
+    ]
+    header = ["claim", *(f"{b} steps" for b in steps), "stable from"]
+    return write_all(header, cells, CLAIMS_BY_BUDGET_HEADER, frame, out / "claims_by_budget")
 
 
 REFERENCE_TITLES = {

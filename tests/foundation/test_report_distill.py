@@ -168,6 +168,16 @@ def test_index_html_links_every_figure_and_inlines_every_table(runs_dir, tmp_pat
     assert "How these runs were produced" in page and "8 runs (8 distill)" in page
 
 
+def _chromium(tmp_path, *args):
+    """Run Debian's headless chromium with ``args`` (no network, a fresh profile); its standard output."""
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", *args],
+        check=True, capture_output=True, timeout=120, text=True,
+    ).stdout  # fmt: skip
+
+
 @pytest.mark.skipif(
     shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"
 )
@@ -176,20 +186,29 @@ def test_index_html_renders_in_headless_chromium(runs_dir, tmp_path):
 
     root, _ = runs_dir
     out = tmp_path / "reports"
-    assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
+    caveat = "supervised ceiling 41% < 50% target"
+    assert geo_report.main(["--runs", str(root), "--out", str(out), "--caveat", caveat]) == 0
     shot = tmp_path / "index.png"
-    subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,3000", f"--screenshot={shot}",
-         (out / "index.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    _chromium(tmp_path, "--window-size=1280,3000", f"--screenshot={shot}", (out / "index.html").as_uri())
     image = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert image.shape == (3000, 1280)
     # rendered figures, not a blank or error page: many dark pixels spread over the page height
     dark_rows = np.flatnonzero((image < 128).sum(axis=1) > 20)
     assert dark_rows.size > 300 and dark_rows.max() - dark_rows.min() > 1500
+
+    # the page as the browser parsed it opens with the claims: its first table, the caveats right under it
+    dom = _chromium(tmp_path, "--dump-dom", (out / "index.html").as_uri())
+    start = dom.index("<table")
+    end = dom.index("</table>", start)
+    first = dom[start:end]
+    assert first.startswith('<table class="claims">') and "<th>verdict</th>" in first
+    assert "<th>convergence</th>" in first and "<th>budget</th>" in first
+    for number in range(1, 7):
+        assert f"<td>{number}. " in first
+    assert dom.index("<h2>Claims (rule version 2)</h2>") < start < dom.index("How these runs were produced")
+    under = dom[end : dom.index("<table", end)]
+    assert "Caveats" in under and "supervised ceiling 41% &lt; 50% target" in under
+    assert "<h2>Breadth: 4 configurations</h2>" in dom[end:]  # the summary follows as the breadth table
 
 
 def test_label_styles_tell_contrastive_temperatures_apart():
