@@ -40,7 +40,7 @@ MAX_MIOU_CHANGE = 0.01
 """Largest linear-probe mIoU change (a fraction: 1 point) of a converged student when its steps double."""
 MAX_GEOMETRY_CHANGE = 0.05
 """Largest change of U and of T of a converged student when its steps double."""
-IGNORED_FIELDS = ("steps", "checkpoint_every", "probe_every", "protocols", "few_shot_every")
+IGNORED_FIELDS = ("steps", "checkpoint_every", "probe_every", "protocols", "few_shot_every", "few_shot_subsets")
 """Configuration fields that may differ between a run and its doubled twin (besides the steps themselves): the
 checkpoint and probe cadence, and the evaluation protocols the check does not read (with every field of the
 few-shot protocols, ``ft_*`` and ``ood_*``)."""
