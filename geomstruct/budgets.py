@@ -59,6 +59,10 @@ NOT_STABLE = "not stable"
 LARGEST = "unchecked (largest budget)"
 ONLY_BUDGET = "unchecked (the suite's only budget)"
 NO_BUDGET = "unchecked (no steps in config.json)"
+CONVERGED = "converged"
+"""How a converged status begins."""
+DRIFTING = "drifting"
+"""How a drifting status begins."""
 
 
 def run_budget(run: Run) -> int | None:
@@ -162,9 +166,9 @@ class Link:
             if only
         )
         if self.converged:
-            return f"converged at {self.steps} ({self.seeds_passing}/{n} seeds{extra})"
+            return f"{CONVERGED} at {self.steps} ({self.seeds_passing}/{n} seeds{extra})"
         moved = ", ".join(self.failures())
-        return f"drifting: {moved} from {self.steps} to {doubled} ({self.seeds_passing}/{n} seeds pass{extra})"
+        return f"{DRIFTING}: {moved} from {self.steps} to {doubled} ({self.seeds_passing}/{n} seeds pass{extra})"
 
     def failures(self) -> list[str]:
         """The mean changes beyond the rule, e.g. ``LP mIoU +2.1 points``, ``U +0.29``."""
@@ -324,3 +328,22 @@ def claims_by_budget_frame(by_budget: Mapping[int, Sequence[ClaimV2]]) -> pd.Dat
         row["stable_from"] = stable_from(verdicts, steps)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def trace_flags(students: pd.DataFrame, trace: BudgetTrace) -> pd.Series:
+    """Per student (a row of :func:`geomstruct.summary.students_frame` with its ``label``): 1.0 when the trace
+    finds its configuration drifting at its budget, 0.0 when converged there, NaN when unchecked (the largest
+    budget, a missing twin). The convergence mark of a traced suite's tables then flags only what the doubling
+    rule flags, never the in-run diagnostic of ``metrics.json`` (which can miss a configuration that still moves
+    from one budget to the next)."""
+    status = {label: text for statuses in trace.statuses.values() for label, text in statuses.items()}
+
+    def flag(label: str) -> float:
+        text = status.get(label, "")
+        if text.startswith(CONVERGED):
+            return 0.0
+        if text.startswith(DRIFTING):
+            return 1.0
+        return math.nan
+
+    return students["label"].map(flag).astype(float)

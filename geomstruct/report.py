@@ -74,7 +74,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from geomstruct.budgets import DOUBLING_RULE, budget_trace, claims_by_budget, claims_by_budget_frame, trace_identity
+from geomstruct.budgets import (
+    DOUBLING_RULE,
+    budget_trace,
+    claims_by_budget,
+    claims_by_budget_frame,
+    trace_flags,
+    trace_identity,
+)
 from geomstruct.caveats import collapse_caveats, grid_edge_caveats
 from geomstruct.claims_v2 import ClaimV2, claims_v2_frame, evaluate_claims_v2
 from geomstruct.figures.distill import (
@@ -277,9 +284,12 @@ def write_distill_report(
     label_configurations(runs)
     out.mkdir(parents=True, exist_ok=True)
     students = add_structure_columns(students_frame(runs), runs)
+    trace = budget_trace(runs)
+    if trace.traced:  # the convergence mark flags what the doubling rule flags, not the in-run diagnostic
+        students["unconverged"] = trace_flags(students, trace)
     predictors, notes = predictor_table(students, n_boot=n_boot)
     problems.extend(notes)
-    written = write_tables(runs, students, out, n_boot=n_boot, predictors=(predictors, notes))
+    written = write_tables(runs, students, out, n_boot=n_boot, predictors=(predictors, notes), traced=trace.traced)
     claims, words = _claims(runs, students, out, n_boot, written)
     written += write_claims_v2(claims_v2_frame(claims), out)
     for path in (

@@ -43,6 +43,11 @@ UNCONVERGED_NOTE = (
     f"{UNCONVERGED_MARK} not converged: the probe's U, T, G or the loss changed by more than 5% (relative) over the "
     "last 20% of the steps (metrics.json convergence; in m of n seeds when not all)."
 )
+TRACE_UNCONVERGED_NOTE = (
+    f"{UNCONVERGED_MARK} not converged by the budget trace: the configuration's runs at twice the steps (the same "
+    "seeds) moved the linear probe by more than 1 point or U or T by more than 0.05 (seed means; the doubling rule of "
+    "bench/doubling.py). The largest budget has no twice and is unchecked."
+)
 PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio")
 """The structure quantities ranked by how well they predict each protocol's mIoU (:func:`predictor_table`)."""
 PREDICTORS_HEADER = (
@@ -348,16 +353,19 @@ def write_tables(
     out: Path,
     n_boot: int = 10_000,
     predictors: tuple[pd.DataFrame, Sequence[str]] | None = None,
+    traced: bool = False,
 ) -> list[Path]:
     """The summary, per-class, correlation and predictor tables into ``out``; ``predictors``: the result of
-    :func:`predictor_table` when already computed."""
+    :func:`predictor_table` when already computed; ``traced``: the students' ``unconverged`` flags come from the
+    budget trace (:func:`geomstruct.budgets.trace_flags`), and the summary's caption says so."""
     out.mkdir(parents=True, exist_ok=True)
     if "absent" not in students:
         students = add_structure_columns(students, runs)
     table = summary_table(students)
     header, body = _summary_cells(table)
     caption = SUMMARY_HEADER + (f" {COLLAPSED_NOTE}" if (table.get("collapsed", pd.Series()) > 0).any() else "")
-    caption += f" {UNCONVERGED_NOTE}" if (table.get("unconverged", pd.Series()) > 0).any() else ""
+    note = TRACE_UNCONVERGED_NOTE if traced else UNCONVERGED_NOTE
+    caption += f" {note}" if (table.get("unconverged", pd.Series()) > 0).any() else ""
     written = write_all(header, body, caption, table, out / "summary")
 
     for protocol in PROTOCOLS:
@@ -433,13 +441,13 @@ def write_claims(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 
 CLAIMS_V2_HEADER = (
-    "The paper's claims (METHOD.md section 1) under rule version 2 (fixed 2026-12-06, before any run of the claims "
-    "study; geomstruct/claims_v2.py). Units are configurations and seeds: seed means, Student t; differences of two "
-    "configurations, Welch t; Spearman ρ over students with a two-stage cluster bootstrap (configurations, then "
-    "their seeds, resampled; none below 4 configurations). Zero-shot statements leave out students without a "
-    "cross-modal term. Contrastive: τ = 0.07; relational: λ = 1 with both terms. A claim holds when all its judged "
-    "statements are supported, does not hold when one is contradicted, and is inconclusive otherwise; the verdict "
-    "names every involved configuration that is collapsed (a seed flagged, or mean erank_3D below 5). Rows "
+    "The paper's claims (docs/method.md#the-papers-claims) under rule version 2 (fixed 2026-12-06, before any run of "
+    "the claims study; geomstruct/claims_v2.py). Units are configurations and seeds: seed means, Student t; "
+    "differences of two configurations, Welch t; Spearman ρ over students with a two-stage cluster bootstrap "
+    "(configurations, then their seeds, resampled; none below 4 configurations). Zero-shot statements leave out "
+    "students without a cross-modal term. Contrastive: τ = 0.07; relational: λ = 1 with both terms. A claim holds when "
+    "all its judged statements are supported, does not hold when one is contradicted, and is inconclusive otherwise; "
+    "the verdict names every involved configuration that is collapsed (a seed flagged, or mean erank_3D below 5). Rows "
     "'shown (not judged)' never change a verdict."
 )
 
