@@ -1,4 +1,4 @@
-"""The convergence check of a step budget (issue 15, item 4): does doubling the steps change a student?
+"""The convergence check of a step budget (docs/method.md#doubling-rule): does doubling the steps change a student?
 
 A student trained for ``S`` steps is *converged at budget S* when the same configuration trained for ``2 S``
 steps (everything else equal: loss, recipe, seed, data, schedule shape) differs by at most
@@ -7,7 +7,7 @@ steps (everything else equal: loss, recipe, seed, data, schedule shape) differs 
   tuning suite), and
 - ``MAX_GEOMETRY_CHANGE`` = 0.05 in U and in T (``metrics.json`` ``geometry``).
 
-The rule was fixed by the issue before any number was seen. The runs are paired by their ``config.json``: a run
+The rule was fixed before any number was seen. The runs are paired by their ``config.json``: a run
 of the doubled folder is compared with the run of the base folder whose configuration is identical except
 ``steps`` and the fields the check does not read (:data:`IGNORED_FIELDS`, ``ft_*``, ``ood_*``), with twice its
 steps.

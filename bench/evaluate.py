@@ -1,9 +1,10 @@
-"""Evaluation of a distilled student (METHOD.md section 5): mIoU, zero-shot, linear probe, few-shot fine-tuning.
+"""Evaluation of a distilled student (docs/method.md#evaluation-protocols): mIoU, zero-shot, linear probe,
+few-shot fine-tuning.
 
 - **mIoU** from one confusion matrix ``M`` over non-ignored points (rows ground truth, columns prediction):
   ``IoU_c = M_cc / (sum_j M_cj + sum_i M_ic - M_cc)``; a class absent from both prediction and ground truth
   has no IoU (NaN) and is left out of the mean; per-class IoU is always reported (``None`` when NaN).
-  **Chance** (issue 15: "every class learned above chance"): the IoU of a predictor that draws each point's class
+  **Chance** (to tell whether every class is learned above chance): the IoU of a predictor that draws each point's class
   uniformly at random, ``p_c / (1 + p_c (C - 1))`` for a class holding the share ``p_c`` of the labelled points
   (``TP = p_c / C``, ``FP = (1 - p_c) / C``, ``FN = p_c (1 - 1/C)``); a class is *learned* when its IoU exceeds it.
 - **Zero-shot**: ``argmax_c normalize(k) . e_c`` with the teacher's prompt-ensemble text embeddings ``e_c``.

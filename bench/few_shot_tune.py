@@ -1,4 +1,4 @@
-"""Select the few-shot protocol on val (issue 15: the same downstream settings serve every loss, chosen on val).
+"""Select the few-shot protocol on val: the same downstream settings serve every loss, chosen on val.
 
 A grid file (``bench/suites/few_shot/grid.yaml``), fixed before any of its runs, lists ``options``: downstream
 fields (``ft_*``, ``seg_*``) to set, and ``defaults``: fields every evaluation takes (the val splits). The

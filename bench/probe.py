@@ -1,4 +1,4 @@
-"""Class-balanced point sets for the geometry of a student against the teacher (METHOD.md section 4).
+"""Class-balanced point sets for the geometry of a student against the teacher (docs/method.md#point-set).
 
 A :class:`GeometrySet` is drawn from the paired points of some scans (choice: only points that project into
 a camera, so both the 3D and the 2D feature exist; one pixel per point, its first pairing): up to
@@ -19,7 +19,7 @@ ranks, :mod:`geomstruct.structure`) need no labels and are measured on both kind
 The teacher's side of the geometry (U and T of the 2D features, their mutual k-NN neighbours) is the same for
 every student measured on the same set; it is computed once per process and point set (keyed by the content
 of the 2D features and labels, :func:`teacher_side`) and reused: every run of a process after the first skips the
-teacher's uniformity (9.8 s of the 33 s geometry at 44 k x 512, 1 thread) and its k-NN search. The values are
+teacher's uniformity (a sizeable share of the geometry's time) and its k-NN search. The values are
 those a fresh computation gives.
 """
 
@@ -168,8 +168,8 @@ class GeometrySet:
         when the set has no labels) and, when ``with_structure``, :func:`geomstruct.structure.structure` (CKA,
         mutual k-NN, effective ranks, collapse flag; none of them needs labels). The mutual k-NN averages over
         ``MKNN_QUERIES`` (10 000) query points drawn with the set's seed, neighbours among all its points: exact
-        up to 10 000 points, above that an unbiased estimate with its standard error ``mknn_se``. Cost on 2 CPU
-        cores: about 22 s at 80 000 x 512, 1 s at 4 800 x 512. ``with_structure=False`` skips it (e.g. for a
+        up to 10 000 points, above that an unbiased estimate with its standard error ``mknn_se``. Its cost is
+        measured by ``benchmarks/test_bench_structure.py``. ``with_structure=False`` skips it (e.g. for a
         trajectory that records U, T, G only).
         """
         side = teacher_side(self.q2d, self.labels if self.labelled else None, t, self.seed, with_structure)

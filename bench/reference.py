@@ -1,5 +1,5 @@
 """Reference rows of a study: what the student reaches with labels, without distillation, and what the teacher
-itself reaches (issue 15; SLidR reports the same three kinds of row).
+itself reaches (SLidR reports the same three kinds of row; docs/method.md#reference-rows).
 
 - **Supervised ceiling**: the run's student from random weights, trained with the labels of *every* train scan
   (the few-shot fine-tuning of :func:`bench.evaluate.fine_tune`, on the whole train split, for ``steps`` steps of

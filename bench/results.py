@@ -1,4 +1,4 @@
-"""The run store: one directory per run, written atomically (DESIGN.md section 4).
+"""The run store: one directory per run, written atomically (docs/usage.md#run-directories).
 
 A run directory holds ``config.json`` (the resolved configuration), ``environment.json`` (package versions,
 device, git commit), ``metrics.json`` (written last: its presence marks the run as finished),

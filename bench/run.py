@@ -1,4 +1,4 @@
-"""``python -m bench.run --suite NAME``: run a suite of distillation experiments (DESIGN.md section 4).
+"""``python -m bench.run --suite NAME``: run a suite of distillation experiments (docs/usage.md#suites).
 
 Every run of the suite gets its own directory under the output folder (default ``runs/<suite>``) with
 ``config.json``, ``environment.json``, ``trajectory.csv``, its arrays and, written last, ``metrics.json``.
@@ -401,9 +401,9 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
     glibc gives every thread that allocates under contention its own arena, up to 8 per core, and PyTorch's
     OpenMP threads allocate in every step: with 2 threads the resident memory of a run then grew with the number
-    of scans it read (peak RSS +47% from 40 to 160 nuScenes-format keyframes, measured, against +0% with 2
-    arenas or 1 thread): freed blocks stay scattered over the arenas. Without glibc (macOS, musl) this does
-    nothing.
+    of scans it read, and did not with 2 arenas or 1 thread (measured on nuScenes-format dataroots of 40 and 160
+    keyframes; docs/data.md#bounded-pools): freed blocks stay scattered over the arenas. Without glibc (macOS,
+    musl) this does nothing.
     """
     import ctypes
     import ctypes.util

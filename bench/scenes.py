@@ -46,10 +46,10 @@ from models.teachers.base import sample
 DATASETS = ("synthetic", "nuscenes", "semantickitti")
 """Datasets the harness can train and evaluate on."""
 SCAN_CACHE = 64
-"""Cropped scans a :class:`SceneDataset` (and its views) keeps per process, least recently read first out: the
-synthetic train split (40 scans) is read and projected once per process instead of twice per step (a
-synthetic scan: 33 ms of a 0.3 s step); at nuScenes scale the bound keeps memory flat (a cropped scan is about
-1-2 MB). Never changes a result: the cached arrays are read-only and every item copies what it changes."""
+"""Cropped scans a :class:`SceneDataset` (and its views) keeps per process, least recently read first out: the synthetic
+train split (40 scans) is read and projected once per process instead of twice per step; at nuScenes scale the bound
+keeps memory flat (a cropped scan is about 1-2 MB). Never changes a result: the cached arrays are read-only and every
+item copies what it changes."""
 
 
 @dataclass
@@ -181,8 +181,8 @@ class SceneDataset(Dataset):
 
     def _scene_regions(self, scene: Scene, augmented: bool) -> tuple[np.ndarray, torch.Tensor]:
         """``(pair_regions, region_feats)`` of a scene (:func:`bench.superpixels.scene_regions`), kept per scan like
-        the cropped scans when the scene is not augmented (its pairs and teacher grids are then the scan's own; a
-        synthetic scan's regions cost 0.15 s of a 0.9 s SLidR step to rebuild)."""
+        the cropped scans when the scene is not augmented (its pairs and teacher grids are then the scan's own;
+        rebuilding the regions is a sizeable share of a SLidR step)."""
         from bench.superpixels import scene_regions
 
         def build() -> tuple[np.ndarray, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Downstream segmentation losses (METHOD.md section 5): cross-entropy, optionally + Lovász-softmax.
+"""Downstream segmentation losses (docs/method.md#few-shot-fine-tuning): cross-entropy, optionally + Lovász-softmax.
 
 Lovász-softmax (Berman, Rannen Triki & Blaschko, CVPR 2018) is the Lovász extension of the Jaccard loss
 ``Δ_c = 1 - IoU_c``, evaluated at the per-point errors ``e_i(c) = |1[y_i = c] - p_i(c)|`` of the softmax

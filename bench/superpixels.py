@@ -9,8 +9,8 @@ whose pixel falls in a superpixel (superpoints) and pixel features over the whol
   ``.npz`` file per scan (written atomically, so an interrupted fill resumes), under
   ``<root>/<dataset key>/<settings key>/`` -- independent of the teacher; :meth:`SuperpixelCache.fill` runs SLIC
   in ``DataLoader`` workers and splits the missing scans over ``torchrun`` ranks, like the feature cache.
-  Size: nuScenes label maps compress to a few hundred kB per image; SLIC costs about 1.7 s per 1600 x 900 image on
-  one core of the development machine (so trainval's 205 k images take ~100 core-hours, once; SLidR's cost too).
+  Size: nuScenes label maps compress to a few hundred kB per image; SLIC runs once per image of the train split
+  (SLidR's cost too; the time at nuScenes scale: docs/data.md#disk-and-time-at-paper-scale).
 - :func:`region_features` gives the teacher feature of every superpixel: the mean, over the superpixel's pixels,
   of the L2-normalised bilinear upsampling of the cached patch grid (:func:`models.teachers.base.sample`; SLidR
   normalises every pixel before pooling), computed exactly from the separable bilinear weights and the grid

@@ -128,7 +128,7 @@ def sample_balanced_features(
         n_per_class: pairs drawn per class (all of them for a class with fewer in the ``n_scenes`` scenes; the
             rarest synthetic classes have a few hundred per 64 scenes).
         seed: selects the scenes (:func:`balanced_scene_seeds`) and the draw.
-        n_scenes: scenes generated (about 0.7 s each on a CPU core).
+        n_scenes: scenes generated.
         variant: synthetic world variant.
         teacher: default: the committed calibrated teacher.
 
@@ -212,7 +212,7 @@ def calibrate(n_per_class: int = 5000, n_scenes: int = 64, u_points: int = 12000
 def zero_shot_miou(
     teacher: SyntheticTeacher, n_scenes: int = 16, first_seed: int = 1_000_000, variant: str = "nuscenes"
 ) -> tuple[dict[str, float], float]:
-    """Zero-shot IoU per class of the teacher's own paired pixel features (METHOD.md section 5).
+    """Zero-shot IoU per class of the teacher's own paired pixel features (docs/method.md#zero-shot).
 
     Every (point, camera) pairing of the labelled points of scenes ``first_seed .. first_seed + n_scenes - 1``
     (default: the synthetic val split) is classified by ``argmax_c f . e_c`` with the prompt-ensemble text

@@ -1,4 +1,5 @@
-"""The distillation trainer: a 3D student learns to imitate the frozen 2D teacher (METHOD.md sections 2-3).
+"""The distillation trainer: a 3D student learns to imitate the frozen 2D teacher (docs/method.md#pair-sampling,
+docs/method.md#losses).
 
 One step:
 
@@ -8,7 +9,7 @@ One step:
    are in memory;
 2. run the student on all their points (voxelised inside, :class:`models.students.PointStudent`);
 3. sample ``N = n_pairs`` point-pixel pairs uniformly, without replacement, over all valid pairs of the batch
-   (SLidR's choice, METHOD.md section 2); ``K`` = the student's features of the pairs' points, ``Q`` = the
+   (SLidR's choice, docs/method.md#pair-sampling); ``K`` = the student's features of the pairs' points, ``Q`` = the
    teacher's features at the pairs' pixels;
    *Region losses* (:data:`models.losses.LOSS_INPUTS` ``"superpixels"``: SLidR, ST-SLidR) use every pair of the
    batch instead: the student's features of the pairs are L2-normalised and averaged per superpixel of each scan

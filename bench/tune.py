@@ -1,5 +1,5 @@
-"""Select each loss configuration's optimisation recipe from a finished tuning suite (issue 15: an equal tuning
-budget for every loss).
+"""Select each loss configuration's optimisation recipe from a finished tuning suite (an equal tuning budget
+for every loss, docs/method.md#tuning-grid).
 
 The tuning suite (``bench/suites/tune.yaml``) runs one grid, fixed before any run, for every loss configuration:
 the recipe fields it varies (optimiser x learning rate), one seed, scored on the **val** split by a criterion that
@@ -11,7 +11,7 @@ grid point and the command that regenerates it; a suite reads it with ``recipes:
 
 CLI::
 
-    python -m bench.run --suite tune --out study/tune --jobs 2   # the grid (hours on 2 cores; resumes)
+    python -m bench.run --suite tune --out study/tune --jobs 2   # the grid (resumes)
     python -m bench.tune --suite tune --runs study/tune --out bench/suites/recipes.json
 """
 

@@ -1,4 +1,5 @@
-"""The paper's claims (METHOD.md section 1), one by one, each judged by a rule fixed before any number was seen.
+"""The paper's claims (docs/method.md#the-papers-claims), one by one, each judged by a rule fixed before any
+number was seen (docs/method.md#claims-rule-version-1).
 
 Claims of Mahmoud et al. (ECCV 2024), on the configurations ``contrastive`` (τ = 0.07), ``similarity`` and
 ``relational`` of a suite:

@@ -1,4 +1,4 @@
-"""Correlation between structural-gap quantities and segmentation scores (METHOD.md section 4).
+"""Correlation between structural-gap quantities and segmentation scores (docs/method.md#correlations).
 
 Pearson r and Spearman rho across the trained students of a suite, each with a percentile bootstrap 95%
 confidence interval (pairs resampled with replacement) and the number of students n. A correlation over fewer

@@ -1,4 +1,4 @@
-"""Geometry of a feature space (METHOD.md section 4).
+"""Geometry of a feature space (docs/method.md#geometry-metrics).
 
 Every function accepts a torch tensor (any device) or a numpy array, L2-normalises the rows first (all dot
 products are cosines) and returns Python floats. Nothing here ever holds an N x N matrix: pair sums are
@@ -13,7 +13,7 @@ hundred MB at most.
 - Tolerance (Wang & Liu, CVPR 2021)::  T = mean_{i != j, y_i = y_j} x_i . x_j
 - Modality gap (Liang et al., NeurIPS 2022)::  G = || mean_i k_i - mean_i q_i ||_2
 - Alignment (Wang & Isola)::  A = mean_i || k_i - q_i ||^2
-- Structural gap *(choice, METHOD.md)*::  dU = U_3D - U_2D,  dT = T_3D - T_2D,  S = sqrt(dU^2 + dT^2)
+- Structural gap *(choice, docs/method.md#structural-gap)*:: dU = U_3D - U_2D,  dT = T_3D - T_2D,  S = sqrt(dU^2 + dT^2)
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _paired(x3d: ArrayLike, x2d: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class StructuralGap:
-    """Uniformity and tolerance of the 3D and 2D spaces and their gap (METHOD.md section 4, *choice*)."""
+    """Uniformity and tolerance of the 3D and 2D spaces and their gap (docs/method.md#structural-gap, *choice*)."""
 
     U_3d: float
     T_3d: float
@@ -192,7 +192,7 @@ def geometry(
     block_size: int = DEFAULT_BLOCK_SIZE,
     reference: tuple[float, float] | None = None,
 ) -> dict[str, float]:
-    """Everything METHOD.md section 4 reports for one student: U, T, G, A, dU, dT, S, U_2d, T_2d
+    """Everything docs/method.md#geometry-metrics reports for one student: U, T, G, A, dU, dT, S, U_2d, T_2d
     (``reference``: the 2D side's ``(U_2d, T_2d)`` when already known, :func:`structural_gap`)."""
     gap = structural_gap(x3d, x2d, labels, t=t, block_size=block_size, reference=reference)
     return {

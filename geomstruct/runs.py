@@ -1,4 +1,4 @@
-"""Reading run directories written by any harness (DESIGN.md section 4), for the reports.
+"""Reading run directories written by any harness (docs/usage.md#run-directories), for the reports.
 
 A run directory holds ``config.json``, ``metrics.json`` (written last), ``trajectory.csv`` and array files.
 Only these files are read, so reports work on results copied from any machine. Problems are collected as

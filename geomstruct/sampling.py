@@ -1,4 +1,4 @@
-"""Class-balanced sampling of a labelled point set (METHOD.md section 4, "Point set").
+"""Class-balanced sampling of a labelled point set (docs/method.md#point-set).
 
 For each class draw ``n_per_class`` points without replacement (all of them when fewer exist), with a seeded
 generator, and report the per-class counts, so that the geometry of every space is measured on the same,

@@ -1,4 +1,5 @@
-"""Structure of a student's space against the teacher's (METHOD.md section 4, "Beyond the paper's metrics").
+"""Structure of a student's space against the teacher's (docs/method.md#linear-cka,
+docs/method.md#mutual-k-nn, docs/method.md#effective-rank-and-collapse).
 
 Arrays in, numbers out: every function accepts torch tensors (any device) or numpy arrays, L2-normalises the rows
 first (like :mod:`geomstruct.metrics`: all dot products are cosines) and returns Python numbers. Nothing here
@@ -57,7 +58,7 @@ absolute one before any claim or table was read. The similarity student of the s
 2.4) is collapsed under both."""
 
 DEFAULT_K = 10
-"""Neighbours per point of the mutual k-NN alignment (k = 10, METHOD.md section 4)."""
+"""Neighbours per point of the mutual k-NN alignment (k = 10, docs/method.md#mutual-k-nn)."""
 
 KNN_BLOCK_BYTES = 256 * 2**20
 """Memory of one block of similarities in :func:`mutual_knn` (256 MiB): ``block_size = KNN_BLOCK_BYTES //
@@ -70,9 +71,9 @@ GRAM_BLOCK_ROWS = 8192
 
 MKNN_QUERIES = 10_000
 """*Choice*: query points of the mutual k-NN in :func:`structure` (so in every run's ``metrics.json``). The exact
-mean over all 80 000 points of a full geometry set costs 142 s on 2 CPU cores (two 80 000 x 80 000 x 512
-similarity passes; measured once), too much for every run of a suite; 10 000 query points drawn with a fixed seed,
-neighbours still searched among all points, cost an eighth of that (18 s) and estimate it without bias, with a
+mean over all 80 000 points of a full geometry set costs two 80 000 x 80 000 x 512 similarity passes, too much
+for every run of a suite; 10 000 query points drawn with a fixed seed, neighbours still searched among all points,
+cost an eighth of that (``benchmarks/test_bench_structure.py`` times it) and estimate it without bias, with a
 standard error (reported as ``mknn_se``) of at most 0.5 / sqrt(10 000) = 0.005 (0.0009 on the benchmark's
 features, whose exact value was within 2 standard errors). Sets of up to 10 000 points are measured exactly."""
 
@@ -146,7 +147,7 @@ def _cka(m: _Moments) -> float:
 
 
 def _erank(gram: torch.Tensor, eps: float) -> float:
-    eig = np.linalg.eigvalsh(gram.cpu().numpy())  # numpy: torch's took 0.02 to 1.3 s on a busy 2-core machine
+    eig = np.linalg.eigvalsh(gram.cpu().numpy())  # numpy: torch's time varied widely on a busy machine
     top = eig.max(initial=0.0)
     eig = np.where(eig > top * len(eig) * np.finfo(np.float64).eps, eig, 0.0)  # rounding of X^T X: zero
     sigma = np.sqrt(eig)

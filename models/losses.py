@@ -1,4 +1,4 @@
-"""Image-to-lidar distillation losses (METHOD.md section 3).
+"""Image-to-lidar distillation losses (docs/method.md#losses).
 
 Every loss is a pure function ``loss(k, q, **params) -> scalar tensor`` where
 
@@ -26,8 +26,8 @@ As in SLidR's and ST-SLidR's code, the pooled rows are *not* re-normalised (``co
 Sources: InfoNCE of PPKT / SLidR (Sautier et al., CVPR 2022); the cosine loss of OpenScene / CLIP2Scene;
 the relational loss of Mahmoud, Harakeh & Waslander, *Image-to-Lidar Relational Distillation for Autonomous
 Driving Data*, ECCV 2024; the semantically tolerant loss of ST-SLidR (Mahmoud et al., CVPR 2023); the L2
-regression of ScaLR (Puy et al., CVPR 2024). Where a paper is silent, the choices of METHOD.md are implemented and
-marked *(choice)*.
+regression of ScaLR (Puy et al., CVPR 2024). Where a paper is silent, the choices of docs/method.md#losses are
+implemented and marked *(choice)*.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def autocast_dtype(x: Tensor) -> torch.dtype | None:
 
 
 def relational(k: Tensor, q: Tensor, lam: float = 1.0, cross: bool = True, intra: bool = True) -> Tensor:
-    """Relational distillation loss (Mahmoud et al., ECCV 2024), METHOD.md section 3.
+    """Relational distillation loss (Mahmoud et al., ECCV 2024), docs/method.md#relational.
 
     With ``C = |K Q^T - Q Q^T|`` and ``R = |K K^T - Q Q^T|`` (element-wise, N x N):
 
@@ -211,7 +211,7 @@ def pool_selected_rows(x: Tensor, rows: Tensor, segments: Tensor) -> tuple[Tenso
     """``pool_segments(x[rows], segments)`` without materialising ``x[rows]`` (M, D): the means are one sparse
     ``(S', len(x))`` matrix, weight ``1 / count`` at ``(segment, row)`` for every selected row, times ``x``, so the
     forward and the backward pass read each selected row once instead of copying, pooling and scattering an M x D
-    block (on a CPU thread, 37 k rows of 512 out of 53 k: 4-6x faster in both passes). Differentiable in ``x``;
+    block (faster in both passes). Differentiable in ``x``;
     ``rows`` may repeat."""
     if rows.ndim != 1 or segments.shape != rows.shape:
         shapes = f"{tuple(rows.shape)} and {tuple(segments.shape)}"

@@ -1,4 +1,4 @@
-"""The toy experiment's student (METHOD.md section 6): a small MLP whose outputs lie on the unit sphere."""
+"""The toy experiment's student (docs/method.md#toy-experiment): a small MLP whose outputs lie on the unit sphere."""
 
 from __future__ import annotations
 

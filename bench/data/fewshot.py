@@ -1,4 +1,4 @@
-"""Few-shot label subsets (METHOD.md section 5): SLidR's 1% rule, every 100th scene of the train split.
+"""Few-shot label subsets (docs/data.md#few-shot-split-files): SLidR's 1% rule, every 100th scene of the train split.
 
 The subsets are written as split files in ``bench/data/splits/`` (one id per line) so that they are fixed,
 reviewable and reported with the results. ``python -m bench.data.fewshot`` regenerates them:

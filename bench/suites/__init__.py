@@ -1,4 +1,4 @@
-"""Suites as data: each YAML file in this folder is a suite, a grid of runs (DESIGN.md section 4).
+"""Suites as data: each YAML file in this folder is a suite, a grid of runs (docs/usage.md#suites).
 
 A suite file holds ``name``, ``kind`` (the trainer that runs it), ``description``, ``defaults`` (the parameters
 shared by every run) and ``grid``: every combination of the listed values is one run (``grid`` may also be a list

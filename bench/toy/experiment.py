@@ -1,4 +1,4 @@
-"""Training loop of the toy experiment (METHOD.md section 6; the paper's Figures 2-4).
+"""Training loop of the toy experiment (docs/method.md#toy-experiment; the paper's Figures 2-4).
 
 A :class:`~models.toy_mlp.ToyMLP` maps the input blobs onto S^2 and is trained with one distillation loss to
 reproduce the source embedding (vMF clusters, :mod:`bench.toy.source`). Along the way the uniformity,
@@ -29,7 +29,7 @@ TRAJECTORY_COLUMNS = ("iteration", "loss", "U", "T", "G", "A")
 
 @dataclass(frozen=True)
 class ToyConfig:
-    """Everything that defines one toy run; every field is a choice of METHOD.md section 6 exposed here."""
+    """Everything that defines one toy run; every field is a choice of docs/method.md#toy-experiment exposed here."""
 
     setup: str
     loss: str

@@ -1,4 +1,4 @@
-"""Source embeddings of the toy experiment: von Mises-Fisher clusters on the sphere S^2 (METHOD.md section 6).
+"""Source embeddings of the toy experiment: von Mises-Fisher clusters on the sphere S^2 (docs/method.md#toy-experiment).
 
 The 1-cluster source is one vMF cluster whose concentration kappa is calibrated so that its uniformity and
 tolerance match the paper's Figure 2 (U = 0.89, T = 0.66). Both have closed forms for a vMF distribution on

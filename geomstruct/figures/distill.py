@@ -1,4 +1,4 @@
-"""Figures of the distillation study (METHOD.md section 4; DESIGN.md section 5).
+"""Figures of the distillation study (docs/method.md#geometry-metrics; docs/usage.md#the-report).
 
 - :func:`plot_pca` (the paper's Figure 1): the teacher's 2D space and one panel per loss on the same
   class-balanced points, first two principal components (fit per space), 16 fixed class colours, U, T, G in

@@ -1,4 +1,4 @@
-"""Figures and table of the toy experiment (METHOD.md section 6; the paper's Figures 2-4).
+"""Figures and table of the toy experiment (docs/method.md#toy-experiment; the paper's Figures 2-4).
 
 - :func:`plot_initial_outputs` (Figure 3): the randomly initialised MLP's outputs against the source targets.
 - :func:`plot_evolution` (Figure 2): the predicted space at several iterations, one row per loss.

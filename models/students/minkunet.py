@@ -380,8 +380,8 @@ class PointStudent(nn.Module):
         With ``index`` the network's trunk still runs on every voxel (the convolutions need them all), but the
         head, its normalisation and the copy to points run only on the wanted rows: a distillation step that
         scores 2048 pairs of 2 scans of 50 k points then projects 2048 rows to 512 channels instead of about
-        50 k voxels and 100 k points, forward and backward (the ``full`` suite's step: 0.55x the time of the
-        student's forward, loss and backward; equal values, README "The fair study").
+        50 k voxels and 100 k points, forward and backward (equal values; ``--projection all`` of
+        ``benchmarks/profile_step.py`` times the step before this change).
 
         ``distinct=True`` (with ``index``) returns ``(F, rows)``: the outputs ``F`` of the distinct voxels holding
         the wanted points, the head run once per voxel, and the row of ``F`` of every wanted point (``F[rows]`` is

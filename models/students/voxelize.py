@@ -54,8 +54,8 @@ def grid_coordinates(
 def unique_cells(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.unique(cells, dim=0, sorted=True, return_inverse=True)`` of integer rows (N, 4), exactly, by a 1-D
     unique of one mixed-radix key per row: ``key = ((c0 s1 + c1) s2 + c2) s3 + c3`` on the rows shifted to start
-    at 0 (``s_a`` = the span of column a), which orders like the rows (lexicographically). About 30x faster than
-    the row-wise unique on 50 000 points; rows whose key would overflow int64 take the row-wise path."""
+    at 0 (``s_a`` = the span of column a), which orders like the rows (lexicographically). Much faster than
+    the row-wise unique. Rows whose key would overflow int64 take the row-wise path."""
     if cells.shape[0] == 0:
         return torch.unique(cells, dim=0, sorted=True, return_inverse=True)
     low = cells.min(dim=0).values

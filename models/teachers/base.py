@@ -1,4 +1,5 @@
-"""The teacher interface: frozen 2D feature extractors distilled into lidar students (DESIGN.md section 2).
+"""The teacher interface: frozen 2D feature extractors distilled into lidar students
+(docs/implementation.md#students-and-teachers; their cache: docs/data.md#teacher-feature-cache).
 
 A teacher gives, for one camera of a scan, pixel features on a patch grid ``(D, h, w)`` (stride ``s``:
 ``h = H / s``, ``w = W / s``) and the bilinear upsampling of that grid to pixels, and, for a list of classes,
@@ -283,7 +284,7 @@ def zero_shot_classifier(
 
 
 def zero_shot_predict(features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    """Class per row: ``argmax_c normalize(f) . e_c`` (METHOD.md section 5, zero-shot)."""
+    """Class per row: ``argmax_c normalize(f) . e_c`` (docs/method.md#zero-shot)."""
     return (F.normalize(features.float(), dim=-1) @ classifier.float().T).argmax(dim=-1)
 
 

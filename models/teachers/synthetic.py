@@ -1,4 +1,5 @@
-"""The calibrated synthetic teacher (DESIGN.md section 3): CLIP-like pixel features from rendered class maps.
+"""The calibrated synthetic teacher (docs/method.md#calibrated-teacher): CLIP-like pixel features from rendered
+class maps.
 
 Geometry. One orthonormal set of directions in ``R^D`` (QR of a seeded Gaussian matrix): a shared direction
 ``u0``, one direction per super-group ``a``, group ``g`` and class ``c`` (the 16 nuScenes classes and ``sky``),
@@ -30,8 +31,8 @@ shared by every template: a bias ensembling cannot remove) and ``nu ~ N(0, I/D)`
 Only ``beta`` (``common``) and ``sigma`` (``noise``) are calibrated, by the benchmark's
 ``python -m bench.teacher_calibration`` (it needs the synthetic world, so it lives in ``bench``), so that a
 class-balanced sample of paired pixel features measures the paper's CLIP values ``U = 1.54``, ``T = 0.73``
-(METHOD.md section 4); every other number is a documented choice in :class:`SyntheticTeacherParams`, stored with
-the calibrated ones in ``data/synthetic_teacher.json``.
+(docs/method.md#the-papers-claims); every other number is a documented choice in :class:`SyntheticTeacherParams`,
+stored with the calibrated ones in ``data/synthetic_teacher.json``.
 
 Inputs: a camera's rendered ``class_map`` (labels ``0 .. 15`` in the order of :data:`CLASSES`, :data:`NO_HIT_CLASS`
 where the ray hits nothing) and ``instance_map`` (:class:`~models.teachers.base.RenderedCameraInput`). The whole

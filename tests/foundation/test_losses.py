@@ -1,4 +1,4 @@
-"""Losses of METHOD.md section 3: hand-computed values, brute-force references, gradients."""
+"""Losses of docs/method.md#losses: hand-computed values, brute-force references, gradients."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ NAMES = [
 
 
 def _reference_relational(k, q, lam=1.0, cross=True, intra=True):
-    """Plain autograd implementation of METHOD.md's formulas, written independently of the fused one."""
+    """Plain autograd implementation of the formulas of docs/method.md#relational, written independently of the fused
+    one."""
     k = F.normalize(k, dim=1)
     q = F.normalize(q.detach(), dim=1)
     n = k.shape[0]

@@ -1,4 +1,4 @@
-"""Geometry metrics of METHOD.md section 4 against brute-force formulas and known values."""
+"""Geometry metrics of docs/method.md#geometry-metrics against brute-force formulas and known values."""
 
 from __future__ import annotations
 

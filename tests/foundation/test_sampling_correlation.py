@@ -1,4 +1,5 @@
-"""Class-balanced sampling and the correlation statistics of METHOD.md section 4."""
+"""Class-balanced sampling and the correlation statistics of docs/method.md#point-set and
+docs/method.md#correlations."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ from bench.data.synthetic.generate import VARIANTS, SyntheticConfig, generate_sc
 from bench.data.synthetic.sensors import LidarSpec
 
 DEFAULT_SCENES: dict[str, int] = {"mini_train": 2, "mini_val": 1}
-"""Scenes per split written by default (3 scenes x 2 keyframes: about 3 s of generation)."""
+"""Scenes per split written by default (3 scenes x 2 keyframes)."""
 MAX_KEYFRAMES = 1000
 """Keyframes per scene are below this (the keyframe index is the last three digits of the seed)."""
 KEYFRAME_INTERVAL_US = 500_000
@@ -506,8 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench.data.synthetic.nuscenes_format",
         description="Write the synthetic world as a nuScenes dataroot (nuscenes-devkit layout and tables, "
         "nuScenes-lidarseg labels) that NuScenes(version, dataroot) and bench.data.nuscenes.NuScenesDataset "
-        "load. Scenes take the official names of the requested splits; each keyframe is one synthetic scene "
-        "(about 0.5 s to generate).",
+        "load. Scenes take the official names of the requested splits; each keyframe is one synthetic scene.",
     )
     parser.add_argument("--out", required=True, type=Path, help="dataroot folder to write")
     parser.add_argument("--version", default="v1.0-mini", help="table folder, e.g. v1.0-mini (default), v1.0-trainval")

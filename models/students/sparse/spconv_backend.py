@@ -5,8 +5,8 @@ spconv 2.3.8's CPU path has two defects, both fixed here and only here (:func:`p
 1. its backward (``ops.indice_conv_backward``) calls ``torch.cuda.current_stream()`` even for CPU tensors, which
    raises on CPU-only torch builds -> the stream lookup returns 0 when CUDA is unavailable;
 2. its ``SpconvOps.scatter_add_cpu`` races when more than one thread runs (silently wrong sums) -> replaced by
-   ``torch.Tensor.index_add_`` on views of the same memory. (It is slower than the original: about +12% on a
-   MinkUNet forward + backward on 2 CPU threads; the race did not show in this project's 2-thread tests.)
+   ``torch.Tensor.index_add_`` on views of the same memory. (It is slower than the original on a MinkUNet
+   forward + backward; the race did not show in this project's 2-thread tests.)
 
 Coordinates are shifted to spconv's non-negative grid by an origin divisible by every stride, so that spconv's
 coarse sites ``floor(x / 2)`` are this project's coarse sites. Weights (K, C_in, C_out) become spconv's KRSC
