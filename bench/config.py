@@ -1,6 +1,6 @@
-"""The configuration of one distillation run (suite kind ``distill``): every choice of METHOD.md is a field.
+"""The configuration of one distillation run (suite kind ``distill``): every choice of docs/method.md is a field.
 
-Defaults follow METHOD.md and SLidR (Sautier et al., CVPR 2022) where they say something, and are marked
+Defaults follow docs/method.md and SLidR (Sautier et al., CVPR 2022) where they say something, and are marked
 *(choice)* where the harness had to decide (sizes that keep a CPU run short). A suite's ``defaults`` and
 ``grid`` set any field; :meth:`DistillConfig.resolved` is what ``config.json`` holds.
 """
@@ -340,23 +340,25 @@ class DistillConfig:
     ``n_pairs``. A superpixel's teacher feature is the mean of its L2-normalised upsampled pixels
     (``region_pixel_norm`` True, SLidR's image head; False: of the raw pixels; None for the other losses).
 
-    Distillation (METHOD.md section 2): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
+    Distillation (docs/method.md#pair-sampling): ``n_pairs`` = 4096 point-pixel pairs per step, sampled uniformly over
     all valid pairs of the batch of ``batch_size`` scans (over every rank under ``torchrun``, with batch norm
     synchronised over the ranks when ``sync_bn``: results do not depend on the number of ranks);
     ``optimizer`` ``sgd`` (momentum, SLidR's lr 0.5) or ``adamw``; cosine schedule over ``steps``; the loss's
     products in ``loss_dtype`` (``float32``, or ``bfloat16`` autocast, which pays on CPUs with AMX and on GPUs:
     ``benchmarks/profile_step.py --compare`` measures its speed and error); a
     checkpoint every ``checkpoint_every`` steps; U, T, G on the probe set (``probe_per_class`` points per class
-    of the first ``probe_scenes`` val scans) every ``probe_every`` steps.
+    of the first ``probe_scenes`` scans of ``probe_split``; None: of ``eval_split``, as every run before the field
+    existed; ``val`` keeps a suite that reports on test off its test scans during training) every ``probe_every``
+    steps.
 
-    Evaluation (METHOD.md sections 4-5): geometry on ``features_per_class`` class-balanced paired points of the
-    evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe (``lp_*``: frozen backbone,
-    ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``) on the 1% split (nuScenes
-    and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th train scene) with
-    ``ft_optimizer`` (``sgd``: momentum 0.9; or ``adamw``), weight decay 1e-4, cosine schedule after a linear warm-up
-    over the first ``ft_warmup`` fraction of ``ft_steps`` (0: none), the gradient's global L2 norm clipped to
-    ``ft_clip_norm`` (None: no clipping), once per 1% subset when ``few_shot_subsets`` > 1 (subset 0 the 1% split,
-    subset ``j`` as many train scenes drawn with seed ``j``, :mod:`bench.data.fewshot`; the result is their mean,
+    Evaluation (docs/method.md#point-set, docs/method.md#evaluation-protocols): geometry on ``features_per_class``
+    class-balanced paired points of the evaluation scans (seed ``geometry_seed``, ``uniformity_t`` = 2); linear probe
+    (``lp_*``: frozen backbone, ``lp_points_per_scan`` labelled points per train scan); few-shot fine-tuning (``ft_*``)
+    on the 1% split (nuScenes and SemanticKITTI: SLidR's scene-level split files; synthetic: every ``few_shot_every``-th
+    train scene) with ``ft_optimizer`` (``sgd``: momentum 0.9; or ``adamw``), weight decay 1e-4, cosine schedule after a
+    linear warm-up over the first ``ft_warmup`` fraction of ``ft_steps`` (0: none), the gradient's global L2 norm
+    clipped to ``ft_clip_norm`` (None: no clipping), once per 1% subset when ``few_shot_subsets`` > 1 (subset 0 the 1%
+    split, subset ``j`` as many train scenes drawn with seed ``j``, :mod:`bench.data.fewshot`; the result is their mean,
     :func:`bench.distill.few_shot_scores`); the linear probe with SGD momentum 0.9, weight decay 1e-4, cosine schedule;
     both with loss ``seg_loss`` (``ce``, or ``ce+lovasz`` = cross-entropy + Lovász-softmax) with the cross-entropy's
     classes weighted by ``seg_class_weight`` (``none``, ``inverse_sqrt``, ``inverse_log``;
@@ -419,6 +421,7 @@ class DistillConfig:
     checkpoint_every: int = 50
     probe_every: int = 100
     probe_scenes: int = 2
+    probe_split: str | None = None
     probe_per_class: int = 200
     features_per_class: int = 5000
     geometry_seed: int = 0
@@ -485,7 +488,7 @@ class DistillConfig:
             self._check_nuscenes()
         if self.dataset == "synthetic":
             sizes = {"train": self.train_scenes, "val": self.val_scenes, "test": self.test_scenes}
-            for split in (self.train_split, self.eval_split):
+            for split in (self.train_split, self.eval_split, self.probe_split or self.eval_split):
                 if split not in sizes:
                     raise ValueError(f"synthetic splits are train, val and test; got {split!r}")
                 if sizes[split] < 1:
@@ -593,7 +596,7 @@ class DistillConfig:
 
         try:
             info = dataroot_info(str(self.dataroot), self.version)
-            for split in (self.train_split, self.eval_split):
+            for split in (self.train_split, self.eval_split, self.probe_split or self.eval_split):
                 split_scene_names(split, self.version)
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None

@@ -238,7 +238,11 @@ def run_distill(
     train = scene_data(cfg, cfg.train_split, teacher, progress, workers=workers)
     val = scene_data(cfg, cfg.eval_split, teacher, progress, workers=workers)
     evaluation = val.head(cfg.eval_scenes)
-    probe = GeometrySet.draw(val.head(cfg.probe_scenes), cfg.probe_per_class, cfg.geometry_seed, len(classes), workers)
+    probe_split = cfg.probe_split or cfg.eval_split  # None: the evaluation split, as before the field existed
+    probing = val if probe_split == cfg.eval_split else scene_data(cfg, probe_split, teacher, progress, workers=workers)
+    probe = GeometrySet.draw(
+        probing.head(cfg.probe_scenes), cfg.probe_per_class, cfg.geometry_seed, len(classes), workers
+    )
     run_path = run_dir.path if run_dir is not None else None
     path = run_path if dist.is_main() else None  # where files are written: rank 0 only
     name = run_dir.path.name if run_dir is not None else "run"
