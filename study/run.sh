@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fair study (issue 15, README "The fair study"), its steps in order. Every step resumes from what study/
+# The fair study (issue 15, study/README.md "The fair study"), its steps in order. Every step resumes from what study/
 # holds, so rerun the script after an interruption or on a new checkout, and commit study/ (its records only:
 # study/README.md) before a session ends.
 #
