@@ -2,7 +2,7 @@
 
 Writes into the run directory (rank 0 only): ``config.json`` and ``environment.json`` first, ``checkpoint.pt``
 while training, then ``trajectory.csv``, ``features.npz`` (the balanced point set: ``k3d``, ``q2d`` float16,
-``labels``) and last ``metrics.json`` (schema in README.md, section Run directories). The geometry in
+``labels``) and last ``metrics.json`` (schema: docs/usage.md#run-directories). The geometry in
 ``metrics.json`` is computed from exactly the float16 values stored in ``features.npz``.
 """
 

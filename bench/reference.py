@@ -52,7 +52,8 @@ from models.teachers.base import zero_shot_predict
 ROWS = ("ceiling", "floor", "teacher", "few_shot_random")
 CEILING_STEPS = 2000
 """Default steps of the supervised ceiling: the budget the ceiling curve of the full suite's student settled on
-(README, The fair study); not a field of the distillation runs, whose identity it does not change."""
+(study/README.md, the supervised-ceiling curve); not a field of the distillation runs, whose identity it does not
+change."""
 CEILING_BATCH_SIZE = 2
 """Default scans per step of the supervised ceiling."""
 

@@ -1,6 +1,6 @@
 """One row per distillation run: loss, parameters, seed, geometry and segmentation scores (for tables and plots).
 
-Reads the ``metrics.json`` schema of distillation runs (README, "Run directories"): ``geometry`` {U, T, G, A,
+Reads the ``metrics.json`` schema of distillation runs (docs/usage.md#run-directories): ``geometry`` {U, T, G, A,
 dU, dT, S, U_2d, T_2d} and, per protocol (``zero_shot``, ``linear_probe``, ``few_shot``, ``few_shot_ood``),
 ``miou`` as a fraction. Scores are reported in percent here. A protocol a run did not evaluate is NaN.
 """

@@ -1,4 +1,4 @@
-"""Scale benchmarks of the streaming data path (not a timed test; run by hand, results in README.md).
+"""Scale benchmarks of the streaming data path (not a timed test; run by hand, results in docs/data.md).
 
 1. **Peak RSS of ``bench.run`` against the number of keyframes.** nuScenes-format dataroots (the synthetic
    world in the devkit layout, :mod:`bench.data.synthetic.nuscenes_format`, v1.0-trainval, 10 keyframes per
@@ -18,7 +18,7 @@
    what they cost on nuScenes.
 
 ``python benchmarks/scale/memory_and_fill.py --work cache/scale-benchmark`` (``--help``); writes ``results.json`` into
-``--work`` and prints a table. Measured numbers are in README.md (section Scale).
+``--work`` and prints a table. Measured numbers are in docs/data.md#measured-memory.
 """
 
 from __future__ import annotations

@@ -146,7 +146,8 @@ def test_combine_scores_means_per_class_over_defined_values():
 
 def _tiny(tmp_path, **overrides) -> DistillConfig:
     run = {**TINY_DEFAULTS, "train_scenes": 4, "few_shot_every": 2, "dataroot": str(tmp_path / "scenes"),
-           "feature_cache": str(tmp_path / "features"), "loss": "similarity", "seed": 0, "ft_steps": 1, **overrides}  # fmt: skip
+           "feature_cache": str(tmp_path / "features"), "loss": "similarity", "seed": 0, "ft_steps": 1,
+           **overrides}  # fmt: skip
     return DistillConfig.from_run(run)
 
 

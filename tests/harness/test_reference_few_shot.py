@@ -18,7 +18,8 @@ from .conftest import TINY_DEFAULTS
 
 def _suite(tmp_path, **overrides):
     defaults = {**TINY_DEFAULTS, "train_scenes": 4, "few_shot_every": 2, "ft_steps": 1,
-                "dataroot": str(tmp_path / "scenes"), "feature_cache": str(tmp_path / "features"), **overrides}  # fmt: skip
+                "dataroot": str(tmp_path / "scenes"), "feature_cache": str(tmp_path / "features"),
+                **overrides}  # fmt: skip
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({"name": "tiny", "kind": "distill", "defaults": defaults,
                                     "grid": {"loss": ["similarity"], "seed": [0]}}))  # fmt: skip

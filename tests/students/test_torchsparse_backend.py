@@ -12,7 +12,8 @@ from sparse_reference import random_sites
 
 pytest.importorskip(
     "torchsparse",
-    reason="torchsparse not installed: it is not on PyPI, build it from source (README, 'torchsparse backend')",
+    reason="torchsparse not installed: it is not on PyPI, build it from source "
+    "(docs/implementation.md#torchsparse-backend-optional-build-from-source)",
 )
 
 import torchsparse.nn.functional as ts_functional  # noqa: E402

@@ -12,7 +12,7 @@ A backend implements three convolutions on :class:`SparseTensor` with weights in
 Each equals ``torch.nn.functional.conv3d`` / ``conv_transpose3d`` on a dense grid, read at the active sites.
 Backends: ``torch`` (always available, any device), ``spconv`` (``models.students.sparse.spconv_backend``,
 when the ``spconv`` package is installed) and ``torchsparse`` (``models.students.sparse.torchsparse_backend``,
-when torchsparse 2.1 is built from source; README, "torchsparse backend").
+when torchsparse 2.1 is built from source; docs/implementation.md#torchsparse-backend-optional-build-from-source).
 """
 
 from __future__ import annotations

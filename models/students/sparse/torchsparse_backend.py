@@ -1,6 +1,7 @@
 """Adapter for torchsparse 2.1 (Tang et al., MLSys 2022 / MICRO 2023; github.com/mit-han-lab/torchsparse).
 
-torchsparse is not on PyPI: it is built from source (README, "torchsparse backend"). What runs here is its
+torchsparse is not on PyPI: it is built from source
+(docs/implementation.md#torchsparse-backend-optional-build-from-source). What runs here is its
 gather-scatter dataflow (``GatherScatterConvolutionFuntion`` -> ``conv_{forward,backward}_gather_scatter_{cpu,cuda}``),
 the only one of its three dataflows with a CPU kernel, on kernel maps built with its own hash ops
 (``hash`` / ``kernel_hash`` and the hash query). Its high-level ``conv3d`` cannot run on CPU in 2.1: both kernel-map
@@ -37,7 +38,8 @@ try:
     from torchsparse.nn.functional.conv.func.gather_scatter import GatherScatterConvolutionFuntion
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "the 'torchsparse' backend needs torchsparse 2.1 built from source (see the README, 'torchsparse backend')"
+        "the 'torchsparse' backend needs torchsparse 2.1 built from source (see "
+        "docs/implementation.md#torchsparse-backend-optional-build-from-source)"
     ) from error
 
 from .kernel_map import kernel_offsets
