@@ -7,9 +7,12 @@ Defaults follow docs/method.md and SLidR (Sautier et al., CVPR 2022) where they 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import json
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -20,13 +23,19 @@ from typing import Any
 
 import yaml
 
-from bench.scenes import DATASETS
+from bench.data.augment import Augmentation
+from bench.data.nuscenes import dataroot_info, split_scene_names
+from bench.data.registry import DATASETS
+from bench.data.superpixels import settings_from
+from bench.data.synthetic.generate import VARIANTS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
 from models.losses import LOSS_INPUTS, LOSSES, get_loss
 from models.losses import parameter_errors as loss_parameter_value_errors
 from models.students.minkunet import INPUTS as STUDENT_INPUTS
+from models.students.minkunet import PRESETS, MinkUNetConfig
+from models.teachers import TEACHERS
+from models.teachers.synthetic import load_params
 
-TEACHERS = ("synthetic", "clip")
 REGION_LOSSES = tuple(name for name, inputs in LOSS_INPUTS.items() if inputs == "superpixels")
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
@@ -141,8 +150,6 @@ STUDENT_OVERRIDE_RANGES: dict[str, Range] = {
 @cache
 def synthetic_teacher_dim() -> int:
     """The feature dimension of the synthetic teacher, read from its committed parameter file."""
-    from models.teachers.synthetic import load_params
-
     return int(load_params().dim)
 
 
@@ -156,10 +163,6 @@ def clip_embed_dim(arch: str) -> int | None:
     Raises:
         ValueError: ``arch`` names a ``.json`` file that does not exist, or an architecture open_clip lacks.
     """
-    import importlib.util
-    import json
-    import sys
-
     unknown = f"unknown open_clip architecture clip_arch {arch!r}; see open_clip.list_models() or give a .json config"
     path = Path(arch)
     if path.suffix == ".json":
@@ -331,7 +334,7 @@ class DistillConfig:
     ``cylindrical``: rho and z in metres, phi in degrees), reading the per-point channels ``student_inputs``
     (``intensity``, ``z``, ``range``: :data:`models.students.minkunet.INPUTS`; SLidR reads intensity only).
     ``augmentation``: None (off), or the fields of
-    :class:`bench.augment.Augmentation` to change (``{}``: SLidR's cloud rotation and flips, DropCuboids,
+    :class:`bench.data.augment.Augmentation` to change (``{}``: SLidR's cloud rotation and flips, DropCuboids,
     resized crop and horizontal flip, applied to the train scans of every distillation step).
 
     Region losses (``slidr``, ``st_slidr``): superpixels of every train image by SLIC with ``slic`` (None: SLidR's
@@ -501,8 +504,6 @@ class DistillConfig:
         if self.loss_dtype not in LOSS_DTYPES:
             raise ValueError(f"unknown loss_dtype {self.loss_dtype!r}; valid: {', '.join(LOSS_DTYPES)}")
         if self.slic is not None:
-            from bench.superpixels import settings_from
-
             settings_from(self.slic)
 
     def _check_ranges(self) -> None:
@@ -529,8 +530,6 @@ class DistillConfig:
         """``student`` and ``preset`` exist; ``student_overrides`` names fields of the preset's
         :class:`~models.students.minkunet.MinkUNetConfig`, of their types and ranges
         (:data:`STUDENT_OVERRIDE_RANGES`), that make a valid configuration."""
-        from models.students.minkunet import PRESETS, MinkUNetConfig
-
         if self.student != "minkunet":
             raise ValueError(f"unknown student {self.student!r}; valid students: minkunet")
         if self.preset not in PRESETS:
@@ -556,8 +555,6 @@ class DistillConfig:
 
     def _check_variant(self) -> None:
         """``variant`` is a synthetic world variant (:data:`bench.data.synthetic.VARIANTS`)."""
-        from bench.data.synthetic.generate import VARIANTS
-
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; valid synthetic variants: {', '.join(VARIANTS)}")
 
@@ -592,8 +589,6 @@ class DistillConfig:
 
     def _check_nuscenes(self) -> None:
         """The dataroot holds the table version; protocols that need labels need nuScenes-lidarseg."""
-        from bench.data.nuscenes import dataroot_info, split_scene_names
-
         try:
             info = dataroot_info(str(self.dataroot), self.version)
             for split in (self.train_split, self.eval_split, self.probe_split or self.eval_split):
@@ -609,13 +604,11 @@ class DistillConfig:
                 "measure the label-free geometry"
             )
 
-    def augmentations(self) -> Any:
-        """The :class:`bench.augment.Augmentation` of ``augmentation`` (None: no augmentation); ``{}`` is every
+    def augmentations(self) -> Augmentation | None:
+        """The :class:`bench.data.augment.Augmentation` of ``augmentation`` (None: no augmentation); ``{}`` is every
         SLidR augmentation with SLidR's parameters."""
         if self.augmentation is None:
             return None
-        from bench.augment import Augmentation
-
         valid = {f.name for f in fields(Augmentation)}
         unknown = sorted(set(self.augmentation) - valid)
         if unknown:

@@ -12,114 +12,28 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import t as student_t
+from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.config import DistillConfig
-from bench.data.base import ScanDataset
+from bench.data.fewshot import few_shot_split
+from bench.data.loader import SceneDataset
+from bench.data.registry import class_names
 from bench.evaluate import fine_tune, linear_probe, zero_shot
-from bench.features import FeatureCache, text_embeddings
+from bench.files import write_csv, write_json, write_npz
 from bench.probe import GeometrySet, half_precision
-from bench.results import TIMING_FILE, TRAJECTORY_FILE, RunDir, read_json, write_csv, write_json, write_npz
-from bench.scenes import SceneDataset, open_dataset
-from bench.superpixels import DEFAULT_ROOT as DEFAULT_SUPERPIXELS
-from bench.superpixels import SuperpixelCache, settings_from
+from bench.results import METRICS_FILE, TIMING_FILE, TRAJECTORY_FILE, RunDir, read_json
 from bench.train import TRAJECTORY_COLUMNS, convergence, train_student
-from models.losses import LOSS_INPUTS
-from models.teachers.base import Teacher, build_teacher
+from bench.workspace import Workspace, zero_shot_text
 
 FEATURES_FILE = "features.npz"
-DEFAULT_FEATURE_CACHE = "cache/features"
-"""Feature cache folder when a run sets none (relative to the working directory)."""
-
-_TEACHERS: dict[tuple, Teacher] = {}
-_DATASETS: dict[tuple, ScanDataset] = {}
-_FILLED: set[tuple] = set()
-_HASHES: dict[tuple, str] = {}
-
-
-def make_teacher(cfg: DistillConfig, device: torch.device) -> Teacher:
-    """The run's teacher (built once per process and configuration); a bad checkpoint is a ``ValueError``."""
-    key = (cfg.teacher, cfg.clip_arch, cfg.clip_checkpoint, cfg.clip_checkpoint_sha256, str(device))
-    if key not in _TEACHERS:
-        if cfg.teacher == "clip":
-            path = Path(str(cfg.clip_checkpoint))
-            if not path.is_file():
-                raise ValueError(f"CLIP checkpoint {path} does not exist")
-            try:
-                _TEACHERS[key] = build_teacher(
-                    "clip", device, arch=cfg.clip_arch, checkpoint=path, allow_torchscript=cfg.allow_torchscript
-                )
-            except Exception as exc:  # any failure to read or load the weights
-                raise ValueError(f"CLIP checkpoint {path} does not load: {exc}") from None
-        else:
-            _TEACHERS[key] = build_teacher(cfg.teacher, device)
-    return _TEACHERS[key]
-
-
-def feature_root(cfg: DistillConfig) -> str:
-    """The run's feature cache folder (:data:`DEFAULT_FEATURE_CACHE` when the configuration sets none)."""
-    return cfg.feature_cache or DEFAULT_FEATURE_CACHE
-
-
-def scene_data(
-    cfg: DistillConfig,
-    split: str,
-    teacher: Teacher | None,
-    progress: bool,
-    ood: bool = False,
-    workers: int = 0,
-) -> SceneDataset:
-    """The scans of a split, streamed with teacher grids when ``teacher`` is given (its feature cache is filled
-    first, with ``workers`` DataLoader workers, split over the ranks; the size and fill rate are printed)."""
-    name, root = (cfg.ood_dataset, cfg.ood_dataroot) if ood else (cfg.dataset, cfg.dataroot)
-    variant = "ood" if ood else cfg.variant
-    sizes = (
-        {"train": cfg.ood_train_scenes, "val": cfg.ood_val_scenes, "test": cfg.ood_test_scenes}
-        if ood
-        else {"train": cfg.train_scenes, "val": cfg.val_scenes, "test": cfg.test_scenes}
-    )
-    key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.version)
-    if key not in _DATASETS:  # rank 0 generates synthetic scenes and indexes nuScenes; the others read them
-        index = Path(feature_root(cfg)) / "index"
-        args = (name, split, root, variant, sizes, cfg.few_shot_every)
-        if dist.is_main():
-            _DATASETS[key] = open_dataset(*args, progress, cfg.version, index)
-        dist.barrier()
-        if not dist.is_main():
-            _DATASETS[key] = open_dataset(*args, False, cfg.version, index)
-    dataset = _DATASETS[key]
-    cache = None
-    if teacher is not None:
-        cache = FeatureCache(feature_root(cfg), dataset.cache_key, teacher.identity)
-        filled = (cache.folder, split, key)
-        if filled not in _FILLED:
-            report = cache.fill(dataset, teacher, workers, progress=progress)
-            if dist.is_main() and (report.written or progress):
-                print(report.summary(cache.folder))
-            _FILLED.add(filled)
-    scenes = SceneDataset(dataset, cfg.crop_radius, cache)
-    if cache is not None and split == cfg.train_split and LOSS_INPUTS[cfg.loss] == "superpixels":
-        superpixels = SuperpixelCache(cfg.superpixel_cache or DEFAULT_SUPERPIXELS, dataset.cache_key,
-                                      settings_from(cfg.slic))  # fmt: skip
-        filled = (superpixels.folder, split, key)
-        if filled not in _FILLED:
-            report = superpixels.fill(dataset, workers, progress=progress)
-            if dist.is_main() and (report.written or progress):
-                print(report.summary(superpixels.folder, "superpixel cache"))
-            _FILLED.add(filled)
-        scenes = scenes.with_superpixels(superpixels, pixel_norm=bool(cfg.region_pixel_norm))
-    return scenes
-
-
-def _class_names(name: str) -> tuple[str, ...]:
-    from bench.data.classes import NUSCENES_CLASSES, SEMANTICKITTI_CLASSES
-
-    return SEMANTICKITTI_CLASSES if name == "semantickitti" else NUSCENES_CLASSES
 
 
 def _json_float(x: float) -> float | None:
@@ -134,8 +48,6 @@ def mean_interval(values: Sequence[float | None]) -> tuple[float | None, float |
     """``(mean, sample standard deviation, [low, high])`` of ``values``: the interval is
     ``mean -/+ t_{0.975, k-1} s / sqrt(k)`` (Student-t, 95%, ``k`` values); std and interval are None for fewer
     than 2 values, and all three are None when a value is None or NaN (an undefined mIoU)."""
-    from scipy.stats import t as student_t
-
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return None, None, None
     data = np.asarray(values, dtype=np.float64)
@@ -173,6 +85,7 @@ def subset_hash(ids: Sequence[str]) -> str:
 
 
 def few_shot_scores(
+    workspace: Workspace,
     student: torch.nn.Module,
     cfg: DistillConfig,
     evaluation: SceneDataset,
@@ -193,11 +106,9 @@ def few_shot_scores(
     ``miou``, ``per_class``, ``below_chance``, ``train_scans``, ``ids_sha1`` (:func:`subset_hash`) and the
     optimisation trace (``train_loss``, ``grad_norm_max``).
     """
-    from bench.data.fewshot import few_shot_split
-
     results = []
     for subset in range(cfg.few_shot_subsets):
-        few = scene_data(cfg, few_shot_split(subset), None, progress, ood=ood)
+        few = workspace.scenes(cfg, few_shot_split(subset), None, progress, ood=ood)
         result = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
         result["train_scans"] = len(few)
         if cfg.few_shot_subsets == 1:
@@ -219,8 +130,12 @@ def run_distill(
     workers: int = 0,
     on_ready: Callable[[], None] | None = None,
     on_bind: Callable[[], None] | None = None,
+    workspace: Workspace | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one student; returns ``metrics`` (and writes the run directory when given).
+
+    ``workspace``: the process's set-up (teacher, data, caches; :class:`bench.workspace.Workspace`), a fresh one
+    when None.
 
     ``workers``: DataLoader worker processes reading scans ahead of the student (0: in the main process);
     they change the speed, never the result. ``on_ready`` is called once the teacher, the data and the feature
@@ -229,19 +144,21 @@ def run_distill(
     (:func:`bench.train.train_student`; the harness writes ``config.json`` then, so a run that fails during set-up
     or before its first checkpoint does not bind its folder to a configuration).
     """
-    from tqdm import tqdm
-
-    teacher = make_teacher(cfg, device)
+    workspace = Workspace() if workspace is None else workspace
+    teacher = workspace.teacher(cfg, device)
     if teacher.dim != cfg.out_dim:
         raise ValueError(f"student out_dim {cfg.out_dim} differs from the teacher's feature dimension {teacher.dim}")
-    classes = _class_names(cfg.dataset)
-    train = scene_data(cfg, cfg.train_split, teacher, progress, workers=workers)
-    val = scene_data(cfg, cfg.eval_split, teacher, progress, workers=workers)
+    classes = class_names(cfg.dataset)
+    train = workspace.scenes(cfg, cfg.train_split, teacher, progress, workers=workers)
+    val = workspace.scenes(cfg, cfg.eval_split, teacher, progress, workers=workers)
     evaluation = val.head(cfg.eval_scenes)
     probe_split = cfg.probe_split or cfg.eval_split  # None: the evaluation split, as before the field existed
-    probing = val if probe_split == cfg.eval_split else scene_data(cfg, probe_split, teacher, progress, workers=workers)
+    probing = (
+        val if probe_split == cfg.eval_split else workspace.scenes(cfg, probe_split, teacher, progress, workers=workers)
+    )
+    sides = workspace.teacher_sides
     probe = GeometrySet.draw(
-        probing.head(cfg.probe_scenes), cfg.probe_per_class, cfg.geometry_seed, len(classes), workers
+        probing.head(cfg.probe_scenes), cfg.probe_per_class, cfg.geometry_seed, len(classes), workers, sides
     )
     run_path = run_dir.path if run_dir is not None else None
     path = run_path if dist.is_main() else None  # where files are written: rank 0 only
@@ -270,13 +187,13 @@ def run_distill(
         "dataset": cfg.dataset,
         "teacher": teacher.identity,
         "teacher_checkpoint_sha256": cfg.clip_checkpoint_sha256,
-        "class_names": list(_class_names(cfg.dataset)),  # label id -> name, for the report's legends
+        "class_names": list(classes),  # label id -> name, for the report's legends
         "steps": cfg.steps,
         "final_loss": trajectory[-1]["loss"],
         "convergence": convergence(trajectory),
     }
     lap("distill")
-    geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed, len(classes), workers)
+    geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed, len(classes), workers, sides)
     k3d = half_precision(geo_set.student_features(student, device, workers))  # on every rank: gathered
     if dist.is_main():
         q2d = half_precision(geo_set.q2d)
@@ -297,20 +214,19 @@ def run_distill(
             )
     lap("geometry")
     if "zero_shot" in cfg.protocols:
-        vocabulary = "semantickitti" if cfg.dataset == "semantickitti" else "nuscenes"
-        text = text_embeddings(teacher, vocabulary, feature_root(cfg))
+        text = zero_shot_text(cfg, teacher)
         metrics["zero_shot"] = zero_shot(student, evaluation, text, classes, device, workers)
         lap("zero_shot")
     if "linear_probe" in cfg.protocols:
         metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress, workers)
         lap("linear_probe")
     if "few_shot" in cfg.protocols:  # once per 1% subset (few_shot_subsets), their mean
-        metrics["few_shot"] = few_shot_scores(student, cfg, evaluation, classes, device, progress, workers)
+        metrics["few_shot"] = few_shot_scores(workspace, student, cfg, evaluation, classes, device, progress, workers)
         lap("few_shot")
     if "few_shot_ood" in cfg.protocols:
-        eval_ood = scene_data(cfg, cfg.ood_eval_split, None, progress, ood=True)
+        eval_ood = workspace.scenes(cfg, cfg.ood_eval_split, None, progress, ood=True)
         metrics["few_shot_ood"] = few_shot_scores(
-            student, cfg, eval_ood, _class_names(cfg.ood_dataset), device, progress, workers, ood=True
+            workspace, student, cfg, eval_ood, class_names(cfg.ood_dataset), device, progress, workers, ood=True
         )
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
         metrics["few_shot_ood"]["split"] = cfg.ood_eval_split
@@ -325,7 +241,12 @@ def run_distill(
 
 
 def execute_distill(
-    resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool, workers: int = 0
+    resolved: dict[str, Any],
+    run_dir: RunDir,
+    device: torch.device,
+    progress: bool,
+    workers: int = 0,
+    workspace: Workspace | None = None,
 ) -> dict[str, Any]:
     """Run (or skip, when finished) one distill run of a suite and return its metrics.
 
@@ -333,11 +254,12 @@ def execute_distill(
     :meth:`bench.results.RunDir.start`) only once it holds state worth protecting: when training resumes from a
     checkpoint, or just before the first checkpoint is written. A run that fails earlier (set-up, teacher, the
     first steps) leaves no ``config.json``, so a corrected rerun into the same folder is not refused. The caller
-    holds the folder's lock (:class:`bench.results.RunLock`) on rank 0.
+    holds the folder's lock (:class:`bench.results.RunLock`) on rank 0; ``workspace`` is the process's set-up
+    (:class:`bench.workspace.Workspace`; a fresh one when None).
     """
     if run_dir.finished:
         run_dir.check_config(resolved, DistillConfig.field_defaults())
-        return read_json(run_dir.path / "metrics.json")
+        return read_json(run_dir.path / METRICS_FILE)
     cfg = DistillConfig.from_run({k: v for k, v in resolved.items() if k != "kind"})
     defaults = DistillConfig.field_defaults()
     run_dir.check_config(resolved, defaults)  # a conflicting folder is refused before any set-up
@@ -345,28 +267,22 @@ def execute_distill(
     def bind() -> None:  # called by the trainer on rank 0 only
         run_dir.start(resolved, device, defaults)
 
-    metrics = run_distill(cfg, run_dir, device, progress, workers, on_bind=bind)
+    metrics = run_distill(cfg, run_dir, device, progress, workers, on_bind=bind, workspace=workspace)
     if dist.is_main():
         run_dir.finish(metrics)
     dist.barrier()
     return metrics
 
 
-def resolve_distill(run: dict[str, Any]) -> dict[str, Any]:
-    """The full configuration of a distill run; ``ValueError`` (naming the valid choices) on bad values."""
+def resolve_distill(run: dict[str, Any], workspace: Workspace | None = None) -> dict[str, Any]:
+    """The full configuration of a distill run; ``ValueError`` (naming the valid choices) on bad values. A CLIP
+    checkpoint is identified by its content (``clip_checkpoint_sha256``), hashed once per ``workspace``."""
     try:
         cfg = DistillConfig.from_run(run)
         if cfg.teacher == "clip":  # the weights' content, not their path, identifies the teacher
-            from dataclasses import replace
-
-            from models.teachers.base import file_sha256
-
-            path = Path(str(cfg.clip_checkpoint))
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if key not in _HASHES:
-                _HASHES[key] = file_sha256(path)
-            cfg = replace(cfg, clip_checkpoint_sha256=_HASHES[key])
+            workspace = Workspace() if workspace is None else workspace
+            digest = workspace.checkpoint_sha256(Path(str(cfg.clip_checkpoint)))
+            cfg = replace(cfg, clip_checkpoint_sha256=digest)
         return cfg.resolved()
     except KeyError as exc:  # unknown loss name
         raise ValueError(exc.args[0]) from None

@@ -21,12 +21,12 @@ few-shot fine-tuning.
 
 Downstream optimisation (SLidR lineage): SGD, momentum 0.9, weight decay 1e-4, cosine schedule (fine-tuning: after an
 optional linear warm-up, ``ft_warmup``, with optional gradient-norm clipping, ``ft_clip_norm``: the stabilisers the
-few-shot protocol selection on val chose between, :mod:`bench.few_shot_tune`), cross-entropy with the ignore index
+few-shot protocol selection on val chose between, :mod:`bench.study.few_shot_tune`), cross-entropy with the ignore index
 excluded (``seg_loss = "ce+lovasz"`` adds Lovász-softmax, :mod:`bench.segmentation_loss`). Predictions are made per
 voxel by the network and carried back to every point (:func:`models.students.devoxelize`), and every point of the
-evaluation scans is scored. Every split is streamed through a ``DataLoader`` (:func:`bench.scenes.scene_loader`), one
-scan at a time for evaluation. Under ``torchrun`` the evaluation scans are split over the ranks and the confusion
-matrices summed.
+evaluation scans is scored. Every split is streamed through a ``DataLoader``
+(:func:`bench.data.loader.scene_loader`), one scan at a time for evaluation. Under ``torchrun`` the evaluation scans
+are split over the ranks and the confusion matrices summed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
-from bench.scenes import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
+from bench.data.loader import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
 from bench.segmentation_loss import class_weights, segmentation_loss
 from bench.train import cosine_factor, make_optimizer, warmup_cosine_factor
 from models.students import point_outputs, use_downstream_bn_momentum

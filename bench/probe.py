@@ -18,7 +18,8 @@ ranks, :mod:`geomstruct.structure`) need no labels and are measured on both kind
 
 The teacher's side of the geometry (U and T of the 2D features, their mutual k-NN neighbours) is the same for
 every student measured on the same set; it is computed once per process and point set (keyed by the content
-of the 2D features and labels, :func:`teacher_side`) and reused: every run of a process after the first skips the
+of the 2D features and labels, :class:`TeacherSides`, held by the process's :class:`bench.workspace.Workspace`)
+and reused: every run of a process after the first skips the
 teacher's uniformity (a sizeable share of the geometry's time) and its k-NN search. The values are
 those a fresh computation gives.
 """
@@ -35,43 +36,59 @@ import torch
 
 from bench import distributed as dist
 from bench.data.classes import IGNORE_INDEX
-from bench.scenes import SceneDataset, ShardSampler, scene_loader
+from bench.data.loader import SceneDataset, ShardSampler, scene_loader
 from geomstruct.metrics import alignment, geometry, modality_gap, tolerance, uniformity
 from geomstruct.sampling import balanced_sample
 from geomstruct.structure import DEFAULT_K, MKNN_QUERIES, knn_neighbours, query_sample, structure
 from models.students import point_outputs
 
 TEACHER_SIDE_ENTRIES = 4
-"""Point sets whose teacher side :func:`teacher_side` keeps (the final set, the probe set, an OOD set...)."""
-_TEACHER_SIDE: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+"""Point sets whose teacher side a :class:`TeacherSides` keeps (the final set, the probe set, an OOD set...)."""
 
 
-def teacher_side(q2d: torch.Tensor, labels: np.ndarray | None, t: float, seed: int, structure_too: bool) -> dict:
-    """The 2D side of a set's geometry, memoised per process: ``U_2d``, ``T_2d`` (None without labels) and,
-    when ``structure_too``, ``neighbours_2d`` (the teacher's k-NN of the query rows of
-    :func:`geomstruct.structure.structure` with ``MKNN_QUERIES`` and ``seed``; None when the set is too small)."""
-    digest = hashlib.sha256(q2d.detach().cpu().numpy().tobytes())
-    if labels is not None:
-        digest.update(np.ascontiguousarray(labels).tobytes())
-    key = (digest.hexdigest(), tuple(q2d.shape), t, seed)
-    entry = _TEACHER_SIDE.get(key)
-    if entry is None:
-        entry = {"U_2d": uniformity(q2d, t=t), "T_2d": None if labels is None else tolerance(q2d, labels)}
-        _TEACHER_SIDE[key] = entry
-        while len(_TEACHER_SIDE) > TEACHER_SIDE_ENTRIES:
-            _TEACHER_SIDE.popitem(last=False)
-    _TEACHER_SIDE.move_to_end(key)
-    if structure_too and "neighbours_2d" not in entry:
-        n = q2d.shape[0]
-        rows = query_sample(n, MKNN_QUERIES, seed)
-        entry["neighbours_2d"] = knn_neighbours(q2d, DEFAULT_K, rows) if n > DEFAULT_K else None
-    return entry
+class TeacherSides:
+    """The 2D side of the geometry of the last ``capacity`` point sets, memoised: held by the process's
+    :class:`bench.workspace.Workspace` and handed to every :class:`GeometrySet` it draws, so every run of a
+    process after the first reuses it (the least recently used set dropped first)."""
+
+    def __init__(self, capacity: int = TEACHER_SIDE_ENTRIES) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget every point set."""
+        self._entries.clear()
+
+    def get(self, q2d: torch.Tensor, labels: np.ndarray | None, t: float, seed: int, structure_too: bool) -> dict:
+        """``U_2d``, ``T_2d`` (None without labels) and, when ``structure_too``, ``neighbours_2d`` (the teacher's
+        k-NN of the query rows of :func:`geomstruct.structure.structure` with ``MKNN_QUERIES`` and ``seed``; None
+        when the set is too small) of the set ``(q2d, labels)``, keyed by their content."""
+        digest = hashlib.sha256(q2d.detach().cpu().numpy().tobytes())
+        if labels is not None:
+            digest.update(np.ascontiguousarray(labels).tobytes())
+        key = (digest.hexdigest(), tuple(q2d.shape), t, seed)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = {"U_2d": uniformity(q2d, t=t), "T_2d": None if labels is None else tolerance(q2d, labels)}
+            self._entries[key] = entry
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
+        if structure_too and "neighbours_2d" not in entry:
+            n = q2d.shape[0]
+            rows = query_sample(n, MKNN_QUERIES, seed)
+            entry["neighbours_2d"] = knn_neighbours(q2d, DEFAULT_K, rows) if n > DEFAULT_K else None
+        return entry
 
 
 @dataclass
 class GeometrySet:
     """Chosen points: the scans holding them (positions in ``data``), per scan the point indices, the points'
-    labels and the teacher's 2D features, in scan order."""
+    labels and the teacher's 2D features, in scan order; ``sides`` memoises the teacher's side of the geometry
+    (None: computed afresh at every call)."""
 
     data: SceneDataset
     positions: list[int]
@@ -81,10 +98,20 @@ class GeometrySet:
     counts: dict[int, int]
     seed: int
     labelled: bool
+    sides: TeacherSides | None = None
 
     @classmethod
-    def draw(cls, data: SceneDataset, n_per_class: int, seed: int, n_classes: int, workers: int = 0) -> GeometrySet:
-        """Up to ``n_per_class`` paired points per class over the scans of ``data`` (ignored labels excluded)."""
+    def draw(
+        cls,
+        data: SceneDataset,
+        n_per_class: int,
+        seed: int,
+        n_classes: int,
+        workers: int = 0,
+        sides: TeacherSides | None = None,
+    ) -> GeometrySet:
+        """Up to ``n_per_class`` paired points per class over the scans of ``data`` (ignored labels excluded);
+        ``sides``: the memo of the teacher's side of the geometry (:class:`TeacherSides`)."""
         mine = list(range(len(data)))[dist.rank() :: dist.world_size()]  # pass 1, split over the ranks
         labels_mine = {}
         loader = scene_loader(data.without_features(), ShardSampler(len(data)), workers)
@@ -132,7 +159,7 @@ class GeometrySet:
                 q2d[torch.from_numpy(np.asarray(part_rows, dtype=np.int64))] = part
         else:
             q2d = q_mine
-        return cls(data, positions, point_index, labels[order].astype(np.int64), q2d, counts, seed, labelled)
+        return cls(data, positions, point_index, labels[order].astype(np.int64), q2d, counts, seed, labelled, sides)
 
     @torch.no_grad()
     def student_features(self, student: torch.nn.Module, device: torch.device, workers: int = 0) -> torch.Tensor:
@@ -172,7 +199,8 @@ class GeometrySet:
         measured by ``benchmarks/test_bench_structure.py``. ``with_structure=False`` skips it (e.g. for a
         trajectory that records U, T, G only).
         """
-        side = teacher_side(self.q2d, self.labels if self.labelled else None, t, self.seed, with_structure)
+        sides = self.sides if self.sides is not None else TeacherSides(capacity=1)
+        side = sides.get(self.q2d, self.labels if self.labelled else None, t, self.seed, with_structure)
         if self.labelled:
             reference = (side["U_2d"], side["T_2d"])
             geo: dict[str, float | None] = geometry(k3d, self.q2d, self.labels, t=t, reference=reference)

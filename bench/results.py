@@ -4,7 +4,8 @@ A run directory holds ``config.json`` (the resolved configuration), ``environmen
 device, git commit), ``metrics.json`` (written last: its presence marks the run as finished),
 ``trajectory.csv``, any arrays (``.npz``) and ``timing.json`` (wall-clock seconds of each phase of the attempt
 that finished the run: for budgeting suites, not a result). Every file is written to a temporary name in the same
-folder and renamed into place, so an interrupted process never leaves a half-written file behind.
+folder and renamed into place (:func:`bench.files.write_bytes`), so an interrupted process never leaves a
+half-written file behind.
 
 One writer per run folder: a process trains, evaluates or writes a run only while it holds the run's lock
 (:class:`RunLock`, ``fcntl.flock`` on ``.<run name>.lock`` beside the folder), which the kernel releases when the
@@ -19,24 +20,23 @@ locations it was written with.
 
 from __future__ import annotations
 
-import csv
 import fcntl
-import io
 import json
 import os
 import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from bench.files import TEMPORARY_PATTERN, json_default, read_json, write_bytes, write_json
 
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
@@ -46,8 +46,6 @@ TIMING_FILE = "timing.json"
 ERROR_FILE = "error.txt"
 LOCK_SUFFIX = ".lock"
 """The lock of run folder ``<out>/<name>`` is the file ``<out>/.<name>.lock`` (:class:`RunLock`)."""
-TEMPORARY_PATTERN = ".*.tmp"
-"""Names of the atomic writer's temporaries (``.<target name>.<random>.tmp``)."""
 UNBOUND_FILES = frozenset({CONFIG_FILE, ENVIRONMENT_FILE, ERROR_FILE})
 """Files of a run folder that hold no result: a folder with only these may be rebound to another configuration."""
 
@@ -65,91 +63,6 @@ _PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "nuscenes-devkit", "open
 
 class RunConflictError(RuntimeError):
     """An output folder already holds a run of the same name but a different configuration."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place; no temporary is left
-    behind on failure, and an ``OSError`` (a full disk, a read-only folder) is re-raised naming ``path``, keeping
-    its errno (and so its ``OSError`` subclass)."""
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            os.fchmod(fd, file_mode())  # mkstemp's 0600 -> what open() would give under the user's umask
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _naming(exc, path) from exc
-        raise
-
-
-def _naming(exc: OSError, path: Path) -> OSError:
-    """``exc`` as an error of the same errno (so the same ``OSError`` subclass) whose message names ``path``."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno is None:
-        return OSError(f"cannot write {path}: {reason}")
-    return OSError(exc.errno, f"cannot write {path}: {reason}")
-
-
-def file_mode() -> int:
-    """``0o666`` minus the process umask: the mode ``open()`` gives a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    _atomic_write_bytes(Path(path), data)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
-
-
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """Write ``rows`` (dicts) with the given column order as CSV, atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in columns})
-    _atomic_write_bytes(Path(path), buf.getvalue().encode())
-
-
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write arrays to a compressed ``.npz``, atomically."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    _atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file; a clear error naming the file when it is not valid JSON."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
 def git_commit(repo: Path | None = None) -> str | None:
@@ -196,6 +109,21 @@ def without_locations(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished run as the study tools read it (:meth:`RunDir.read`): its folder, ``metrics.json`` and
+    ``config.json`` (None when the folder has none)."""
+
+    path: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        """The run's folder name."""
+        return self.path.name
+
+
 class RunDir:
     """One run's directory: its files, and whether it is finished or conflicts with a configuration."""
 
@@ -206,6 +134,23 @@ class RunDir:
     def finished(self) -> bool:
         """True when ``metrics.json`` exists (it is written last)."""
         return (self.path / METRICS_FILE).is_file()
+
+    def read(self, defaults: Mapping[str, Any] | None = None) -> FinishedRun:
+        """The finished run's ``metrics.json`` and ``config.json``; a field the stored configuration lacks
+        (written before the field existed) takes its value from ``defaults``, the value that run used.
+
+        Raises:
+            ValueError: naming the folder, when the run has not finished or a file cannot be read.
+        """
+        if not self.finished:
+            raise ValueError(f"{self.path}: not a finished run (no {METRICS_FILE})")
+        try:
+            metrics = read_json(self.path / METRICS_FILE)
+            stored = self.path / CONFIG_FILE
+            config = {**dict(defaults or {}), **read_json(stored)} if stored.is_file() else None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.path}: unreadable run ({exc})") from None
+        return FinishedRun(self.path, metrics, config)
 
     @property
     def holds_results(self) -> bool:
@@ -229,8 +174,8 @@ class RunDir:
         if not existing.is_file():
             return []
         old = without_locations(read_json(existing))
-        new = without_locations(json.loads(json.dumps(config, sort_keys=True, default=_json_default)))
-        known = json.loads(json.dumps(dict(defaults or {}), sort_keys=True, default=_json_default))
+        new = without_locations(json.loads(json.dumps(config, sort_keys=True, default=json_default)))
+        known = json.loads(json.dumps(dict(defaults or {}), sort_keys=True, default=json_default))
         for key in set(new) - set(old):
             if key in known and known[key] == new[key]:
                 old[key] = new[key]
@@ -281,6 +226,19 @@ class RunDir:
             return None
         write_bytes(self.path / ERROR_FILE, (message.rstrip() + "\n").encode())
         return self.path / ERROR_FILE
+
+
+def finished_runs(
+    folder: Path, names: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> dict[str, FinishedRun]:
+    """The finished runs directly under ``folder`` (:meth:`RunDir.read` with ``defaults``) by folder name: all of
+    them in name order, or those of ``names`` in that order (an unfinished or absent one is left out). The one
+    reader of run folders of the study tools (:mod:`bench.study`)."""
+    if names is None:
+        paths = [p.parent for p in sorted(Path(folder).glob(f"*/{METRICS_FILE}"))]
+    else:
+        paths = [Path(folder) / name for name in names]
+    return {path.name: RunDir(path).read(defaults) for path in paths if RunDir(path).finished}
 
 
 class RunLock:

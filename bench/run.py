@@ -17,16 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from bench import distributed
-from bench.config import TEACHERS, DistillConfig, configuration_identity
-from bench.distill import execute_distill, resolve_distill
-from bench.results import TRAJECTORY_FILE, RunDir, RunLock, read_json, write_csv, write_npz
-from bench.scenes import DATASETS
-from bench.suites import Suite, available_suites, load_suite, run_names
+from bench.config import DistillConfig
+from bench.data.registry import DATASETS
+from bench.jobs import PARENT_ENV, die_with_parent, limit_malloc_arenas, run_jobs
+from bench.kinds import EXECUTORS, name_runs
+from bench.results import ERROR_FILE, RunDir, RunLock
+from bench.suites import Suite, available_suites, load_suite
+from bench.tables import results_table, seed_table
+from bench.workspace import Workspace
+from models.teachers import TEACHERS
 
 DEFAULT_OUTPUT_ROOT = Path("runs")
 
@@ -40,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
             "Suites: toy = the toy experiment of the paper's Figures 2-4 (an MLP onto the sphere under every "
             "loss, 1 and 3 clusters; about 2 minutes on 2 CPU cores); smoke = every loss and every protocol on a "
             "tiny synthetic world (CI); full = the whole study on the synthetic world and teacher; tune = its equal "
-            "tuning grid (optimiser x learning rate per loss, val linear probe; then python -m bench.tune); "
+            "tuning grid (optimiser x learning rate per loss, val linear probe; then python -m bench.study.tune); "
             "nuscenes = paper "
             "scale on nuScenes trainval for GPUs (needs --dataroot, --clip-checkpoint, --ood-dataroot). "
             "Examples: python -m bench.run --suite full --only contrastive; "
@@ -143,11 +146,11 @@ _DATA_OPTIONS = {
 """Command-line option -> distill run parameter."""
 
 
-def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+def _apply_overrides(suite: Suite, args: argparse.Namespace, workspace: Workspace) -> list[tuple[str, dict[str, Any]]]:
     """The selected runs of ``suite`` (``--only``, ``--run``) as ``(name, resolved configuration)``, after the
     command line's overrides. Every run of the suite is resolved, hence checked, and named
-    (:func:`name_runs`) before the selection, so that a bad value anywhere is refused before anything runs and a
-    run's name does not depend on the selection."""
+    (:func:`bench.kinds.name_runs`) before the selection, so that a bad value anywhere is refused before anything
+    runs and a run's name does not depend on the selection."""
     steps, only = args.steps, args.only
     data = {key: getattr(args, opt) for opt, key in _DATA_OPTIONS.items() if getattr(args, opt) is not None}
     if "protocols" in data:
@@ -167,7 +170,7 @@ def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, 
             run["steps" if suite.kind == "distill" else "iterations"] = steps
         changed.append(run)
     exact = getattr(args, "run", None)
-    for name, resolved in name_runs(suite.kind, changed, suite.source):
+    for name, resolved in name_runs(suite.kind, changed, suite.source, workspace):
         if (only is None or only in name) and (exact is None or exact == name):
             runs.append((name, resolved))
     if not runs:
@@ -176,257 +179,27 @@ def _apply_overrides(suite: Suite, args: argparse.Namespace) -> list[tuple[str, 
     return runs
 
 
-def name_runs(kind: str, runs: list[dict[str, Any]], source: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """Every run of a suite of kind ``kind`` as ``(name, resolved configuration)``: resolved (:data:`RESOLVERS`:
-    every value checked), then named from the resolved values (:func:`bench.suites.run_names`: a field set to
-    its default value is not varied).
-
-    Raises:
-        ValueError: a bad value (naming the suite file ``source``, the run and the field), or two runs of one
-            resolved configuration (:func:`bench.config.configuration_identity`: loss parameters completed with
-            the loss's defaults), naming both.
-    """
-    resolved = []
-    for i, run in enumerate(runs):
-        try:
-            resolved.append(RESOLVERS[kind](run))
-        except ValueError as exc:
-            loss = f"{run.get('loss')} {run.get('loss_params') or ''}".strip()
-            where = f"{source}: " if source is not None else ""
-            raise ValueError(f"{where}run {i + 1} ({loss}, seed {run.get('seed')}): {exc}") from None
-    try:
-        names = run_names(runs, resolved, [configuration_identity(r) for r in resolved])
-    except ValueError as exc:
-        raise ValueError(f"{source}: {exc}" if source is not None else str(exc)) from None
-    return list(zip(names, resolved, strict=True))
-
-
 EXIT_OK, EXIT_ERROR, EXIT_BUSY = 0, 2, 3
 """Exit codes of ``python -m bench.run``: every run finished; bad input or a failed run; no run failed, but some
 were left to the other process writing them (:class:`bench.results.RunLock`; rerun once it is done)."""
-PARENT_ENV = "BENCH_RUN_PARENT_PID"
-"""Environment variable naming the ``--jobs`` parent of a worker (:func:`die_with_parent`)."""
-
-
-def _job_argv(argv: Sequence[str]) -> list[str]:
-    """The command line of one worker: the parent's options without ``--jobs``, taking runs one at a time."""
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-            continue
-        if token == "--jobs":
-            skip = True
-            continue
-        if token.startswith("--jobs=") or token == "--no-progress":
-            continue
-        out.append(token)
-    return [*out, "--claim-runs", "--no-progress"]
-
-
-def die_with_parent(parent: int) -> None:
-    """End this process when its parent ``parent`` dies (a ``--jobs`` worker: ``kill -9`` of the parent leaves
-    no orphan training). Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a daemon thread polls the parent
-    pid every second. Exits at once when the parent is already gone."""
-    import ctypes
-    import signal
-    import threading
-    import time
-
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(EXIT_ERROR)
-    if not armed:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os._exit(EXIT_ERROR)
-
-        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
-def run_jobs(argv: Sequence[str], out: Path, names: list[str], jobs: int, progress: bool) -> None:
-    """Train the unfinished runs ``names`` with ``jobs`` worker processes (``python -m bench.run ...
-    --claim-runs``), each given ``cores // jobs`` torch threads unless ``OMP_NUM_THREADS`` is set. A worker goes
-    through the suite in order and trains every unfinished run whose lock it can take
-    (:class:`bench.results.RunLock`), so the runs are shared dynamically and a worker's per-process caches (the
-    teacher side of the geometry) serve several runs; a run locked by another worker or by another ``bench.run``
-    is skipped. The lock dies with its holder, so a killed earlier invocation leaves nothing to clean up; the
-    workers die with this process (:func:`die_with_parent`)."""
-    import subprocess
-    import time
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
-    env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
-    env[PARENT_ENV] = str(os.getpid())
-    command = [sys.executable, "-m", "bench.run", *_job_argv(argv)]
-    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(min(jobs, len(names)))]
-    start, reported = time.monotonic(), set()
-    with tqdm(total=len(names), desc=f"{jobs} jobs", disable=not progress) as bar:
-        while True:
-            running = any(w.poll() is None for w in workers)  # before looking: a run finished meanwhile is seen
-            finished = [name for name in names if name not in reported and RunDir(out / name).finished]
-            for name in finished:
-                reported.add(name)
-                bar.update()
-                if not progress:  # a log line per run where there is no bar
-                    minutes = (time.monotonic() - start) / 60
-                    print(f"[{len(reported)}/{len(names)}] {name} finished ({minutes:.1f} min since start)", flush=True)
-            if not running:
-                break
-            time.sleep(0.5)
 
 
 def _busy_message(name: str, holder: str) -> str:
     return f"run {name} is being written by {holder}; left alone (rerun once it is done)"
 
 
-def _resolve_toy(run: dict[str, Any]) -> dict[str, Any]:
-    """The full configuration of a toy run; raises ``ValueError`` (naming the valid choices) on bad values."""
-    from bench.toy.experiment import ToyConfig
-
-    fields = dict(run)
-    if "snapshots" in fields:
-        fields["snapshots"] = tuple(fields["snapshots"])
-    try:
-        return ToyConfig(**fields).resolved()
-    except TypeError as exc:  # unknown or missing parameter names
-        raise ValueError(f"bad toy run parameters: {exc}") from None
-    except KeyError as exc:
-        raise ValueError(exc.args[0]) from None
-
-
-def _execute_toy(
-    resolved: dict[str, Any], run_dir: RunDir, device: torch.device, progress: bool, workers: int = 0
-) -> dict[str, Any]:
-    from bench.toy.experiment import TRAJECTORY_COLUMNS, run_toy
-
-    if run_dir.finished:
-        run_dir.check_config(resolved)
-        return read_json(run_dir.path / "metrics.json")
-    run_dir.start(resolved, device)
-    with tqdm(total=resolved["iterations"], desc=run_dir.path.name, leave=False, disable=not progress) as bar:
-        metrics, trajectory, arrays = run_toy(resolved, device, on_step=lambda _: bar.update())
-    write_csv(run_dir.path / TRAJECTORY_FILE, trajectory, TRAJECTORY_COLUMNS)
-    write_npz(run_dir.path / "snapshots.npz", **arrays)
-    run_dir.finish(metrics)
-    return metrics
-
-
-RESOLVERS = {"toy": _resolve_toy, "distill": resolve_distill}
-EXECUTORS = {"toy": _execute_toy, "distill": execute_distill}
-
-
-MIOU_KEYS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
-_MIOU_HEADS = ("zs", "lin", "fs", "ood")
-
-
-def _miou_cell(metrics: dict[str, Any], key: str) -> str:
-    value = (metrics.get(key) or {}).get("miou")
-    return f"{100 * value:6.1f}" if isinstance(value, (int, float)) else f"{'-':>6}"
-
-
-def _number(value: Any, spec: str) -> str:
-    """``value`` formatted with ``spec``, or a dash when it is missing (e.g. T without labels)."""
-    return format(value, spec) if isinstance(value, (int, float)) else f"{'-':>7}"
-
-
-def results_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """A plain-text table of every run: geometry (U, T, G, structural gap to the 2D side) and mIoUs (%)."""
-    src = "2d" if any(m.get("kind") == "distill" for _, m in rows) else "src"
-    header = f"{'run':<44} {'U':>7} {'T':>7} {'G':>7} {'dU':>7} {'dT':>7} {'S':>7} {'U_' + src:>7} {'T_' + src:>7}"
-    if src == "2d":
-        header += "".join(f" {h:>6}" for h in _MIOU_HEADS)
-    lines = [header, "-" * len(header)]
-    for name, m in rows:
-        g = m["geometry"]
-        signed = ("dU", "dT")
-        line = f"{name:<44}" + "".join(
-            f" {_number(g.get(k), '+7.3f' if k in signed else '7.3f')}"
-            for k in ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
-        )
-        if src == "2d":
-            line += "".join(f" {_miou_cell(m, k)}" for k in MIOU_KEYS)
-        lines.append(line)
-    return "\n".join(lines)
-
-
-SEED_TABLE_KEYS = ("U", "T", "G", "S", *MIOU_KEYS)
-
-
-def seed_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """Mean ± sample standard deviation over seeds of every configuration run with more than one seed.
-
-    Runs are grouped by their name without the ``-s<seed>`` suffix; U, T, G, S from ``geometry``, the mIoUs in %.
-    Returns an empty string when no configuration has several seeds.
-    """
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for name, m in rows:
-        groups.setdefault(name.rsplit("-s", 1)[0], []).append(m)
-    header = f"{'configuration (seeds)':<36}" + "".join(f" {k:>15}" for k in ("U", "T", "G", "S", *_MIOU_HEADS))
-    lines = [header, "-" * len(header)]
-    for config, ms in groups.items():
-        if len(ms) < 2:
-            continue
-        cells = []
-        for key in SEED_TABLE_KEYS:
-            scale = 100.0 if key in MIOU_KEYS else 1.0
-            src = [m.get(key) or {} for m in ms] if key in MIOU_KEYS else [m["geometry"] for m in ms]
-            values = [v.get("miou" if key in MIOU_KEYS else key) for v in src]
-            if any(not isinstance(v, (int, float)) for v in values):
-                cells.append(f"{'-':>15}")
-                continue
-            arr = scale * np.asarray(values, dtype=np.float64)
-            cells.append(f"{arr.mean():8.3f} ± {arr.std(ddof=1):<5.3f}")
-        lines.append(f"{config + f' ({len(ms)})':<36}" + "".join(f" {c:>15}" for c in cells))
-    return "\n".join(lines) if len(lines) > 2 else ""
-
-
-MALLOC_ARENAS = 2
-"""glibc malloc arenas of a ``bench.run`` process (:func:`limit_malloc_arenas`)."""
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX, arenas)``, as ``MALLOC_ARENA_MAX`` would); True if set.
-
-    glibc gives every thread that allocates under contention its own arena, up to 8 per core, and PyTorch's
-    OpenMP threads allocate in every step: with 2 threads the resident memory of a run then grew with the number
-    of scans it read, and did not with 2 arenas or 1 thread (measured on nuScenes-format dataroots of 40 and 160
-    keyframes; docs/data.md#bounded-pools): freed blocks stay scattered over the arenas. Without glibc (macOS,
-    musl) this does nothing.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None or "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX = -8 in glibc's malloc.h
-    except (OSError, AttributeError):
-        return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code: 0 when every run finished, 2 on bad input or a failed run, 3
-    when no run failed but some were left to another process writing them (:data:`EXIT_BUSY`)."""
+    when no run failed but some were left to another process writing them (:data:`EXIT_BUSY`). The process's
+    set-up (teachers, data, caches) is one :class:`bench.workspace.Workspace`, passed to every run; a ``--jobs``
+    worker is a process of its own with its own."""
     limit_malloc_arenas()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    workspace = Workspace()
     try:
         suite = load_suite(args.suite)
-        runs = _apply_overrides(suite, args)  # every run resolved (checked) and named before anything runs
+        runs = _apply_overrides(suite, args, workspace)  # every run resolved (checked) and named before anything runs
         device = torch.device(args.device)
         out = args.out if args.out is not None else DEFAULT_OUTPUT_ROOT / suite.name
         for name, run in runs:  # refuse before anything runs, so that nothing is overwritten
@@ -441,9 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             print("error: --jobs runs separate processes; under torchrun use the ranks instead", file=sys.stderr)
             return EXIT_ERROR
-        return _run_jobs_suite(argv, suite, runs, out, device, args.jobs, not args.no_progress)
+        return _run_jobs_suite(argv, suite, runs, out, device, args.jobs, not args.no_progress, workspace)
     if args.claim_runs and PARENT_ENV in os.environ:
-        die_with_parent(int(os.environ[PARENT_ENV]))
+        die_with_parent(int(os.environ[PARENT_ENV]), EXIT_ERROR)
     device = distributed.init(device)
     world = distributed.world_size()
     too_small = [name for name, run in runs if suite.kind == "distill" and run["batch_size"] < world]
@@ -465,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --workers must be at least 0; got {workers}", file=sys.stderr)
             return 2
         progress = not args.no_progress and distributed.is_main()
-        return _run_suite(suite, runs, out, device, progress, workers, claim_runs=args.claim_runs)
+        return _run_suite(suite, runs, out, device, workspace, progress, workers, claim_runs=args.claim_runs)
     finally:
         distributed.shutdown()
 
@@ -478,9 +251,10 @@ def _run_jobs_suite(
     device: torch.device,
     jobs: int,
     progress: bool,
+    workspace: Workspace,
 ) -> int:
-    """``--jobs``: the unfinished runs trained by worker processes (:func:`run_jobs`), then the table of the
-    finished ones; the exit code names runs that failed and runs left to another process."""
+    """``--jobs``: the unfinished runs trained by worker processes (:func:`bench.jobs.run_jobs`), then the table
+    of the finished ones; the exit code names runs that failed and runs left to another process."""
     todo = [name for name, _ in runs if not RunDir(out / name).finished]
     run_jobs(argv, out, todo, jobs, progress)
     unfinished = [name for name in todo if not RunDir(out / name).finished]
@@ -489,13 +263,14 @@ def _run_jobs_suite(
     runs = [(name, run) for name, run in runs if name not in unfinished]
     code = EXIT_OK
     if runs:  # every run finished: reads them for the table, counting as skipped those finished before
-        code = _run_suite(suite, runs, out, device, False, 0, finished_before=len(runs) - len(todo) + len(unfinished))
+        before = len(runs) - len(todo) + len(unfinished)
+        code = _run_suite(suite, runs, out, device, workspace, False, 0, finished_before=before)
     for name, holder in busy.items():
         print(_busy_message(name, holder), file=sys.stderr)
     if failed:
         print(f"{len(failed)} runs failed (details in their error.txt; rerun the same command to retry them):")
         for name in failed:
-            print(f"  {name}: {out / name / 'error.txt'}")
+            print(f"  {name}: {out / name / ERROR_FILE}")
         return EXIT_ERROR
     return code if code != EXIT_OK else (EXIT_BUSY if busy else EXIT_OK)
 
@@ -523,6 +298,7 @@ def _run_suite(
     runs: list[tuple[str, dict[str, Any]]],
     out: Path,
     device: torch.device,
+    workspace: Workspace,
     progress: bool,
     workers: int = 0,
     claim_runs: bool = False,
@@ -557,7 +333,7 @@ def _run_suite(
                     say(_busy_message(name, holder), file=sys.stderr)
                     busy.append(name)
                 continue
-            metrics = execute(run, run_dir, device, progress, workers)
+            metrics = execute(run, run_dir, device, progress, workers, workspace)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # recorded in the run's folder; the other runs go on

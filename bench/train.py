@@ -5,7 +5,7 @@ One step:
 
 1. draw ``batch_size`` scans of the train split (a generator seeded by ``(seed, step)``, so a resumed run draws
    exactly what an uninterrupted one draws); a ``DataLoader`` reads them ahead in worker processes
-   (:class:`bench.scenes.StepSampler`, :func:`bench.scenes.scene_loader`), so only the scans of the next steps
+   (:class:`bench.data.loader.StepSampler`, :func:`bench.data.loader.scene_loader`), so only the scans of the next steps
    are in memory;
 2. run the student on all their points (voxelised inside, :class:`models.students.PointStudent`);
 3. sample ``N = n_pairs`` point-pixel pairs uniformly, without replacement, over all valid pairs of the batch
@@ -51,9 +51,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench import distributed as dist
 from bench.config import DistillConfig
+from bench.data.loader import SCAN_CACHE, SceneDataset, StepSampler, scene_loader, step_generator
+from bench.data.scene import SceneBatch
+from bench.files import write_bytes
 from bench.probe import GeometrySet
-from bench.results import CONFIG_FILE, RunDir, read_json, without_locations, write_bytes
-from bench.scenes import SCAN_CACHE, SceneBatch, SceneDataset, StepSampler, scene_loader, step_generator
+from bench.results import CONFIG_FILE, RunDir, read_json, without_locations
 from models.losses import LOSS_INPUTS, get_loss, pool_selected_rows
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
@@ -353,7 +355,7 @@ def train_student(
 ) -> tuple[PointStudent, list[dict[str, float]]]:
     """Distil the teacher into a new student; resumes from ``run_path / checkpoint.pt`` when it exists.
 
-    On a CPU, when the run has no augmentation and its train and probe scans fit :data:`bench.scenes.SCAN_CACHE`,
+    On a CPU, when the run has no augmentation and its train and probe scans fit :data:`bench.data.loader.SCAN_CACHE`,
     the student keeps every scan's voxels and kernel maps (``PointStudent.scan_cache``; bit-for-bit the same
     outputs, :mod:`models.students.sparse.scan_maps`), so they are built once per process instead of every step.
 

@@ -27,11 +27,12 @@ sys.path.insert(0, str(REPO))
 
 from bench.config import DistillConfig  # noqa: E402
 from bench.data.classes import IGNORE_INDEX  # noqa: E402
-from bench.distill import _class_names, scene_data  # noqa: E402
-from bench.scenes import ShardSampler, scene_loader  # noqa: E402
+from bench.data.loader import ShardSampler, scene_loader  # noqa: E402
+from bench.data.registry import class_names  # noqa: E402
 from bench.segmentation_loss import segmentation_loss  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
 from bench.train import build_distill_student  # noqa: E402
+from bench.workspace import Workspace  # noqa: E402
 from models.students import point_outputs  # noqa: E402
 
 
@@ -47,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     cpu = torch.device("cpu")
     run = load_suite(args.suite).runs[0]
     cfg = DistillConfig.from_run({k: v for k, v in run.items() if k not in ("kind", "suite")})
-    train = scene_data(cfg, cfg.train_split, None, progress=False).head(args.scans)
+    train = Workspace().scenes(cfg, cfg.train_split, None, progress=False).head(args.scans)
     batches = list(scene_loader(train, ShardSampler(len(train)), 0, cpu))
     torch.manual_seed(0)
     student = build_distill_student(cfg)
     student.network.normalize = False  # as in fine-tuning: the head reads the projection
-    head = torch.nn.Linear(cfg.out_dim, len(_class_names(cfg.dataset)))
+    head = torch.nn.Linear(cfg.out_dim, len(class_names(cfg.dataset)))
     voxels = sum(len(student.voxel_forward(*b.inputs(cpu))[0]) for b in batches)
     points = sum(len(b.labels) for b in batches)
     ways = {

@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.config import DistillConfig, with_overrides  # noqa: E402
-from bench.distill import make_teacher, scene_data  # noqa: E402
-from bench.scenes import SCAN_CACHE, SceneDataset, StepSampler, scene_loader, step_generator  # noqa: E402
+from bench.data.loader import SCAN_CACHE, SceneDataset, StepSampler, scene_loader, step_generator  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
 from bench.train import batch_pairs, batch_regions, build_distill_student, make_optimizer  # noqa: E402
+from bench.workspace import Workspace  # noqa: E402
 from models.losses import LOSS_INPUTS, get_loss  # noqa: E402
 from models.students.minkunet import input_channels  # noqa: E402
 from models.students.sparse import SparseTensor  # noqa: E402
@@ -52,11 +52,12 @@ def profile(
     then the pairs' rows gathered: the step before that change); region losses project the points holding a pair
     (``pairs``) or every point (``all``).
     ``caches``: ``warm`` (the steps' scans were read and voxelised before, as in a run after its first epoch: the
-    scans, their voxels and kernel maps come from the per-process caches, ``bench.scenes.SCAN_CACHE``) or ``off``
+    scans, their voxels and kernel maps come from the per-process caches, ``bench.data.loader.SCAN_CACHE``) or ``off``
     (no cache: every step reads its scans and builds its voxels and maps, the step before those caches)."""
     device = torch.device("cpu")
-    teacher = make_teacher(cfg, device)
-    train = scene_data(cfg, cfg.train_split, teacher, progress=False)
+    workspace = Workspace()
+    teacher = workspace.teacher(cfg, device)
+    train = workspace.scenes(cfg, cfg.train_split, teacher, progress=False)
     capacity = SCAN_CACHE if caches == "warm" else 0
     train = SceneDataset(
         train.dataset, train.crop_radius, train.cache, superpixels=train.superpixels, scan_cache=capacity

@@ -23,13 +23,16 @@ class ScanDataset(ABC):
 
     Attributes:
         name: dataset name (``"nuscenes"``, ``"semantickitti"``, ``"synthetic"``).
-        classes: class names of the label space.
+        classes: class names of the label space (label id -> name).
+        vocabulary: the class-phrase table of the zero-shot classifier (a dataset of
+            ``models/teachers/data/prompts.json``, :func:`models.teachers.base.class_phrases`).
         split: the split the ids come from.
         ids: scan ids in canonical order.
     """
 
     name: str = ""
     classes: tuple[str, ...] = ()
+    vocabulary: str = ""
 
     def __init__(self, split: str, ids: Sequence[str]) -> None:
         self.split = split
@@ -41,13 +44,14 @@ class ScanDataset(ABC):
 
     def load_geometry(self, scan_id: str) -> Scan:
         """The scan ``scan_id`` without its cameras' pixel arrays: points, labels, calibrations and pairings, all
-        that a training or evaluation item reads (:class:`bench.scenes.SceneDataset`). The default loads the whole
+        that a training or evaluation item reads (:class:`bench.data.loader.SceneDataset`). The default loads the whole
         scan; a dataset that stores pixels with the points overrides it to skip reading them."""
         return self.load(scan_id)
 
     @property
     def cache_key(self) -> str:
-        """The key of this dataset's scans in a feature cache (:mod:`bench.features`): scan ids are unique under it."""
+        """The key of this dataset's scans in a feature cache (:mod:`bench.data.features`): scan ids are unique
+        under it."""
         return self.name
 
     def __len__(self) -> int:

@@ -1,7 +1,8 @@
 """Few-shot label subsets (docs/data.md#few-shot-split-files): SLidR's 1% rule, every 100th scene of the train split.
 
 The subsets are written as split files in ``bench/data/splits/`` (one id per line) so that they are fixed,
-reviewable and reported with the results. ``python -m bench.data.fewshot`` regenerates them:
+reviewable and reported with the results. ``python -m bench.data.split_files`` regenerates them
+(:mod:`bench.data.split_files`):
 
 - ``nuscenes_train_1pct.txt``: scene *names* of ``create_splits_scenes()["train"][::100]``; the sample tokens
   of those scenes are resolved at run time from the dataroot (no full dataroot is needed to write the file).
@@ -21,7 +22,6 @@ scenes, nuScenes' train scene names, and SemanticKITTI's train scans (:func:`sem
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,53 +119,3 @@ def read_split_file(name: str) -> list[str]:
         raise FileNotFoundError(f"split file not found: {path}")
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
-
-
-def expected_split_files() -> dict[str, tuple[str, list[str]]]:
-    """File name -> (header comment, ids) of every few-shot split file, computed from the rules above."""
-    from nuscenes.utils.splits import create_splits_scenes
-
-    from bench.data.synthetic.dataset import DEFAULT_SIZES, synthetic_ids
-
-    kitti = semantickitti_train_ids()
-    return {
-        "nuscenes_train_1pct.txt": (
-            "nuScenes 1% subset: every 100th scene of create_splits_scenes()['train'] (scene names)",
-            few_shot_ids(create_splits_scenes(verbose=False)["train"]),
-        ),
-        "semantickitti_train_1pct.txt": (
-            "SemanticKITTI 1% subset: every 100th scan of sequences 00-07, 09, 10 (SS/NNNNNN)",
-            few_shot_ids(kitti),
-        ),
-        "synthetic_train_1pct.txt": (
-            f"synthetic world 1% subset: every 100th scene of the {DEFAULT_SIZES['train']}-scene train split",
-            few_shot_ids(synthetic_ids("nuscenes", "train", DEFAULT_SIZES["train"])),
-        ),
-    }
-
-
-def write_split_files(folder: Path = SPLITS_DIR) -> list[Path]:
-    """Write every few-shot split file into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (header, ids) in expected_split_files().items():
-        path = folder / name
-        path.write_text(f"# {header}; written by python -m bench.data.fewshot\n" + "\n".join(ids) + "\n")
-        written.append(path)
-    return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.data.fewshot", description="Regenerate the 1% few-shot split files."
-    )
-    parser.add_argument("--out", type=Path, default=SPLITS_DIR, help="output folder (default: bench/data/splits)")
-    args = parser.parse_args(argv)
-    for path in write_split_files(args.out):
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

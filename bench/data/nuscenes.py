@@ -41,6 +41,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +59,7 @@ from bench.data.classes import NUSCENES_CLASSES, nuscenes_fine_to_coarse_lut
 from bench.data.fewshot import FEW_SHOT_EVERY, few_shot_ids, few_shot_subset, read_split_file, subset_ids
 from bench.data.io import read_image, read_labels, read_points_bin
 from bench.data.scan import CameraCalibration, CameraView, Projection, Scan, project_camera_points, project_points
+from bench.files import write_npz
 
 NUSCENES_CAMERAS: tuple[str, ...] = (
     "CAM_FRONT",
@@ -164,7 +168,7 @@ class NuScenesIndex:
     @classmethod
     def build(cls, dataroot: Path, version: str) -> NuScenesIndex:
         """Read the tables with the devkit (once) and keep the keyframes' records."""
-        from nuscenes.nuscenes import NuScenes
+        from nuscenes.nuscenes import NuScenes  # the devkit class pulls matplotlib and cv2: only where tables are read
 
         nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
         has_labels = hasattr(nusc, "lidarseg") and len(nusc.lidarseg) > 0
@@ -212,11 +216,7 @@ class NuScenesIndex:
         """Write the index as an uncompressed ``.npz`` (atomically: temporary file, then rename)."""
         arrays = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "fine_to_coarse"}
         lut = self.fine_to_coarse if self.fine_to_coarse is not None else np.zeros(0, dtype=np.int64)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, fine_to_coarse=lut, **arrays)
-        os.replace(tmp, path)
+        write_npz(path, compressed=False, fine_to_coarse=lut, **arrays)
 
     @classmethod
     def read(cls, path: Path) -> NuScenesIndex:
@@ -251,10 +251,6 @@ def _build_in_child(dataroot: Path, version: str, path: Path) -> None:
     in this process, with a :class:`RuntimeWarning` that names the child's error and the memory cost (a
     deterministic error, such as a malformed table, is then raised here with its message).
     """
-    import subprocess
-    import sys
-    import warnings
-
     package_root = str(Path(__file__).resolve().parents[2])
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
     done = subprocess.run(
@@ -347,6 +343,7 @@ class NuScenesDataset(ScanDataset):
 
     name = "nuscenes"
     classes = NUSCENES_CLASSES
+    vocabulary = "nuscenes"
 
     def __init__(
         self,

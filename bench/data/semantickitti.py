@@ -81,6 +81,7 @@ class SemanticKITTIDataset(ScanDataset):
 
     name = "semantickitti"
     classes = SEMANTICKITTI_CLASSES
+    vocabulary = "semantickitti"
 
     def __init__(
         self,

@@ -25,7 +25,10 @@ from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.data.classes import IGNORE_INDEX  # noqa: E402
+from bench.data.nuscenes import NuScenesDataset  # noqa: E402
 from bench.data.scan import Scan  # noqa: E402
+from bench.data.semantickitti import SemanticKITTIDataset  # noqa: E402
+from bench.data.synthetic import generate_scene  # noqa: E402
 
 NUSCENES_COLOURS: dict[str, tuple[int, int, int]] = {
     "barrier": (112, 128, 144),
@@ -142,16 +145,10 @@ def save_figure(fig: plt.Figure, path: str | Path, max_bytes: int = 1_000_000) -
 
 def _load(args: argparse.Namespace) -> Scan:
     if args.dataset == "synthetic":
-        from bench.data.synthetic import generate_scene
-
         return generate_scene(args.seed, args.variant)
     if args.dataset == "nuscenes":
-        from bench.data.nuscenes import NuScenesDataset
-
         ds = NuScenesDataset(args.dataroot, split=args.split, version=args.version)
         return ds.load(args.token) if args.token else ds[args.index]
-    from bench.data.semantickitti import SemanticKITTIDataset
-
     ds = SemanticKITTIDataset(args.root, split=args.split)
     return ds.load(args.scan) if args.scan else ds[args.index]
 

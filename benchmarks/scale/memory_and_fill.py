@@ -145,8 +145,8 @@ def memory(args: argparse.Namespace, work: Path) -> list[dict]:
 
 
 def fill_rate(args: argparse.Namespace, work: Path) -> list[dict]:
+    from bench.data.features import FeatureCache
     from bench.data.nuscenes import NuScenesDataset
-    from bench.features import FeatureCache
     from models.teachers.clip import CLIPTeacher
 
     root = make_dataroot(work, args.fill_keyframes, args.fill_keyframes, (1600, 900))

@@ -4,7 +4,6 @@ from models.teachers.base import (
     CameraInput,
     ScanInput,
     Teacher,
-    build_teacher,
     class_phrases,
     prompt_templates,
     sample,
@@ -12,10 +11,12 @@ from models.teachers.base import (
     zero_shot_classifier,
     zero_shot_predict,
 )
+from models.teachers.factory import TEACHERS, build_teacher
 
 __all__ = [
     "CameraInput",
     "ScanInput",
+    "TEACHERS",
     "Teacher",
     "build_teacher",
     "class_phrases",

@@ -286,23 +286,3 @@ def zero_shot_classifier(
 def zero_shot_predict(features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """Class per row: ``argmax_c normalize(f) . e_c`` (docs/method.md#zero-shot)."""
     return (F.normalize(features.float(), dim=-1) @ classifier.float().T).argmax(dim=-1)
-
-
-def build_teacher(name: str, device: torch.device | str = "cpu", **options: Any) -> Teacher:
-    """Build a teacher by name.
-
-    Args:
-        name: ``"synthetic"`` (options: ``params_file``) or ``"clip"`` (options of
-            :class:`~models.teachers.clip.CLIPTeacher`: ``arch``, ``checkpoint``, ``image_size``, ...).
-        device: where the teacher computes.
-    """
-    device = torch.device(device)
-    if name == "synthetic":
-        from models.teachers.synthetic import SyntheticTeacher
-
-        return SyntheticTeacher.from_file(device=device, **options)
-    if name == "clip":
-        from models.teachers.clip import CLIPTeacher
-
-        return CLIPTeacher(device=device, **options)
-    raise ValueError(f"unknown teacher {name!r}; known teachers: synthetic, clip")

@@ -29,7 +29,7 @@ Text: a prompt ``q`` built from a phrase of class ``c`` embeds as
 shared by every template: a bias ensembling cannot remove) and ``nu ~ N(0, I/D)`` (per prompt).
 
 Only ``beta`` (``common``) and ``sigma`` (``noise``) are calibrated, by the benchmark's
-``python -m bench.teacher_calibration`` (it needs the synthetic world, so it lives in ``bench``), so that a
+``python -m bench.study.teacher_calibration`` (it needs the synthetic world, so it lives in ``bench``), so that a
 class-balanced sample of paired pixel features measures the paper's CLIP values ``U = 1.54``, ``T = 0.73``
 (docs/method.md#the-papers-claims); every other number is a documented choice in :class:`SyntheticTeacherParams`,
 stored with the calibrated ones in ``data/synthetic_teacher.json``.
@@ -171,7 +171,7 @@ def load_params(path: str | Path | None = None) -> SyntheticTeacherParams:
     path = default_params_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"synthetic teacher parameters not found: {path} (run python -m bench.teacher_calibration)"
+            f"synthetic teacher parameters not found: {path} (run python -m bench.study.teacher_calibration)"
         )
     return SyntheticTeacherParams.from_dict(json.loads(path.read_text()))
 

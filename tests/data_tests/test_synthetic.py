@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
-from bench.data.fewshot import expected_split_files, read_split_file
+from bench.data.fewshot import read_split_file
 from bench.data.scan import project_points
+from bench.data.split_files import expected_split_files
 from bench.data.synthetic import SyntheticDataset, generate_scene
 
 

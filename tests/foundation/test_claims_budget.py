@@ -119,11 +119,11 @@ def _run(loss: str, params: dict, seed: int, steps: int, **override: float) -> R
     return Run(Path(f"/runs/s/{loss}-{steps}-s{seed}"), config, _metrics(loss, params, seed, steps, **override))
 
 
-# --- the rule's constants are bench.doubling's -------------------------------------------------------------------
+# --- the rule's constants are bench.study.doubling's ------------------------------------------------------------
 
 
 def test_doubling_constants_are_bench_doublings():
-    from bench import doubling
+    from bench.study import doubling
 
     assert budgets.MAX_MIOU_CHANGE == doubling.MAX_MIOU_CHANGE == 0.01
     assert budgets.MAX_GEOMETRY_CHANGE == doubling.MAX_GEOMETRY_CHANGE == 0.05
@@ -132,7 +132,7 @@ def test_doubling_constants_are_bench_doublings():
 
 
 def test_edge_selections_are_bench_tunes(tmp_path):
-    from bench import tune
+    from bench.study import tune
 
     result = json.loads(_recipes(tmp_path / "recipes.json").read_text())
     assert (

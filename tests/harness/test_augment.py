@@ -1,4 +1,4 @@
-"""SLidR's augmentations (bench/augment.py): the point-pixel pairing stays exact under every transform, the
+"""SLidR's augmentations (bench/data/augment.py): the point-pixel pairing stays exact under every transform, the
 teacher features of the surviving pairs are the cached ones at their original pixels, determinism, identity."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.augment import Augmentation, AugmentedScene, augment, scene_seed
+from bench.data.augment import Augmentation, AugmentedScene, augment, scene_seed
 from bench.data.scan import project_points
+from bench.data.scene import Scene, crop_scan
 from bench.data.synthetic import VARIANTS, generate_scene
-from bench.scenes import Scene, crop_scan
 
 OFF = Augmentation.off()
 SEEDS = range(8)

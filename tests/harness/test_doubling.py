@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.doubling import chain, compare, main
+from bench.study.doubling import chain, compare, main
 
 
 def _run(folder, name, steps, miou, u, t, lr=0.5, loss="similarity"):

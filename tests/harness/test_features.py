@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.data.features import FeatureCache, main, text_embeddings
 from bench.data.synthetic import SyntheticDataset
-from bench.features import STALE_TEMPORARY_SECONDS, FeatureCache, main, text_embeddings
+from bench.files import STALE_TEMPORARY_SECONDS
 from models.teachers import build_teacher
 from models.teachers.base import zero_shot_classifier
 
@@ -113,7 +114,7 @@ def test_cli_fills_and_resumes(tmp_path, scenes, capsys):
 
 
 def test_cli_help_and_clip_needs_a_checkpoint(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench.features", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "bench.data.features", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--clip-checkpoint" in out.stdout and "resumes" in out.stdout
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path), "--teacher", "clip"])

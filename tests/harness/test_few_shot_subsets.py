@@ -24,14 +24,15 @@ from bench.data.fewshot import (
     semantickitti_train_ids,
 )
 from bench.data.nuscenes import split_scene_names
+from bench.data.registry import open_dataset
 from bench.data.semantickitti import SemanticKITTIDataset
 from bench.data.synthetic import SyntheticDataset
 from bench.data.synthetic.dataset import synthetic_ids
-from bench.distill import combine_scores, few_shot_scores, mean_interval, scene_data
+from bench.distill import combine_scores, few_shot_scores, mean_interval
 from bench.evaluate import fine_tune
 from bench.results import RunDir
-from bench.scenes import open_dataset
 from bench.train import build_distill_student
+from bench.workspace import Workspace
 
 from .conftest import TINY_DEFAULTS
 
@@ -154,10 +155,11 @@ def _tiny(tmp_path, **overrides) -> DistillConfig:
 def test_one_subset_is_the_plain_fine_tuning_of_the_one_percent_split(tmp_path):
     cfg = _tiny(tmp_path)
     student = build_distill_student(cfg)
-    evaluation = scene_data(cfg, cfg.eval_split, None, False)
+    workspace = Workspace()
+    evaluation = workspace.scenes(cfg, cfg.eval_split, None, False)
     classes = [f"c{i}" for i in range(16)]
-    got = few_shot_scores(student, cfg, evaluation, classes, torch.device("cpu"))
-    few = scene_data(cfg, "train_1pct", None, False)
+    got = few_shot_scores(workspace, student, cfg, evaluation, classes, torch.device("cpu"))
+    few = workspace.scenes(cfg, "train_1pct", None, False)
     direct = fine_tune(student, few, evaluation, classes, cfg, torch.device("cpu"))
     assert set(got) == FINE_TUNE_KEYS | {"train_scans"} and got["train_scans"] == len(few) == 2
     assert got["miou"] == pytest.approx(direct["miou"], abs=1e-9) and got["points"] == direct["points"]

@@ -1,4 +1,4 @@
-"""The few-shot protocol's selection on val (``bench.few_shot_tune``): grid files, the criterion, the CLI."""
+"""The few-shot protocol's selection on val (``bench.study.few_shot_tune``): grid files, the criterion, the CLI."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 import yaml
 
-import bench.few_shot_tune as few_shot_tune
-from bench.few_shot_tune import Grid, load_grid, main, markdown_table, option_label, select
+import bench.study.few_shot_tune as few_shot_tune
 from bench.results import write_json
+from bench.study.few_shot_tune import Grid, load_grid, main, markdown_table, option_label, select
 
 OPTIONS = ({"ft_lr": 0.05}, {"ft_lr": 0.02, "ft_warmup": 0.1}, {"ft_lr": 0.01})
 MIOU = {  # (option, student) -> (few_shot, few_shot_ood)

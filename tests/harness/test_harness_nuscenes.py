@@ -11,10 +11,10 @@ import torch
 
 from bench.data.fewshot import read_split_file
 from bench.data.nuscenes import HOLDOUT_EVERY, HOLDOUT_OFFSET, NuScenesDataset, split_scene_names
+from bench.data.registry import open_dataset
 from bench.data.synthetic import VARIANTS
 from bench.data.synthetic.nuscenes_format import write_nuscenes_dataroot
 from bench.run import main
-from bench.scenes import open_dataset
 from models.teachers.clip import CLIPTeacher
 
 from .conftest import write_suite

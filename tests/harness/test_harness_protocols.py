@@ -14,12 +14,12 @@ from torch import nn
 
 from bench.data.base import ScanDataset
 from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
+from bench.data.features import FeatureCache
+from bench.data.loader import SceneDataset
 from bench.data.scan import Scan
 from bench.evaluate import fine_tune, linear_probe, zero_shot
-from bench.features import FeatureCache
 from bench.probe import GeometrySet
 from bench.run import main
-from bench.scenes import SceneDataset
 from bench.train import make_optimizer
 from models.teachers import build_teacher
 
@@ -66,7 +66,7 @@ def test_geometry_set_holds_the_teachers_features_of_its_points(synthetic_scene,
     # the scene keeps float16 patch grids: equal to the teacher's float32 features up to float16 rounding
     torch.testing.assert_close(geo.q2d, torch.stack(expected), atol=2e-3, rtol=1e-2)
     # the geometry with the teacher side memoised equals a fresh computation, on the first and a later call
-    from bench import probe
+    from bench.probe import TeacherSides
     from geomstruct.metrics import geometry
     from geomstruct.structure import MKNN_QUERIES, structure
 
@@ -74,9 +74,9 @@ def test_geometry_set_holds_the_teachers_features_of_its_points(synthetic_scene,
         torch.randn(len(geo.labels), geo.q2d.shape[1], generator=torch.Generator().manual_seed(0)), dim=1
     )
     fresh = {**geometry(k3d, geo.q2d, geo.labels), **structure(k3d, geo.q2d, mknn_queries=MKNN_QUERIES, seed=geo.seed)}
-    probe._TEACHER_SIDE.clear()
+    geo.sides = TeacherSides()
     assert geo.geometry(k3d) == fresh
-    assert len(probe._TEACHER_SIDE) == 1 and geo.geometry(k3d) == fresh
+    assert len(geo.sides) == 1 and geo.geometry(k3d) == fresh
 
 
 class Oracle(nn.Module):

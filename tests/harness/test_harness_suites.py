@@ -86,7 +86,7 @@ def test_doubling_suite_pairs_every_selected_tuning_run(tmp_path):
     import json
     import shutil
 
-    from bench.doubling import _identity
+    from bench.study.doubling import _identity
     from bench.suites import SUITE_DIR, recipe_key
 
     tune = load_suite("tune").runs

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench.data.classes import IGNORE_INDEX
+from bench.data.scene import Scene, crop_scan
 from bench.evaluate import confusion_matrix, miou
-from bench.scenes import Scene, crop_scan
 from bench.train import cosine_factor, sample_pairs, step_generator, warmup_cosine_factor
 
 CLASSES = ("a", "b", "c", "d")
@@ -135,7 +135,7 @@ def test_optimisation_step_clips_the_global_gradient_norm(clip, expected):
 
 
 def test_seed_table_mean_and_std_over_seeds():
-    from bench.run import seed_table
+    from bench.tables import seed_table
 
     def metrics(u, zs):
         geo = {"U": u, "T": 0.5, "G": 1.0, "S": 0.2}

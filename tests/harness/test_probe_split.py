@@ -9,6 +9,7 @@ import torch
 import bench.distill as distill
 from bench.config import DistillConfig
 from bench.results import RunDir, write_json
+from bench.workspace import Workspace
 
 from .conftest import TINY_DEFAULTS
 
@@ -29,7 +30,7 @@ def test_the_probe_is_drawn_from_probe_split(tmp_path, monkeypatch, probe_split,
     monkeypatch.setattr(distill.GeometrySet, "draw", staticmethod(draw))
     with pytest.raises(_Drawn) as drawn:
         distill.run_distill(cfg, None, torch.device("cpu"), progress=False)
-    split_ids = distill.scene_data(cfg, expected, None, False).ids
+    split_ids = Workspace().scenes(cfg, expected, None, False).ids
     assert drawn.value.args[0] == list(split_ids[: cfg.probe_scenes])
 
 

@@ -12,10 +12,12 @@ import yaml
 
 from bench.config import DistillConfig
 from bench.data.classes import NUSCENES_CLASSES
+from bench.data.features import text_embeddings
+from bench.data.loader import SceneDataset
+from bench.data.registry import open_dataset
 from bench.evaluate import confusion_matrix, miou
-from bench.features import text_embeddings
-from bench.reference import main, supervised_ceiling, teacher_zero_shot
-from bench.scenes import SceneDataset, open_dataset
+from bench.study.reference import main, supervised_ceiling, teacher_zero_shot
+from bench.workspace import Workspace
 from models.teachers import build_teacher
 from models.teachers.base import sample, zero_shot_predict
 
@@ -30,7 +32,7 @@ def _config(tmp_path, **overrides) -> DistillConfig:
 
 def test_teacher_zero_shot_equals_a_direct_recomputation(tmp_path):
     cfg = _config(tmp_path)
-    got = teacher_zero_shot(cfg, torch.device("cpu"))
+    got = teacher_zero_shot(Workspace(), cfg, torch.device("cpu"))
     teacher = build_teacher("synthetic")
     text = text_embeddings(teacher, "nuscenes", tmp_path / "features")
     data = open_dataset("synthetic", "val", cfg.dataroot, sizes={"train": 3, "val": 1}, progress=False)
@@ -50,7 +52,7 @@ def test_teacher_zero_shot_equals_a_direct_recomputation(tmp_path):
 
 def test_ceiling_trains_on_every_train_scan(tmp_path):
     cfg = _config(tmp_path)
-    out = supervised_ceiling(cfg, steps=3, batch_size=2, lr=0.05, device=torch.device("cpu"))
+    out = supervised_ceiling(Workspace(), cfg, steps=3, batch_size=2, lr=0.05, device=torch.device("cpu"))
     assert out["train_scans"] == 3 and out["steps"] == 3 and 0.0 <= out["miou"] <= 1.0
     assert set(out["per_class"]) == set(NUSCENES_CLASSES)
 

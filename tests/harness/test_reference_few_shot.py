@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.reference import ROWS, main
+from bench.study.reference import ROWS, main
 from geomstruct.tables import load_references, write_references
 
 from .conftest import TINY_DEFAULTS

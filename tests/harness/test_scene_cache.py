@@ -1,4 +1,4 @@
-"""The per-process cache of cropped scans in :class:`bench.scenes.SceneDataset`: equal items, bounded, shared
+"""The per-process cache of cropped scans in :class:`bench.data.loader.SceneDataset`: equal items, bounded, shared
 by views, read-only, not sent to DataLoader workers."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from bench.data.base import ScanDataset
 from bench.data.classes import NUSCENES_CLASSES
+from bench.data.loader import SceneDataset
 from bench.data.scan import Scan
-from bench.scenes import SceneDataset
 
 
 class Counting(ScanDataset):

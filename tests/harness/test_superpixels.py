@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.synthetic import SyntheticDataset
-from bench.features import FeatureCache
-from bench.scenes import SceneDataset, collate_scenes
-from bench.superpixels import (
+from bench.data.features import FeatureCache
+from bench.data.loader import SceneDataset
+from bench.data.scene import collate_scenes
+from bench.data.superpixels import (
     SlicSettings,
     SuperpixelCache,
     main,
@@ -21,6 +21,7 @@ from bench.superpixels import (
     scene_regions,
     segment_image,
 )
+from bench.data.synthetic import SyntheticDataset
 from bench.train import batch_regions
 from models.losses import slidr, st_slidr
 from models.students import build_student
@@ -194,7 +195,7 @@ def test_trainer_pools_the_students_voxel_rows_like_its_point_rows(world, loss):
 def test_scene_regions_are_kept_per_scan_unless_augmented(world):
     """Un-augmented items reuse the scan's regions (the same read-only arrays, equal to a fresh computation);
     augmented items and a dataset without a scan cache compute their own."""
-    from bench.augment import Augmentation
+    from bench.data.augment import Augmentation
 
     data, features, superpixels = world
     scenes = SceneDataset(data, 10.0, features).with_superpixels(superpixels)

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from bench.config import FIELD_RANGES, STUDENT_OVERRIDE_RANGES, DistillConfig, clip_embed_dim
-from bench.run import main, name_runs
+from bench.kinds import name_runs
+from bench.run import main
 from bench.suites import NAMED_KEYS, available_suites, load_suite, run_name
 from models.losses import LOSSES, PARAMETER_RANGES, parameter_errors
 from models.students.minkunet import MinkUNetConfig

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
+from bench.study.tune import edge_selections, main, markdown_table, select
 from bench.suites import load_suite, recipe_key, run_names
-from bench.tune import edge_selections, main, markdown_table, select
 
 GRID = {
     "loss": ["similarity", {"name": "contrastive", "params": {"tau": 0.07}}],

@@ -1,5 +1,5 @@
 """The synthetic teacher: geometry of its prototypes, determinism, the CPU/device split, blur, text embeddings,
-calibration (:mod:`bench.teacher_calibration`)."""
+calibration (:mod:`bench.study.teacher_calibration`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
-from bench.teacher_calibration import fit, measure, paired_components, sample_balanced_features, zero_shot_miou
+from bench.study.teacher_calibration import fit, measure, paired_components, sample_balanced_features, zero_shot_miou
 from geomstruct.metrics import tolerance, uniformity
 from models.teachers import build_teacher, zero_shot_classifier
 from models.teachers.base import SingleCameraScan

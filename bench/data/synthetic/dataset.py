@@ -15,8 +15,6 @@ then rename).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from bench.data.classes import NUSCENES_CLASSES
 from bench.data.fewshot import few_shot_ids, few_shot_subset, subset_ids
 from bench.data.scan import CameraView, Scan, project_points
 from bench.data.synthetic.generate import VARIANTS, SyntheticConfig, generate_scene
-from bench.results import file_mode
+from bench.files import write_npz
 
 GENERATOR_VERSION = 1
 """Bump when the generator's output changes for the same parameters."""
@@ -63,6 +61,7 @@ class SyntheticDataset(ScanDataset):
 
     name = "synthetic"
     classes = NUSCENES_CLASSES
+    vocabulary = "nuscenes"
 
     def __init__(
         self,
@@ -120,22 +119,14 @@ class SyntheticDataset(ScanDataset):
 
 def save_scan(scan: Scan, path: Path) -> None:
     """Write a synthetic scan atomically as a compressed ``.npz``, with the mode ``open()`` would give it
-    (:func:`bench.results.file_mode`: readable by others under the usual umask, like every file of the harness)."""
+    (:func:`bench.files.write_bytes`: readable by others under the usual umask, like every file of the harness)."""
     arrays: dict[str, np.ndarray] = {"points": scan.points, "labels": scan.labels.astype(np.uint8)}
     for k, cam in enumerate(scan.cameras):
         arrays[f"image_{k}"] = cam.image
         arrays[f"class_map_{k}"] = cam.class_map
         arrays[f"instance_map_{k}"] = cam.instance_map.astype(np.uint16)
         arrays[f"depth_{k}"] = cam.depth.astype(np.float16)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-            os.fchmod(handle.fileno(), file_mode())  # mkstemp's 0600 -> what open() gives under the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_npz(path, **arrays)
 
 
 def load_scan(path: Path, config: SyntheticConfig, pixels: bool = True) -> Scan:

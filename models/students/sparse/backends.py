@@ -82,11 +82,11 @@ def get_backend(name: str) -> SparseBackend:
     if name == "torch":
         return TorchBackend()
     if name == "spconv":
-        from .spconv_backend import SpconvBackend
+        from .spconv_backend import SpconvBackend  # imports the optional spconv package at its top: only when chosen
 
         return SpconvBackend()
     if name == "torchsparse":
-        from .torchsparse_backend import TorchsparseBackend
+        from .torchsparse_backend import TorchsparseBackend  # imports the optional torchsparse: only when chosen
 
         return TorchsparseBackend()
     raise ValueError(f"unknown sparse backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,4 +1,4 @@
-"""SLidR's data augmentations on a :class:`~bench.scenes.Scene`, seeded, pure, and exact on the point-pixel pairing.
+"""SLidR's data augmentations on a :class:`~bench.data.scene.Scene`, seeded, pure, and exact on the point-pixel pairing.
 
 SLidR (Sautier et al., CVPR 2022; code ``github.com/valeoai/SLidR``) augments every training sample after the
 pairing was computed (``pretrain/dataloader_nuscenes.py``, ``NuScenesMatchDataset.__getitem__``): first the cloud
@@ -36,7 +36,7 @@ SLidR's value. :func:`augment` applies them in SLidR's order:
 
 Teacher features (an approximation of SLidR). SLidR runs its 2D network on the augmented (cropped, resized,
 flipped) image. Here the teacher's features come from a cache of patch grids of the *uncropped, unflipped*
-images (:class:`bench.features.FeatureCache`), so the augmented scene keeps, for every surviving pair, its pixel
+images (:class:`bench.data.features.FeatureCache`), so the augmented scene keeps, for every surviving pair, its pixel
 in the ORIGINAL image: ``pairs`` stays ``(point index, camera, row, col)`` with ``(row, col)`` the original pixel
 and ``image_sizes`` the original sizes, and :meth:`Scene.pair_features` reads MaskCLIP's (bilinear) features of
 the uncropped image at the pixel the pair had before the crop. The crop and the flip therefore decide WHICH pairs
@@ -60,7 +60,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from bench.scenes import Scene
+from bench.data.scene import Scene
 from models.teachers.base import stable_hash
 
 
@@ -168,7 +168,7 @@ class AugmentRecord:
 
 @dataclass(kw_only=True)
 class AugmentedScene(Scene):
-    """A :class:`~bench.scenes.Scene` after :func:`augment`: the Scene fields keep their meaning (``pairs`` in
+    """A :class:`~bench.data.scene.Scene` after :func:`augment`: the Scene fields keep their meaning (``pairs`` in
     original-image pixels, ``image_sizes`` and ``grids`` of the uncropped images, so :meth:`pair_features` reads
     the cached teacher), plus :attr:`augmentation`, the record of what was done."""
 

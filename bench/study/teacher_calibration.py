@@ -19,9 +19,9 @@ deterministic, so re-running it reproduces the committed parameters (``--check``
 
 Usage::
 
-    python -m bench.teacher_calibration            # fit and write models/teachers/data/synthetic_teacher.json
-    python -m bench.teacher_calibration --check    # fit again and compare with the committed file
-    python -m bench.teacher_calibration --report   # U, T for seeds 1 2 3 and zero-shot mIoU per class
+    python -m bench.study.teacher_calibration            # fit and write models/teachers/data/synthetic_teacher.json
+    python -m bench.study.teacher_calibration --check    # fit again and compare with the committed file
+    python -m bench.study.teacher_calibration --report   # U, T for seeds 1 2 3 and zero-shot mIoU per class
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from models.teachers.synthetic import (
     load_params,
 )
 
-SCRIPT = "python -m bench.teacher_calibration"
+SCRIPT = "python -m bench.study.teacher_calibration"
 """The command that writes the parameter file (recorded as its ``calibration.script``)."""
 
 CALIBRATION_SEED = 0

@@ -2,7 +2,7 @@
 
 A grid file (``bench/suites/few_shot/grid.yaml``), fixed before any of its runs, lists ``options``: downstream
 fields (``ft_*``, ``seg_*``) to set, and ``defaults``: fields every evaluation takes (the val splits). The
-students are the selected runs of a recipes file (:mod:`bench.tune`: one trained, seed-0 student per loss
+students are the selected runs of a recipes file (:mod:`bench.study.tune`: one trained, seed-0 student per loss
 configuration, from the tuning folder). Each student is fine-tuned under every option, in distribution (its
 dataset's 1% split, scored on ``eval_split``) and out of it (the OOD dataset's 1% split, scored on
 ``ood_eval_split``), exactly as the full suite's ``few_shot`` and ``few_shot_ood`` protocols do
@@ -16,8 +16,8 @@ saved in the work folder as soon as it ends, so an interrupted selection resumes
 
 CLI::
 
-    python -m bench.few_shot_tune --grid bench/suites/few_shot/grid.yaml --runs runs/tune \\
-        --recipes bench/suites/recipes.json --out bench/suites/few_shot/protocol.json
+    python -m bench.study.few_shot_tune --grid bench/suites/few_shot/grid.yaml --runs runs/tune \\
+        --recipes bench/suites/recipes.json --out study/results/few_shot/protocol.json
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ import yaml
 from tqdm import tqdm
 
 from bench.config import DistillConfig
-from bench.results import write_json
+from bench.data.registry import class_names
+from bench.evaluate import fine_tune
+from bench.files import read_json, write_json
+from bench.results import RunDir, finished_runs
+from bench.train import CHECKPOINT_FILE, build_distill_student, load_checkpoint
+from bench.workspace import Workspace
 
 CRITERION = "mean over configurations of (few_shot + few_shot_ood) / 2 mIoU on val, higher is better; ties: first"
 PROTOCOLS = ("few_shot", "few_shot_ood")
@@ -98,12 +103,13 @@ def selected_students(recipes: Path, runs_dir: Path) -> list[tuple[str, Path]]:
         ValueError: the recipes file is missing, or a selected run has not finished in ``runs_dir``.
     """
     if not recipes.is_file():
-        raise ValueError(f"recipes file {recipes} does not exist: run `python -m bench.tune` first")
-    selected = json.loads(recipes.read_text())["selected"]
+        raise ValueError(f"recipes file {recipes} does not exist: run `python -m bench.study.tune` first")
+    selected = read_json(recipes)["selected"]
+    finished = finished_runs(runs_dir, [chosen["run"] for chosen in selected.values()])
     students = []
     for configuration, chosen in selected.items():
         folder = runs_dir / chosen["run"]
-        if not (folder / "metrics.json").is_file() or not (folder / "checkpoint.pt").is_file():
+        if chosen["run"] not in finished or not (folder / CHECKPOINT_FILE).is_file():
             raise ValueError(
                 f"{folder}: the selected run of {configuration} has not finished (no metrics.json or checkpoint.pt)"
             )
@@ -113,30 +119,28 @@ def selected_students(recipes: Path, runs_dir: Path) -> list[tuple[str, Path]]:
 
 def student_config(folder: Path, grid: Grid, option: dict[str, Any]) -> DistillConfig:
     """The run's configuration (``config.json``) with the grid's defaults, then the option, set."""
-    stored = json.loads((folder / "config.json").read_text())
+    stored = dict(RunDir(folder).read().config or {})
     stored.pop("kind", None)
     return DistillConfig.from_run({**stored, **grid.defaults, **option})
 
 
-def evaluate(folder: Path, cfg: DistillConfig, device: torch.device, workers: int = 0) -> dict[str, Any]:
+def evaluate(
+    workspace: Workspace, folder: Path, cfg: DistillConfig, device: torch.device, workers: int = 0
+) -> dict[str, Any]:
     """The few-shot and OOD few-shot results of the run's trained student under ``cfg``."""
-    from bench.distill import _class_names, scene_data
-    from bench.evaluate import fine_tune
-    from bench.train import build_distill_student, load_checkpoint
-
-    state = load_checkpoint(folder / "checkpoint.pt")
+    state = load_checkpoint(folder / CHECKPOINT_FILE)
     if state is None or int(state["step"]) != cfg.steps:
         raise ValueError(f"{folder}/checkpoint.pt is not the run's final checkpoint (step {cfg.steps})")
     student = build_distill_student(cfg)
     student.load_state_dict(state["student"])
-    few = scene_data(cfg, "train_1pct", None, False)
-    evaluation = scene_data(cfg, cfg.eval_split, None, False).head(cfg.eval_scenes)
-    few_ood = scene_data(cfg, "train_1pct", None, False, ood=True)
-    eval_ood = scene_data(cfg, cfg.ood_eval_split, None, False, ood=True)
+    few = workspace.scenes(cfg, "train_1pct", None, False)
+    evaluation = workspace.scenes(cfg, cfg.eval_split, None, False).head(cfg.eval_scenes)
+    few_ood = workspace.scenes(cfg, "train_1pct", None, False, ood=True)
+    eval_ood = workspace.scenes(cfg, cfg.ood_eval_split, None, False, ood=True)
     return {
-        "few_shot": fine_tune(student, few, evaluation, _class_names(cfg.dataset), cfg, device, False, workers),
+        "few_shot": fine_tune(student, few, evaluation, class_names(cfg.dataset), cfg, device, False, workers),
         "few_shot_ood": fine_tune(
-            student, few_ood, eval_ood, _class_names(cfg.ood_dataset), cfg, device, False, workers
+            student, few_ood, eval_ood, class_names(cfg.ood_dataset), cfg, device, False, workers
         ),
     }
 
@@ -156,10 +160,11 @@ def run_grid(
         for configuration, folder in students
         if not (work / option_label(option) / f"{folder.name}.json").is_file()
     ]
+    workspace = Workspace()
     for option, configuration, folder in tqdm(pending, desc="few-shot protocols", disable=not progress):
         cfg = student_config(folder, grid, option)
         start = time.perf_counter()
-        result = evaluate(folder, cfg, device, workers)
+        result = evaluate(workspace, folder, cfg, device, workers)
         result.update(
             configuration=configuration,
             run=folder.name,
@@ -182,7 +187,7 @@ def select(grid: Grid, students: list[tuple[str, Path]], work: Path, command: st
             path = work / option_label(option) / f"{folder.name}.json"
             if not path.is_file():
                 raise ValueError(f"{path} is missing: run the grid first (without --select-only)")
-            result = json.loads(path.read_text())
+            result = read_json(path)
             scores = {p: result[p]["miou"] for p in PROTOCOLS}
             if any(s is None for s in scores.values()):
                 raise ValueError(f"{path}: a protocol has no mIoU")
@@ -242,9 +247,9 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selection and write its file (``python -m bench.few_shot_tune --help``)."""
+    """Run the selection and write its file (``python -m bench.study.few_shot_tune --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.few_shot_tune",
+        prog="python -m bench.study.few_shot_tune",
         description="Choose the few-shot protocol (fine-tuning settings) on val: fine-tune the selected student of "
         "every loss configuration under every option of a grid file, in and out of distribution, and select the "
         f"option by the {CRITERION}. Evaluations are saved as they end (the selection resumes).",
@@ -254,14 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/tune"), help="the tuning suite's run folders")
     parser.add_argument("--recipes", type=Path, default=Path("bench/suites/recipes.json"), help="recipes file")
     parser.add_argument("--work", type=Path, default=Path("runs/few_shot_tune"), help="evaluations folder")
-    parser.add_argument("--out", type=Path, default=Path("bench/suites/few_shot/protocol.json"), help="output")
+    parser.add_argument("--out", type=Path, default=Path("study/results/few_shot/protocol.json"), help="output")
     parser.add_argument("--select-only", action="store_true", help="evaluate nothing: select from --work")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (never change a result)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     command = (
-        f"python -m bench.few_shot_tune --grid {args.grid.as_posix()} --runs {args.runs.as_posix()} "
+        f"python -m bench.study.few_shot_tune --grid {args.grid.as_posix()} --runs {args.runs.as_posix()} "
         f"--recipes {args.recipes.as_posix()}"
     )
     try:

@@ -9,7 +9,8 @@ Layout::
 The dataset key is :attr:`bench.data.base.ScanDataset.cache_key` (the synthetic world's includes its generator
 hash, so regenerated scenes never read stale features). One file per scan, written to a temporary file in the
 same folder and moved into place with ``os.replace`` (atomic on POSIX and Windows), so a file that exists is
-complete and an interrupted fill resumes where it stopped. The manifest records the teacher identity,
+complete and an interrupted fill resumes where it stopped (:func:`bench.files.write_bytes`, the harness's one
+atomic writer). The manifest records the teacher identity,
 dimension, stride, grid, camera names and the ids written. Training reads the features back memory-mapped
 (:meth:`FeatureCache.load`) and samples them at paired pixels with :func:`models.teachers.base.sample`, so
 distillation never runs the 2D network.
@@ -23,8 +24,8 @@ CLIP ViT-B/16 at 224 x 416: 6 x 512 x 14 x 26 x 2 = 2.24 MB; 76 GB for the 34 14
 
 CLI::
 
-    python -m bench.features --root cache/features --dataset synthetic --split val --teacher synthetic
-    python -m bench.features --root cache/features --dataset nuscenes --dataroot /data/nuscenes \\
+    python -m bench.data.features --root cache/features --dataset synthetic --split val --teacher synthetic
+    python -m bench.data.features --root cache/features --dataset nuscenes --dataroot /data/nuscenes \\
         --version v1.0-trainval --split train --teacher clip --clip-checkpoint /models/ViT-B-16.pt --device cuda \\
         --workers 8
 """
@@ -32,14 +33,11 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,59 +49,14 @@ from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.base import ScanDataset
-from bench.results import file_mode
-from models.teachers.base import Teacher, build_teacher, class_phrases, prompt_templates, zero_shot_classifier
+from bench.data.registry import add_dataset_arguments, dataset_from_args
+from bench.files import locked, remove_stale_temporaries, write_bytes, write_npy
+from models.teachers import Teacher, build_teacher, class_phrases, prompt_templates, zero_shot_classifier
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_LOCK = ".manifest.lock"
-STALE_TEMPORARY_SECONDS = 3600.0
-"""A temporary file of :func:`atomic_write` untouched for this long was left by a killed writer: it is removed.
-Younger ones may belong to a process writing right now (``bench.run --jobs``, another user's run)."""
 TEXT_FOLDER = "text"
-
-
-def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write ``path`` through ``write(handle)`` into a temporary file of the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block: a cross-process
-    mutex for a read-modify-write (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows; the operating system
-    releases it if the holder dies, so a killed process never leaves a lock behind)."""
-    with open(path, "a+b") as handle:
-        if os.name == "nt":  # pragma: no cover - Windows
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:  # LK_LOCK gives up after 10 s: keep waiting
-                    continue
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _size(n_bytes: int) -> str:
@@ -190,8 +143,7 @@ class FeatureCache:
             raise ValueError(f"{path}: unreadable feature file ({exc}); delete it and run again to recompute") from None
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        data = (json.dumps(manifest, indent=1) + "\n").encode()
-        atomic_write(self.folder / MANIFEST, lambda handle: handle.write(data))
+        write_bytes(self.folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
     def _header(self, teacher: Teacher) -> dict[str, Any]:
         return {
@@ -269,7 +221,7 @@ class FeatureCache:
             with torch.no_grad():
                 for scan_id, prepared, cameras in bar:
                     feats = teacher.encode(prepared).to("cpu", dtype=torch.float16).numpy()
-                    atomic_write(self.path(scan_id), lambda handle, a=feats: np.save(handle, a))
+                    write_npy(self.path(scan_id), feats)
                     extra = {"cameras": list(cameras), "grid": list(feats.shape[-2:])}
         seconds = time.perf_counter() - start
         written = int(dist.all_reduce_sum(torch.tensor([len(mine)]))[0])
@@ -280,20 +232,6 @@ class FeatureCache:
             self._update_manifest(teacher, dataset.ids, gathered[0] if gathered else {})
         sizes = [self.path(i).stat().st_size for i in dataset.ids[:1] if self.has(i)]
         return FillReport(written, seconds, cached, len(dataset.ids), cached * (sizes[0] if sizes else 0), workers)
-
-
-def remove_stale_temporaries(folder: Path, older_than: float = STALE_TEMPORARY_SECONDS) -> int:
-    """Remove the temporary files of :func:`atomic_write` in ``folder`` last modified more than ``older_than``
-    seconds ago (left by a process killed mid-write); returns how many were removed."""
-    now, removed = time.time(), 0
-    for stale in folder.glob(".*.tmp"):
-        try:
-            if now - stale.stat().st_mtime > older_than:
-                stale.unlink()
-                removed += 1
-        except FileNotFoundError:  # its writer finished (renamed it) meanwhile
-            pass
-    return removed
 
 
 def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> torch.Tensor:
@@ -314,35 +252,13 @@ def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> 
     if dist.is_main():  # computed once, on rank 0, and sent to the other ranks
         text = zero_shot_classifier(teacher, dataset).to("cpu", dtype=torch.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda handle: np.save(handle, text.numpy()))
+        write_npy(path, text.numpy())
     return dist.broadcast_object(text)
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser, split: str) -> None:
-    """The options naming a dataset split (read by :func:`build_dataset`), shared by the cache CLIs."""
-    parser.add_argument("--dataset", choices=["synthetic", "nuscenes", "semantickitti"], default="synthetic")
-    parser.add_argument("--split", default=split, help="split (nuScenes: train, val, holdout, train_fit, ...)")
-    parser.add_argument(
-        "--dataroot", type=Path, default=Path("cache/synthetic"), help="dataset root (synthetic: its scene cache)"
-    )
-    parser.add_argument("--variant", default="nuscenes", help="synthetic world variant")
-    parser.add_argument("--size", type=int, default=None, help="synthetic: scenes in the split")
-    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes table version (v1.0-mini, ...)")
-
-
-def build_dataset(args: argparse.Namespace) -> ScanDataset:
-    """The dataset named on the command line."""
-    from bench.scenes import open_dataset
-
-    sizes = None if args.size is None else {args.split: args.size}
-    index = args.root / "index"
-    return open_dataset(args.dataset, args.split, args.dataroot, args.variant, sizes, version=args.version,
-                        index_cache=index)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.features",
+        prog="python -m bench.data.features",
         description=(
             "Fill the teacher feature cache of a dataset split: DataLoader workers read and preprocess the scans, "
             "the teacher runs on --device; resumes where a previous run stopped; prints size and fill rate. "
@@ -355,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", choices=["synthetic", "clip"], default="synthetic")
     parser.add_argument("--clip-arch", default="ViT-B-16")
     parser.add_argument("--clip-checkpoint", type=Path, default=None, help="local CLIP weights (required for clip)")
+    parser.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="read a TorchScript CLIP checkpoint (OpenAI's ViT-B-16.pt): loading one runs code stored in the file",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: main process)")
     parser.add_argument("--limit", type=int, default=None, help="write at most this many new samples")
@@ -365,11 +286,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.teacher == "clip":
             if args.clip_checkpoint is None:
                 parser.error("--teacher clip needs --clip-checkpoint (a local weight file; nothing is downloaded)")
-            teacher = build_teacher("clip", device, arch=args.clip_arch, checkpoint=args.clip_checkpoint)
+            teacher = build_teacher(
+                "clip",
+                device,
+                arch=args.clip_arch,
+                checkpoint=args.clip_checkpoint,
+                allow_torchscript=args.allow_torchscript,
+            )
         else:
             teacher = build_teacher("synthetic", device)
         try:
-            dataset = build_dataset(args)
+            dataset = dataset_from_args(args, index_cache=args.root / "index")
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

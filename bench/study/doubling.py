@@ -18,9 +18,10 @@ the chain).
 
 CLI::
 
-    python -m bench.doubling runs/tune runs/doubling --out bench/suites/doubling   # .json and .md
-    python -m bench.doubling runs/tune runs/doubling runs/doubling1600 runs/doubling3200 --out bench/suites/doubling
-    python -m bench.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json   # selected only
+    python -m bench.study.doubling runs/tune runs/doubling --out study/results/doubling   # .json and .md
+    python -m bench.study.doubling runs/tune runs/doubling runs/doubling1600 runs/doubling3200 \
+        --out study/results/doubling
+    python -m bench.study.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json   # selected
 
 ``--recipes``: the doubled folders may also hold runs of recipes an earlier selection chose; only the runs of the
 file's selected recipes are checked, and each of its configurations must have one.
@@ -34,6 +35,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.config import DistillConfig
+from bench.results import FinishedRun, finished_runs
 from bench.suites import recipe_key
 
 MAX_MIOU_CHANGE = 0.01
@@ -47,20 +50,17 @@ few-shot protocols, ``ft_*`` and ``ood_*``)."""
 IGNORED_PREFIXES = ("ft_", "ood_")
 
 
-def _finished_runs(folder: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """``(run folder, config, metrics)`` of every finished run directly under ``folder``; a field the run's
-    ``config.json`` lacks (written before the field existed) takes its default, the value that run used."""
-    from bench.config import DistillConfig
+def _finished_runs(folder: Path) -> list[FinishedRun]:
+    """Every finished run directly under ``folder``, in name order (:func:`bench.results.finished_runs`); a field
+    the run's ``config.json`` lacks (written before the field existed) takes its default, the value that run used.
 
-    defaults = DistillConfig.field_defaults()
-    runs = []
-    for metrics_path in sorted(folder.glob("*/metrics.json")):
-        config_path = metrics_path.parent / "config.json"
-        try:
-            config, metrics = json.loads(config_path.read_text()), json.loads(metrics_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{metrics_path.parent}: unreadable run ({exc})") from None
-        runs.append((metrics_path.parent, {**defaults, **config}, metrics))
+    Raises:
+        ValueError: a finished run without a readable ``config.json``.
+    """
+    runs = list(finished_runs(folder, defaults=DistillConfig.field_defaults()).values())
+    for run in runs:
+        if run.config is None:
+            raise ValueError(f"{run.path}: unreadable run (no config.json)")
     return runs
 
 
@@ -76,7 +76,7 @@ def _values(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def read_selection(recipes: Path) -> dict[str, dict[str, Any]]:
-    """``configuration -> recipe`` of a recipes file written by :mod:`bench.tune` (its ``selected`` entries).
+    """``configuration -> recipe`` of a recipes file written by :mod:`bench.study.tune` (its ``selected`` entries).
 
     Raises:
         ValueError: the file is missing or holds no selection.
@@ -84,7 +84,7 @@ def read_selection(recipes: Path) -> dict[str, dict[str, Any]]:
     try:
         selected = json.loads(Path(recipes).read_text())["selected"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{recipes}: not a recipes file of bench.tune ({exc!r})") from None
+        raise ValueError(f"{recipes}: not a recipes file of bench.study.tune ({exc!r})") from None
     return {configuration: dict(entry["recipe"]) for configuration, entry in selected.items()}
 
 
@@ -103,8 +103,8 @@ def compare(base: Path, doubled: Path, selection: dict[str, dict[str, Any]] | No
         ValueError: a doubled run has no twin with half its steps in ``base``, or lacks the linear probe; a
             configuration of ``selection`` has no doubled run.
     """
-    twins = {_identity(config): (path, config, metrics) for path, config, metrics in _finished_runs(base)}
-    runs = _finished_runs(doubled)
+    twins = {_identity(run.config): (run.path, run.config, run.metrics) for run in _finished_runs(base)}
+    runs = [(run.path, run.config, run.metrics) for run in _finished_runs(doubled)]
     if selection is not None:
         runs = [run for run in runs if _selected(run[1], selection)]
         have = {recipe_key(config["loss"], config.get("loss_params") or {}) for _, config, _ in runs}
@@ -222,9 +222,9 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the doubling tables (``python -m bench.doubling --help``)."""
+    """Write the doubling tables (``python -m bench.study.doubling --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.doubling",
+        prog="python -m bench.study.doubling",
         description="Convergence of a step budget: compare every run of each folder with its twin in the folder "
         "before it (the same configuration with half the steps) and write OUT.json and OUT.md. A student is "
         f"converged when doubling changes its linear-probe mIoU by at most {100 * MAX_MIOU_CHANGE:g} point and U "
@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("folders", type=Path, nargs="+", help="run folders at S, 2 S, ... steps (e.g. runs/tune)")
-    parser.add_argument("--out", type=Path, default=Path("bench/suites/doubling"), help="output path stem")
+    parser.add_argument("--out", type=Path, default=Path("study/results/doubling"), help="output path stem")
     parser.add_argument("--recipes", type=Path, default=None,
-                        help="check only the runs of the recipes this file selected (bench.tune's output, e.g. "
+                        help="check only the runs of the recipes this file selected (bench.study.tune's output, e.g. "
                              "bench/suites/recipes.json); default: every run of the folders")  # fmt: skip
     args = parser.parse_args(argv)
     try:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["command"] = "python -m bench.doubling " + " ".join(f.as_posix() for f in args.folders)
+    result["command"] = "python -m bench.study.doubling " + " ".join(f.as_posix() for f in args.folders)
     if args.recipes is not None:
         result["command"] += f" --recipes {args.recipes.as_posix()}"
     result["command"] += f" --out {args.out.as_posix()}"  # rerunning it rewrites these files, not the default ones

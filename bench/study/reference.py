@@ -21,11 +21,12 @@ CLI (one JSON file per row under ``--out``; a row whose file exists is skipped, 
 ``references/`` beside a suite's run folders (``runs/<suite>/references/``), the rows appear in the suite's report
 (``references.md``, :mod:`geomstruct.report`)::
 
-    python -m bench.reference --suite full --rows ceiling floor teacher --out runs/full/references
-    python -m bench.reference --suite full --rows ceiling --set voxel_size=0.1 --set seg_loss=ce+lovasz \\
+    python -m bench.study.reference --suite full --rows ceiling floor teacher --out runs/full/references
+    python -m bench.study.reference --suite full --rows ceiling --set voxel_size=0.1 --set seg_loss=ce+lovasz \\
         --steps 2000 --name ceiling-v0.1-lovasz     # one point of a student-size / budget curve
-    python -m bench.reference --suite full --rows few_shot_random --set few_shot_subsets=5 --seeds 0 1 2 3 4 \\
-        --out runs/full/references                  # random init under the few-shot protocol, 5 seeds
+    python -m bench.study.reference --suite full --rows few_shot_random --set few_shot_subsets=5 \\
+        --seeds 0 1 2 3 4 --out runs/full/references   # random init under the few-shot protocol, 5 seeds
+    python -m bench.study.reference --table runs/reference/curve   # the supervised-ceiling curve of a folder
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ import torch
 from bench import distributed as dist
 from bench.config import DistillConfig, with_overrides
 from bench.data.classes import IGNORE_INDEX
+from bench.data.loader import ShardSampler, scene_loader
+from bench.data.registry import class_names
+from bench.distill import combine_scores, few_shot_scores
 from bench.evaluate import confusion_matrix, fine_tune, linear_probe, miou
-from bench.results import write_json
-from bench.scenes import ShardSampler, scene_loader
+from bench.files import write_json
+from bench.suites import load_suite
 from bench.train import build_distill_student
+from bench.workspace import Workspace, zero_shot_text
+from geomstruct.tables import load_references, write_references
 from models.teachers.base import zero_shot_predict
 
 ROWS = ("ceiling", "floor", "teacher", "few_shot_random")
@@ -59,6 +65,7 @@ CEILING_BATCH_SIZE = 2
 
 
 def supervised_ceiling(
+    workspace: Workspace,
     cfg: DistillConfig,
     steps: int,
     batch_size: int,
@@ -68,24 +75,22 @@ def supervised_ceiling(
     workers: int = 0,
 ) -> dict[str, Any]:
     """mIoU of the student trained from random weights with every train label (module docstring)."""
-    from bench.distill import _class_names, scene_data
-
-    classes = _class_names(cfg.dataset)
-    train = scene_data(cfg, cfg.train_split, None, progress)
-    evaluation = scene_data(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    classes = class_names(cfg.dataset)
+    train = workspace.scenes(cfg, cfg.train_split, None, progress)
+    evaluation = workspace.scenes(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
     student = build_distill_student(cfg)
     budget = dataclasses.replace(cfg, ft_steps=steps, ft_batch_size=batch_size, ft_lr=lr)
     result = fine_tune(student, train, evaluation, classes, budget, device, progress, workers)
     return {**result, "train_scans": len(train), "steps": steps, "batch_size": batch_size, "lr": lr}
 
 
-def random_floor(cfg: DistillConfig, device: torch.device, progress: bool = False, workers: int = 0) -> dict[str, Any]:
+def random_floor(
+    workspace: Workspace, cfg: DistillConfig, device: torch.device, progress: bool = False, workers: int = 0
+) -> dict[str, Any]:
     """Linear-probe mIoU of the randomly initialised student."""
-    from bench.distill import _class_names, scene_data
-
-    classes = _class_names(cfg.dataset)
-    train = scene_data(cfg, cfg.train_split, None, progress)
-    evaluation = scene_data(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    classes = class_names(cfg.dataset)
+    train = workspace.scenes(cfg, cfg.train_split, None, progress)
+    evaluation = workspace.scenes(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
     return linear_probe(
         build_distill_student(cfg).to(device), train, evaluation, classes, cfg, device, progress, workers
     )
@@ -94,8 +99,6 @@ def random_floor(cfg: DistillConfig, device: torch.device, progress: bool = Fals
 def _over_seeds(results: list[dict[str, Any]], seeds: Sequence[int], subsets: int) -> dict[str, Any]:
     """One seed: its few-shot result. Several: :func:`bench.distill.combine_scores` over the seeds' results (the
     interval over seeds), each seed's result in ``per_seed``. ``interval_over`` says what ``miou_ci`` spans."""
-    from bench.distill import combine_scores
-
     if len(results) == 1:
         return {**results[0], "interval_over": "subsets" if subsets > 1 else None}
     per_seed = [{"seed": seed, **result} for seed, result in zip(seeds, results, strict=True)]
@@ -104,6 +107,7 @@ def _over_seeds(results: list[dict[str, Any]], seeds: Sequence[int], subsets: in
 
 
 def random_few_shot(
+    workspace: Workspace,
     cfg: DistillConfig,
     device: torch.device,
     progress: bool = False,
@@ -112,21 +116,21 @@ def random_few_shot(
 ) -> dict[str, Any]:
     """Few-shot (and OOD few-shot) mIoU of the randomly initialised student under the distilled students' protocol,
     on every 1% subset of ``cfg``, for each seed of ``seeds`` (default: the run's seed; module docstring)."""
-    from bench.distill import _class_names, few_shot_scores, scene_data
-
     seeds = [cfg.seed] if not seeds else [int(s) for s in seeds]
-    evaluation = scene_data(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    evaluation = workspace.scenes(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
     with_ood = "few_shot_ood" in cfg.protocols
-    eval_ood = scene_data(cfg, cfg.ood_eval_split, None, progress, ood=True) if with_ood else None
+    eval_ood = workspace.scenes(cfg, cfg.ood_eval_split, None, progress, ood=True) if with_ood else None
     inside, outside = [], []
     for seed in seeds:
         seeded = dataclasses.replace(cfg, seed=seed)
         student = build_distill_student(seeded)
-        classes = _class_names(cfg.dataset)
-        inside.append(few_shot_scores(student, seeded, evaluation, classes, device, progress, workers))
+        classes = class_names(cfg.dataset)
+        inside.append(few_shot_scores(workspace, student, seeded, evaluation, classes, device, progress, workers))
         if eval_ood is not None:
-            classes = _class_names(cfg.ood_dataset)
-            outside.append(few_shot_scores(student, seeded, eval_ood, classes, device, progress, workers, ood=True))
+            classes = class_names(cfg.ood_dataset)
+            outside.append(
+                few_shot_scores(workspace, student, seeded, eval_ood, classes, device, progress, workers, ood=True)
+            )
     budget = {"steps": cfg.ft_steps, "batch_size": cfg.ft_batch_size, "lr": cfg.ft_lr}
     result = {**_over_seeds(inside, seeds, cfg.few_shot_subsets), **budget}
     result |= {"n_subsets": cfg.few_shot_subsets, "seeds": seeds}
@@ -138,17 +142,13 @@ def random_few_shot(
 
 @torch.no_grad()
 def teacher_zero_shot(
-    cfg: DistillConfig, device: torch.device, progress: bool = False, workers: int = 0
+    workspace: Workspace, cfg: DistillConfig, device: torch.device, progress: bool = False, workers: int = 0
 ) -> dict[str, Any]:
     """The teacher's own zero-shot mIoU on the paired evaluation points (module docstring)."""
-    from bench.distill import _class_names, feature_root, make_teacher, scene_data
-    from bench.features import text_embeddings
-
-    classes = _class_names(cfg.dataset)
-    teacher = make_teacher(cfg, device)
-    evaluation = scene_data(cfg, cfg.eval_split, teacher, progress, workers=workers).head(cfg.eval_scenes)
-    vocabulary = "semantickitti" if cfg.dataset == "semantickitti" else "nuscenes"
-    text = text_embeddings(teacher, vocabulary, feature_root(cfg)).to(device)
+    classes = class_names(cfg.dataset)
+    teacher = workspace.teacher(cfg, device)
+    evaluation = workspace.scenes(cfg, cfg.eval_split, teacher, progress, workers=workers).head(cfg.eval_scenes)
+    text = zero_shot_text(cfg, teacher).to(device)
     conf = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     for batch in scene_loader(evaluation, ShardSampler(len(evaluation)), workers, device):
         for scene in batch.scenes:
@@ -162,21 +162,19 @@ def teacher_zero_shot(
 
 
 CURVE_HEADER = (
-    "Supervised-ceiling curve (python -m bench.reference --table DIR): every reference row computed into one folder, "
-    "one line per student, downstream setting and budget; mIoU in %, with the classes whose IoU does not exceed "
-    "a uniform random predictor's (bench.evaluate.miou; – where the row predates that measure)."
+    "Supervised-ceiling curve (python -m bench.study.reference --table DIR): every reference row computed into one "
+    "folder, one line per student, downstream setting and budget; mIoU in %, with the classes whose IoU does not "
+    "exceed a uniform random predictor's (bench.evaluate.miou; – where the row predates that measure)."
 )
 
 
 def write_curve(folder: Path) -> int:
     """Tabulate the reference rows of ``folder`` into ``folder/curve.{md,csv,tex}``; 2 when there is none."""
-    from geomstruct.tables import load_references, write_references
-
     rows, problems = load_references([folder], pattern="*.json")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if not rows:
-        print(f"error: no reference row of bench.reference in {folder}", file=sys.stderr)
+        print(f"error: no reference row of bench.study.reference in {folder}", file=sys.stderr)
         return 2
     for path in write_references(rows, folder, stem="curve", header_text=CURVE_HEADER):
         print(path)
@@ -184,11 +182,9 @@ def write_curve(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Compute reference rows of a suite's configuration (``python -m bench.reference --help``)."""
-    from bench.suites import load_suite
-
+    """Compute reference rows of a suite's configuration (``python -m bench.study.reference --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.reference",
+        prog="python -m bench.study.reference",
         description="Reference rows of a distill suite's configuration: the supervised ceiling (the student trained "
         "with every train label), the random floor (random student, linear probe), the teacher's own zero-shot and the "
         "random student under the few-shot protocol (few_shot_random). One JSON per row in --out; existing rows are "
@@ -226,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = DistillConfig.from_run({k: v for k, v in run.items() if k not in ("kind", "suite")})
         args.out.mkdir(parents=True, exist_ok=True)
         progress = not args.no_progress
+        workspace = Workspace()
         for row in args.rows:
             path = args.out / (f"{args.name}-{row}.json" if args.name else f"{row}.json")
             if path.is_file():
@@ -236,13 +233,15 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             if row == "ceiling":
                 lr = cfg.ft_lr if args.lr is None else args.lr
-                result = supervised_ceiling(cfg, args.steps, args.batch_size, lr, device, progress, args.workers)
+                result = supervised_ceiling(
+                    workspace, cfg, args.steps, args.batch_size, lr, device, progress, args.workers
+                )
             elif row == "floor":
-                result = random_floor(cfg, device, progress, args.workers)
+                result = random_floor(workspace, cfg, device, progress, args.workers)
             elif row == "few_shot_random":
-                result = random_few_shot(cfg, device, progress, args.workers, args.seeds)
+                result = random_few_shot(workspace, cfg, device, progress, args.workers, args.seeds)
             else:
-                result = teacher_zero_shot(cfg, device, progress, args.workers)
+                result = teacher_zero_shot(workspace, cfg, device, progress, args.workers)
             result["seconds"] = time.perf_counter() - start
             result.update(kind="reference", row=row, suite=suite.name, config=cfg.resolved())
             if dist.is_main():

@@ -12,7 +12,7 @@ grid point and the command that regenerates it; a suite reads it with ``recipes:
 CLI::
 
     python -m bench.run --suite tune --out study/tune --jobs 2   # the grid (resumes)
-    python -m bench.tune --suite tune --runs study/tune --out bench/suites/recipes.json
+    python -m bench.study.tune --suite tune --runs study/tune --out bench/suites/recipes.json
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.results import RunDir
+from bench.config import DistillConfig
+from bench.distill import resolve_distill
+from bench.kinds import name_runs
+from bench.results import METRICS_FILE, RunDir, finished_runs
 from bench.suites import load_suite, recipe_key, varied_fields
+from bench.workspace import Workspace
 
 CRITERION = "linear_probe"
 """The selection score: ``metrics.json`` ``linear_probe.miou`` of the run (on the tuning suite's eval split)."""
@@ -44,21 +48,17 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
             ``allow_missing``, a run has no score, or a finished run's ``config.json`` is not the suite's
             configuration of that run (e.g. trained with ``--steps``: a budget is chosen in the suite file).
     """
-    from bench.config import DistillConfig
-    from bench.distill import resolve_distill
-
     suite = load_suite(suite_name)
+    workspace = Workspace()
     defaults = DistillConfig.field_defaults()
     fields = recipe_fields(suite.runs)
     if not fields:
         raise ValueError(f"suite {suite_name} varies no recipe field besides the loss; nothing to select")
     grid: list[dict[str, Any]] = []
     missing = []
-    from bench.run import name_runs  # the names bench.run gives (from the resolved configurations)
-
-    names = [name for name, _ in name_runs(suite.kind, suite.runs, suite.source)]
+    names = [name for name, _ in name_runs(suite.kind, suite.runs, suite.source, workspace)]  # bench.run's names
+    finished = finished_runs(runs_dir, names)
     for run, name in zip(suite.runs, names, strict=True):
-        metrics_path = runs_dir / name / "metrics.json"
         entry = {
             "run": name,
             "configuration": recipe_key(run["loss"], run["loss_params"]),
@@ -66,17 +66,18 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
             "seed": run["seed"],
             "score": None,
         }
-        if metrics_path.is_file():
-            diff = RunDir(runs_dir / name).config_differences(resolve_distill(run), defaults)
+        if name in finished:
+            diff = RunDir(runs_dir / name).config_differences(resolve_distill(run, workspace), defaults)
             if diff:
                 raise ValueError(
                     f"{runs_dir / name}/config.json is not suite {suite_name}'s configuration of that run (differs "
                     f"in: {', '.join(diff)}); a tuning budget or data change belongs in the suite file"
                 )
-            metrics = json.loads(metrics_path.read_text())
-            score = (metrics.get(CRITERION) or {}).get("miou")
+            score = (finished[name].metrics.get(CRITERION) or {}).get("miou")
             if score is None:
-                raise ValueError(f"{metrics_path}: no {CRITERION} mIoU (the tuning suite must run that protocol)")
+                raise ValueError(
+                    f"{runs_dir / name / METRICS_FILE}: no {CRITERION} mIoU (the tuning suite must run that protocol)"
+                )
             entry["score"] = float(score)
         else:
             missing.append(name)
@@ -97,7 +98,7 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
         "criterion": f"{CRITERION} mIoU on the tuning suite's eval split, higher is better; ties: first in the grid",
         "suite": suite_name,
         "recipe_fields": list(fields),
-        "command": f"python -m bench.tune --suite {suite_name} --runs {runs_dir.as_posix()}",
+        "command": f"python -m bench.study.tune --suite {suite_name} --runs {runs_dir.as_posix()}",
         "complete": not missing,
         "selected": selected,
         "grid": grid,
@@ -175,9 +176,9 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the recipes file (``python -m bench.tune --help``)."""
+    """Write the recipes file (``python -m bench.study.tune --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.tune",
+        prog="python -m bench.study.tune",
         description="Select every loss configuration's recipe (the grid's fields besides the loss) from a finished "
         f"tuning suite by its {CRITERION} mIoU on the suite's eval split, and write the recipes file a suite "
         "reads with `recipes: FILE`, with every grid point's score and a Markdown table beside it.",

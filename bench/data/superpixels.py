@@ -15,16 +15,16 @@ whose pixel falls in a superpixel (superpoints) and pixel features over the whol
   of the L2-normalised bilinear upsampling of the cached patch grid (:func:`models.teachers.base.sample`; SLidR
   normalises every pixel before pooling), computed exactly from the separable bilinear weights and the grid
   cells' inner products without materialising the upsampled image.
-- :func:`scene_regions` attaches to a :class:`~bench.scenes.Scene` the region of every pair (superpixel of the
+- :func:`scene_regions` attaches to a :class:`~bench.data.scene.Scene` the region of every pair (superpixel of the
   pair's original pixel, numbered over the scan's cameras) and the features of every region.
 
 Stated approximation: with augmentations, SLidR segments the uncropped image but pools over the crop; here pooling
 is over the whole (uncropped) superpixel, as the teacher features come from the uncropped image
-(:mod:`bench.augment`).
+(:mod:`bench.data.augment`).
 
 CLI::
 
-    python -m bench.superpixels --root cache/superpixels --dataset synthetic --split train --workers 2
+    python -m bench.data.superpixels --root cache/superpixels --dataset synthetic --split train --workers 2
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.base import ScanDataset
-from bench.features import FillReport, atomic_write, remove_stale_temporaries
+from bench.data.features import FillReport
+from bench.data.registry import add_dataset_arguments, dataset_from_args
+from bench.files import remove_stale_temporaries, write_npz
 
 DEFAULT_ROOT = "cache/superpixels"
 """Superpixel cache folder when a run sets none (relative to the working directory)."""
@@ -70,7 +72,7 @@ class SlicSettings:
 
 def segment_image(image: np.ndarray, settings: SlicSettings = SlicSettings()) -> np.ndarray:
     """SLIC superpixels ``(H, W)`` uint16 numbered from 0 of an ``(H, W, 3)`` RGB image."""
-    from skimage.segmentation import slic
+    from skimage.segmentation import slic  # scikit-image loads slowly: only where an image is segmented
 
     labels = slic(
         image,
@@ -264,7 +266,7 @@ class SuperpixelCache:
                        disable=not progress)  # fmt: skip
             for scan_id, maps in bar:
                 arrays = {f"cam{i}": np.asarray(m) for i, m in enumerate(maps)}
-                atomic_write(self.path(scan_id), lambda handle, a=arrays: np.savez_compressed(handle, **a))
+                write_npz(self.path(scan_id), **arrays)
         seconds = time.perf_counter() - start
         written = int(dist.all_reduce_sum(torch.tensor([len(mine)]))[0])
         dist.barrier()
@@ -283,11 +285,9 @@ def settings_from(config: dict[str, Any] | None) -> SlicSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Fill the superpixel cache of one split (``python -m bench.superpixels --help``)."""
-    from bench.features import add_dataset_arguments, build_dataset
-
+    """Fill the superpixel cache of one split (``python -m bench.data.superpixels --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.superpixels",
+        prog="python -m bench.data.superpixels",
         description="Segment every camera image of a split with SLIC (SLidR's settings by default) and cache the "
         "label maps for the region losses (slidr, st_slidr); DataLoader workers run SLIC; resumes where a previous "
         "run stopped; under torchrun the missing scans are split over the ranks.",
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             settings = SlicSettings(args.n_segments, args.compactness, args.sigma)
-            dataset = build_dataset(args)
+            dataset = dataset_from_args(args, index_cache=args.root / "index")
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
