@@ -339,7 +339,7 @@ class DistillConfig:
 
     Region losses (``slidr``, ``st_slidr``): superpixels of every train image by SLIC with ``slic`` (None: SLidR's
     ``{n_segments: 150, compactness: 6, sigma: 3}``), cached in ``superpixel_cache`` (default
-    ``cache/superpixels``) before the first step (:mod:`bench.superpixels`); they use every pair of a batch, not
+    ``cache/superpixels``) before the first step (:mod:`bench.data.superpixels`); they use every pair of a batch, not
     ``n_pairs``. A superpixel's teacher feature is the mean of its L2-normalised upsampled pixels
     (``region_pixel_norm`` True, SLidR's image head; False: of the raw pixels; None for the other losses).
 

@@ -41,7 +41,7 @@ def _json_float(x: float) -> float | None:
 
 
 CI_LEVEL = 0.95
-"""Level of the Student-t interval over 1% subsets (and over seeds, :mod:`bench.reference`)."""
+"""Level of the Student-t interval over 1% subsets (and over seeds, :mod:`bench.study.reference`)."""
 
 
 def mean_interval(values: Sequence[float | None]) -> tuple[float | None, float | None, list[float] | None]:

@@ -12,7 +12,9 @@ to the error file ``torchrun`` reads, so the summary names the error instead of 
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -157,9 +159,6 @@ def record_error(message: str, replace: bool = True) -> bool:
     {"timestamp"}}}``) without a Python call stack. ``replace=False`` keeps a file already written (an earlier,
     more precise error). Without ``torchrun`` (no variable) nothing is written.
     """
-    import json
-    import time
-
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path or (not replace and os.path.exists(path)):
         return False

@@ -14,7 +14,7 @@ One step:
    *Region losses* (:data:`models.losses.LOSS_INPUTS` ``"superpixels"``: SLidR, ST-SLidR) use every pair of the
    batch instead: the student's features of the pairs are L2-normalised and averaged per superpixel of each scan
    (superpoints), ``K`` = one row per superpixel reached by a pair, ``Q`` = the teacher's features averaged over
-   the same superpixels (:func:`batch_regions`, :mod:`bench.superpixels`);
+   the same superpixels (:func:`batch_regions`, :mod:`bench.data.superpixels`);
 4. ``loss(K, Q, **loss_params)`` by name from :data:`models.losses.LOSSES`; one optimiser step; the learning
    rate follows the cosine schedule ``lr_t = lr * (1 + cos(pi t / T)) / 2`` (SGDR without restarts,
    Loshchilov & Hutter, ICLR 2017; SLidR's schedule).

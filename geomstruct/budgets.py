@@ -7,7 +7,7 @@ configurations (:meth:`geomstruct.runs.Run.result_fields`) agree on every field 
 doubling rule does not read (:data:`IGNORED_FIELDS`, ``ft_*``, ``ood_*``). A suite is *traced* when at least one
 configuration has runs at two budgets or more.
 
-Convergence from the trace, the doubling rule of the project (``bench/doubling.py``): a configuration is
+Convergence from the trace, the doubling rule of the project (``bench/study/doubling.py``): a configuration is
 *converged at budget B* when its runs at ``2 B`` steps differ from those at ``B`` by at most
 :data:`MAX_MIOU_CHANGE` (1 point) of linear-probe mIoU and :data:`MAX_GEOMETRY_CHANGE` (0.05) in U and in T.
 Here the rule compares the *means* over the seeds present at both budgets (the same seeds at both; a seed
@@ -35,20 +35,20 @@ from geomstruct.claims import Statement
 from geomstruct.claims_v2 import ClaimV2, evaluate_claims_v2
 from geomstruct.runs import Run
 
-# The doubling rule's constants, re-declared from bench/doubling.py (the source; geomstruct does not import bench).
+# The doubling rule's constants, re-declared from bench/study/doubling.py (the source; geomstruct imports no bench).
 MAX_MIOU_CHANGE = 0.01
 """Largest linear-probe mIoU change (a fraction: 1 point) of a converged configuration when its steps double."""
 MAX_GEOMETRY_CHANGE = 0.05
 """Largest change of U and of T of a converged configuration when its steps double."""
 IGNORED_FIELDS = ("steps", "checkpoint_every", "probe_every", "protocols", "few_shot_every", "few_shot_subsets")
-"""Configuration fields that may differ between a run and its doubled twin (bench/doubling.py)."""
+"""Configuration fields that may differ between a run and its doubled twin (bench/study/doubling.py)."""
 IGNORED_PREFIXES = ("ft_", "ood_")
 """Prefixes of the few-shot and out-of-distribution protocol fields the doubling rule does not read."""
 
 DOUBLING_RULE = (
-    f"the doubling rule (bench/doubling.py: linear-probe mIoU within {100 * MAX_MIOU_CHANGE:g} point, U and T within "
-    f"{MAX_GEOMETRY_CHANGE:g} from B to 2B steps) on the means over the seeds present at both budgets, with how many "
-    "seeds pass it alone"
+    f"the doubling rule (bench/study/doubling.py: linear-probe mIoU within {100 * MAX_MIOU_CHANGE:g} point, U and T "
+    f"within {MAX_GEOMETRY_CHANGE:g} from B to 2B steps) on the means over the seeds present at both budgets, with "
+    "how many seeds pass it alone"
 )
 """The rule in words, for captions."""
 QUANTITIES = ("miou", "U", "T")
@@ -110,7 +110,7 @@ def doubling_values(run: Run) -> dict[str, float | None]:
 def within_rule(change: Mapping[str, float | None]) -> bool:
     """The doubling rule on one set of changes (``2 B`` minus ``B``): |Δ mIoU| <= :data:`MAX_MIOU_CHANGE` and
     |ΔU|, |ΔT| <= :data:`MAX_GEOMETRY_CHANGE`; a U or T change that cannot be computed (null in a label-free run)
-    does not fail it, as in bench/doubling.py; an mIoU change must exist."""
+    does not fail it, as in bench/study/doubling.py; an mIoU change must exist."""
     miou = change.get("miou")
     if miou is None:
         return False

@@ -1,11 +1,11 @@
 """Caveats printed right under the claims table of a report: collapsed configurations (from the claims), recipes
-selected on the edge of the tuning grid (from a recipes file of ``bench.tune``), and free-text notes such as an
+selected on the edge of the tuning grid (from a recipes file of ``bench.study.tune``), and free-text notes such as an
 unmet target ("supervised ceiling 41% < 50% target").
 
-The recipes file is the JSON ``python -m bench.tune`` writes: ``suite``, ``recipe_fields``, ``selected``
+The recipes file is the JSON ``python -m bench.study.tune`` writes: ``suite``, ``recipe_fields``, ``selected``
 (configuration -> ``{"recipe": {field: value}, ...}``) and ``grid`` (entries with ``configuration`` and
 ``recipe``); an ``edges`` list of notes, when the file has one, is used as written. Otherwise the edge notes are
-computed here by the rule of ``bench/tune.py`` ``edge_selections`` (geomstruct does not import bench): a
+computed here by the rule of ``bench/study/tune.py`` ``edge_selections`` (geomstruct does not import bench): a
 selected recipe is on the edge when, for a numeric field, its value is the smallest or the largest of at least
 three values tried for that configuration with the other fields equal.
 """
@@ -46,7 +46,7 @@ def edge_selections(result: dict[str, Any]) -> list[str]:
 
 
 def read_recipes(path: Path) -> dict[str, Any]:
-    """The content of a recipes file of ``bench.tune``.
+    """The content of a recipes file of ``bench.study.tune``.
 
     Raises:
         ValueError: naming the file, when it cannot be read or is not such a file.
@@ -56,7 +56,7 @@ def read_recipes(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"--recipes {path}: unreadable ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("selected"), dict):
-        raise ValueError(f"--recipes {path}: not a recipes file of bench.tune (no 'selected' object)")
+        raise ValueError(f"--recipes {path}: not a recipes file of bench.study.tune (no 'selected' object)")
     return data
 
 
@@ -70,7 +70,7 @@ def grid_edge_caveats(path: Path) -> list[str]:
             edges = edge_selections(data)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
-                f"--recipes {path}: not a recipes file of bench.tune (no {exc!s} where expected)"
+                f"--recipes {path}: not a recipes file of bench.study.tune (no {exc!s} where expected)"
             ) from None
     where = f"tuning suite {data.get('suite', '?')}, {Path(path).as_posix()}"
     if not edges:

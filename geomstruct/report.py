@@ -22,12 +22,12 @@ anything else get their own rows, labelled with the differing fields (e.g. ``con
 The page a reader sees. ``index.html`` opens with the claims table (rule version 2, ``claims_v2.*``): every
 verdict with its statements' intervals, the budget, each configuration's convergence status and the collapsed
 configurations; right under it the caveats: collapsed configurations, the recipes of ``--recipes FILE`` (a
-``bench.tune`` recipes file) selected on the edge of the tuning grid, and every ``--caveat TEXT`` (e.g. an unmet
+``bench.study.tune`` recipes file) selected on the edge of the tuning grid, and every ``--caveat TEXT`` (e.g. an unmet
 target). Then the per-configuration summary as the breadth table, titled with its budget, and the other
 sections. Budgets: when the suite trains its configurations at several step budgets with the same seeds (a grid
 over ``steps``), the claims are judged at each budget on that budget's students (``claims_by_budget.*``, with the
 budget from which each verdict stops changing), the claims table is the largest budget's, and each
-configuration's convergence status comes from the trace by the doubling rule of ``bench/doubling.py``
+configuration's convergence status comes from the trace by the doubling rule of ``bench/study/doubling.py``
 (``geomstruct.budgets``), not from the in-run diagnostic.
 
 Distinct runs. A row's n counts distinct runs: two run folders of the same configuration and seed (e.g. the
@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
         "--recipes",
         type=Path,
         default=None,
-        help="a recipes file of bench.tune (e.g. bench/suites/recipes.json): its selections on the edge of the "
+        help="a recipes file of bench.study.tune (e.g. bench/suites/recipes.json): its selections on the edge of the "
         "tuning grid are printed under the claims table as caveats",
     )
     parser.add_argument(
@@ -555,7 +555,7 @@ def build_report(
     caveats: Sequence[str] = (),
 ) -> tuple[list[Path], list[str]]:
     """Write the report of the runs under ``runs_roots`` into ``out``; returns ``(written files, problems)``.
-    ``recipes``: a recipes file of ``bench.tune`` whose selections on the edge of the tuning grid are caveats of
+    ``recipes``: a recipes file of ``bench.study.tune`` whose selections on the edge of the tuning grid are caveats of
     the claims table, printed under it with the free-text ``caveats`` (e.g. an unmet target).
 
     Raises :class:`ReportError` (nothing written) when the runs hold several suites of one kind, two different

@@ -7,6 +7,7 @@ only (``metrics.json``); the correlation and predictor tables use :mod:`geomstru
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +47,7 @@ UNCONVERGED_NOTE = (
 TRACE_UNCONVERGED_NOTE = (
     f"{UNCONVERGED_MARK} not converged by the budget trace: the configuration's runs at twice the steps (the same "
     "seeds) moved the linear probe by more than 1 point or U or T by more than 0.05 (seed means; the doubling rule of "
-    "bench/doubling.py). The largest budget has no twice and is unchecked."
+    "bench/study/doubling.py). The largest budget has no twice and is unchecked."
 )
 PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio")
 """The structure quantities ranked by how well they predict each protocol's mIoU (:func:`predictor_table`)."""
@@ -522,10 +523,8 @@ REFERENCES_HEADER = (
 
 
 def load_references(roots: Sequence[Path], pattern: str = "references/*.json") -> tuple[list[dict], list[str]]:
-    """The reference rows (``kind: reference`` JSON files of :mod:`bench.reference`) matching ``pattern`` under
+    """The reference rows (``kind: reference`` JSON files of :mod:`bench.study.reference`) matching ``pattern`` under
     ``roots``; unreadable files are skipped with a note naming them."""
-    import json
-
     rows, problems = [], []
     for root in roots:
         for path in sorted(Path(root).rglob(pattern)):

@@ -14,7 +14,7 @@ instead of point-pixel pairs. Their contract extends the one above by one keywor
 
 - ``loss(k, q, segments=s, **params)``: ``k`` (N, D) point features of pairs, ``s`` (N,) int64 the region
   (superpixel) of each pair's pixel, ``q`` (S, D) one teacher feature per region (the mean of the superpixel's
-  unit pixel features, :func:`bench.superpixels.region_features`), ``0 <= s_i < S``. The rows of ``k`` are
+  unit pixel features, :func:`bench.data.superpixels.region_features`), ``0 <= s_i < S``. The rows of ``k`` are
   L2-normalised, then average-pooled per region (:func:`pool_segments`); regions that no pair reaches are dropped
   with their row of ``q``;
 - ``loss(k, q, **params)`` (``segments=None``): ``k`` and ``q`` (S, D) are already one row per region (``k``: means
@@ -32,6 +32,7 @@ implemented and marked *(choice)*.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -257,7 +258,7 @@ def slidr(k: Tensor, q: Tensor, segments: Tensor | None = None, tau: float = 0.0
     """SLidR's superpixel-driven InfoNCE (Sautier et al., CVPR 2022, eq. 2; code ``valeoai/SLidR`` @ 14729d0,
     ``loss_superpixels_average`` + ``NCELoss``): superpoint features ``kbar_s`` (the mean of the student's unit
     point features over the points whose pixel falls in superpixel s) against superpixel features ``qbar_s`` (the
-    mean of the teacher's unit pixel features over the superpixel, :func:`bench.superpixels.region_features`),
+    mean of the teacher's unit pixel features over the superpixel, :func:`bench.data.superpixels.region_features`),
     over the S regions of a batch that hold at least one point::
 
         L_sp = mean_s CE(softmax_t(kbar_s . qbar_t / tau), target = s)
@@ -424,8 +425,6 @@ def parameter_errors(name: str, params: dict[str, object]) -> list[str]:
     themselves raise only when called): each number within :data:`PARAMETER_RANGES`, ``min_quantile <=
     max_quantile`` and, for ``relational``, ``cross`` or ``intra``; the parameters left out take the defaults of
     the loss's signature. Names and types are the caller's to check; ``[]`` when the values are valid."""
-    import inspect
-
     signature = inspect.signature(get_loss(name)).parameters.values()
     defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
     values = {**defaults, **params}

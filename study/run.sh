@@ -6,8 +6,8 @@
 #   bash study/run.sh             # every step
 #   bash study/run.sh full report # some steps, in the order given
 #
-# Steps: tune (the 66-run grid, hours on 2 cores) -> recipes (bench.tune: recipes.json/.md) -> doubling (the
-# selected recipes at twice the steps) -> check (bench.doubling: doubling.json/.md) -> longer (a 3 200-step link for
+# Steps: tune (the 66-run grid, hours on 2 cores) -> recipes (bench.study.tune: recipes.json/.md) -> doubling (the
+# selected recipes at twice the steps) -> check (bench.study.doubling: doubling.json/.md) -> longer (a 3 200-step link for
 # contrastive tau 0.07, relational, similarity and SLidR, seed 0: doubling3200.json/.md) -> caches (the full suite's first
 # run for 1 step into runs/warm-caches: generates the test and OOD worlds and fills their teacher-feature caches,
 # one-time work kept out of the suite's time) -> full (the 33 students; its wall time is printed: run it from an
@@ -22,23 +22,23 @@ for step in "${steps[@]}"; do
   echo "== $step ($(date -u +%FT%TZ))"
   case $step in
     tune) $py -m bench.run --suite tune --out study/tune --jobs 2 --no-progress ;;
-    recipes) $py -m bench.tune --suite tune --runs study/tune --out bench/suites/recipes.json ;;
+    recipes) $py -m bench.study.tune --suite tune --runs study/tune --out bench/suites/recipes.json ;;
     doubling) $py -m bench.run --suite doubling --out study/doubling1600 --jobs 2 --no-progress ;;
-    check) $py -m bench.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json \
-             --out bench/suites/doubling ;;
+    check) $py -m bench.study.doubling study/tune study/doubling1600 --recipes bench/suites/recipes.json \
+             --out study/results/doubling ;;
     longer) for run in $($py -c "from bench.suites import load_suite, run_names
 print(*[n for n in run_names(load_suite('doubling').runs)
         if n.startswith(('contrastive-tau0.07-', 'relational-lam', 'similarity-', 'slidr-'))])"); do
               $py -m bench.run --suite doubling --steps 3200 --out study/doubling3200 --run "$run" --no-progress
             done
-            $py -m bench.doubling study/doubling1600 study/doubling3200 --out bench/suites/doubling3200 ;;
+            $py -m bench.study.doubling study/doubling1600 study/doubling3200 --out study/results/doubling3200 ;;
     caches) first=$($py -c "from bench.suites import load_suite, run_names; print(run_names(load_suite('full').runs)[0])")
             $py -m bench.run --suite full --steps 1 --run "$first" --out runs/warm-caches --no-progress ;;
     full) $py -m bench.run --suite full --out study/full --jobs 2 --no-progress ;;
-    references) $py -m bench.reference --suite full --rows ceiling floor teacher --out study/full/references \
+    references) $py -m bench.study.reference --suite full --rows ceiling floor teacher --out study/full/references \
                   --no-progress
                 # the size point of the curve that chose the student: the ceiling of a 4x wider one
-                $py -m bench.reference --suite full --rows ceiling --name wide --out study/full/references \
+                $py -m bench.study.reference --suite full --rows ceiling --name wide --out study/full/references \
                   --set "student_overrides={init_dim: 16, planes: [32, 32, 64, 64, 64, 32, 32, 32]}" --no-progress ;;
     toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
     report) $py -m geomstruct.report --runs study/full runs/toy ;;

@@ -49,9 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nuscenes.utils.data_classes import LidarPointCloud
-from nuscenes.utils.geometry_utils import transform_matrix
-from nuscenes.utils.splits import create_splits_scenes
 from pyquaternion import Quaternion
 
 from bench.data.base import ScanDataset, unknown_split_error
@@ -93,6 +90,9 @@ def _official(split: str, version: str) -> str:
 
 def split_scene_names(split: str, version: str = "v1.0-trainval") -> list[str]:
     """Scene names of a split (official name or role, see the module docstring), in their canonical order."""
+    # lazy: the nuScenes devkit's package import loads cv2, matplotlib and sklearn (~2 s)
+    from nuscenes.utils.splits import create_splits_scenes
+
     official = create_splits_scenes(verbose=False)
     if split in ("holdout", "train_fit"):
         train = split_scene_names("train", version)
@@ -168,7 +168,8 @@ class NuScenesIndex:
     @classmethod
     def build(cls, dataroot: Path, version: str) -> NuScenesIndex:
         """Read the tables with the devkit (once) and keep the keyframes' records."""
-        from nuscenes.nuscenes import NuScenes  # the devkit class pulls matplotlib and cv2: only where tables are read
+        # lazy: the nuScenes devkit's package import loads cv2, matplotlib and sklearn (~2 s)
+        from nuscenes.nuscenes import NuScenes
 
         nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
         has_labels = hasattr(nusc, "lidarseg") and len(nusc.lidarseg) > 0
@@ -298,6 +299,9 @@ def keyframe_index(dataroot: str | Path, version: str, index_cache: str | Path |
 
 
 def _matrix(pose: np.ndarray) -> np.ndarray:
+    # lazy: the nuScenes devkit's package import loads cv2, matplotlib and sklearn (~2 s)
+    from nuscenes.utils.geometry_utils import transform_matrix
+
     return transform_matrix(pose[4:], Quaternion(pose[:4]), inverse=False)
 
 
@@ -316,6 +320,9 @@ def devkit_camera_points(
 ) -> np.ndarray:
     """Camera-frame ``(N, 3)`` coordinates of lidar points computed exactly as the devkit's
     ``map_pointcloud_to_image`` does: the four steps on a float32 ``LidarPointCloud``."""
+    # lazy: the nuScenes devkit's package import loads cv2, matplotlib and sklearn (~2 s)
+    from nuscenes.utils.data_classes import LidarPointCloud
+
     pc = LidarPointCloud(np.array(points[:, :4].T, dtype=np.float32))
     pc.rotate(Quaternion(lidar_calib[:4]).rotation_matrix)
     pc.translate(np.array(lidar_calib[4:]))

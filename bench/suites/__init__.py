@@ -16,7 +16,7 @@ that suite's ``defaults`` (recursively), which the file's own ``defaults`` then 
 stays the same study as the suite it serves, changing only what it lists.
 
 ``recipes: FILE`` (a path relative to the suite file) gives every run the optimisation recipe selected for its
-loss configuration by the tuning suite (:mod:`bench.tune`): the fields of the file's ``selected`` entry for the
+loss configuration by the tuning suite (:mod:`bench.study.tune`): the fields of the file's ``selected`` entry for the
 run's ``loss`` and ``loss_params`` (e.g. ``optimizer``, ``lr``) replace the defaults; a value the grid lists
 explicitly still wins. A loss configuration the file does not hold is an error naming the file and the command
 that regenerates it.
@@ -25,6 +25,7 @@ that regenerates it.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +100,6 @@ def run_name(run: dict[str, Any], varied: tuple[str, ...] = ()) -> str:
 
 def _canonical(value: Any) -> str:
     """``value`` as comparable text (JSON with sorted keys; a tuple and a list of the same values are equal)."""
-    import json
-
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -200,22 +199,20 @@ def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str,
 
 def recipe_key(loss: str, params: dict[str, Any]) -> str:
     """The identity of a loss configuration in a recipes file: ``loss`` plus its sorted parameters as JSON."""
-    import json
-
     return f"{loss} {json.dumps(params, sort_keys=True)}"
 
 
 def apply_recipes(runs: list[dict[str, Any]], path: Path, gridded: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """``runs`` with the recipe of each run's loss configuration from the recipes file ``path`` (module
     docstring); the fields in ``gridded`` (listed by the runs' grid) are kept."""
-    import json
-
     if not path.is_file():
-        raise ValueError(f"recipes file {path} does not exist: run the tuning suite and `python -m bench.tune` first")
+        raise ValueError(
+            f"recipes file {path} does not exist: run the tuning suite and `python -m bench.study.tune` first"
+        )
     try:
         selected = json.loads(path.read_text(encoding="utf-8"))["selected"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a recipes file of bench.tune ({exc})") from None
+        raise ValueError(f"{path}: not a recipes file of bench.study.tune ({exc})") from None
     out = []
     for run in runs:
         key = recipe_key(run["loss"], run["loss_params"])

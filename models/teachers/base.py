@@ -9,7 +9,7 @@ text embeddings over a prompt ensemble (CLIP, Radford et al., ICML 2021):
 
 Templates and class phrases are data (``data/prompts.json``); :func:`zero_shot_classifier` builds the ``(C, D)``
 classifier of a dataset's classes. Each teacher has a stable :attr:`Teacher.identity` (name, configuration and
-checkpoint hash), the key of the benchmark's feature cache (``bench/features.py``).
+checkpoint hash), the key of the benchmark's feature cache (``bench/data/features.py``).
 
 Inputs are typed by the protocols :class:`ScanInput` and :class:`CameraInput` (and the narrower
 :class:`PairedCameraInput`, :class:`RenderedCameraInput`), which the benchmark's ``Scan`` and ``CameraView``

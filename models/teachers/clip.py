@@ -59,7 +59,7 @@ def read_state_dict(path: Path, allow_torchscript: bool = False) -> tuple[dict[s
     with ``allow_torchscript=True`` (a trusted file); state dicts and safetensors are read as data only.
     """
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # only for a .safetensors checkpoint
 
         return load_file(str(path), device="cpu"), False
     if is_torchscript_archive(path):

@@ -96,7 +96,7 @@ def test_recipes_restrict_the_check_to_the_selected_runs(tmp_path, capsys):
     data = json.loads((tmp_path / "d.json").read_text())
     ((row,),) = [d["rows"] for d in data["doublings"]]
     assert row["recipe"]["lr"] == 0.05 and row["converged"] and data["budget"] == 100
-    # the command that rewrites these very files (not the default bench/suites/doubling)
+    # the command that rewrites these very files (not the default study/results/doubling)
     assert data["command"].endswith(f"--recipes {recipes.as_posix()} --out {(tmp_path / 'd').as_posix()}")
     # a selected configuration without its doubled run is named, not silently left out
     selected = {

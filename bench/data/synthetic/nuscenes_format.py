@@ -191,6 +191,7 @@ def fixture_scene_names(scenes: Mapping[str, int], version: str) -> dict[str, li
     Raises:
         ValueError: unknown split, a count above the split's size, or a split that does not fit ``version``.
     """
+    # lazy: the nuScenes devkit's package import loads cv2, matplotlib and sklearn (~2 s)
     from nuscenes.utils.splits import create_splits_scenes
 
     official = create_splits_scenes(verbose=False)

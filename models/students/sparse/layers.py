@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .backends import get_backend
@@ -118,8 +119,6 @@ class UpConv3d(nn.Module):
 
 
 def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
     total = x.contiguous().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
@@ -152,8 +151,6 @@ class SparseBatchNorm(nn.BatchNorm1d):
     sync: bool = False
 
     def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
-        import torch.distributed as dist
-
         if self.sync and self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             return x.replace(self._synchronised(x.feats))
         return x.replace(super().forward(x.feats))
