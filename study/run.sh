@@ -12,6 +12,8 @@
 # run for 1 step into runs/warm-caches: generates the test and OOD worlds and fills their teacher-feature caches,
 # one-time work kept out of the suite's time) -> full (the 33 students; its wall time is printed: run it from an
 # empty study/full with nothing else running) -> references (ceiling, floor, teacher rows; the 4x wider student's ceiling) -> toy -> report.
+# The claims study (study/README.md, "The claims study"), not in the default list: claims-tune (its 40-run grid) ->
+# claims-recipes (bench.study.tune: claims_recipes.json/.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -40,9 +42,13 @@ print(*[n for n in run_names(load_suite('doubling').runs)
                 # the size point of the curve that chose the student: the ceiling of a 4x wider one
                 $py -m bench.study.reference --suite full --rows ceiling --name wide --out study/full/references \
                   --set "student_overrides={init_dim: 16, planes: [32, 32, 64, 64, 64, 32, 32, 32]}" --no-progress ;;
+    claims-tune) $py -m bench.run --suite claims_tune --out study/claims_tune --jobs 2 --no-progress ;;
+    claims-recipes) $py -m bench.study.tune --suite claims_tune --runs study/claims_tune \
+                      --out bench/suites/claims_recipes.json ;;
     toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
     report) $py -m geomstruct.report --runs study/full runs/toy ;;
-    *) echo "unknown step: $step (tune recipes doubling check longer caches full references toy report)" >&2; exit 2 ;;
+    *) echo "unknown step: $step (tune recipes doubling check longer caches full references claims-tune" \
+            "claims-recipes toy report)" >&2; exit 2 ;;
   esac
   echo "== $step done in $((SECONDS - start)) s"
 done
