@@ -25,18 +25,19 @@ import yaml
 
 from bench.data.augment import Augmentation
 from bench.data.nuscenes import dataroot_info, split_scene_names
-from bench.data.registry import DATASETS
+from bench.data.registry import READERS
 from bench.data.superpixels import settings_from
 from bench.data.synthetic.generate import VARIANTS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
-from models.losses import LOSS_INPUTS, LOSSES, get_loss
+from models.losses import LOSSES, get_loss, loss_inputs
 from models.losses import parameter_errors as loss_parameter_value_errors
+from models.students.factory import STANDARD_OPTIONS, STUDENTS, accepted_options
 from models.students.minkunet import INPUTS as STUDENT_INPUTS
 from models.students.minkunet import PRESETS, MinkUNetConfig
 from models.teachers import TEACHERS
 from models.teachers.synthetic import load_params
 
-REGION_LOSSES = tuple(name for name, inputs in LOSS_INPUTS.items() if inputs == "superpixels")
+REGION_LOSSES = tuple(name for name in LOSSES if loss_inputs(name) == "superpixels")
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
 """Protocols that score (or train on) the labels of the main dataset."""
@@ -454,11 +455,9 @@ class DistillConfig:
         if problems:
             raise ValueError("; ".join(problems))
         self._check_ranges()
-        if self.dataset not in DATASETS or self.ood_dataset not in DATASETS:
-            bad = self.dataset if self.dataset not in DATASETS else self.ood_dataset
-            raise ValueError(f"unknown dataset {bad!r}; valid datasets: {', '.join(DATASETS)}")
-        if self.teacher not in TEACHERS:
-            raise ValueError(f"unknown teacher {self.teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+        READERS.get(self.dataset)  # each raises naming the valid names, or what is wrong with a plug-in
+        READERS.get(self.ood_dataset)
+        TEACHERS.get(self.teacher)
         self._check_teacher_dim()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
@@ -521,17 +520,29 @@ class DistillConfig:
         """``out_dim`` is the teacher's feature dimension where it is known without building the teacher: the
         synthetic teacher's parameter file, or the model config of a CLIP architecture (:func:`clip_embed_dim`;
         otherwise the run's start checks it)."""
+        if self.teacher not in ("synthetic", "clip"):
+            return  # a plug-in's dimension is known once it is built: the run's start checks it
         dim = synthetic_teacher_dim() if self.teacher == "synthetic" else clip_embed_dim(self.clip_arch)
         if dim is not None and dim != self.out_dim:
             source = "the synthetic teacher" if self.teacher == "synthetic" else f"CLIP {self.clip_arch}"
             raise ValueError(f"out_dim must be the teacher's feature dimension, {dim} for {source}; got {self.out_dim}")
 
     def _check_student(self) -> None:
-        """``student`` and ``preset`` exist; ``student_overrides`` names fields of the preset's
+        """``student`` exists (:data:`models.students.STUDENTS`, or a plug-in builder); for ``minkunet`` the
+        ``preset`` exists and ``student_overrides`` names fields of the preset's
         :class:`~models.students.minkunet.MinkUNetConfig`, of their types and ranges
-        (:data:`STUDENT_OVERRIDE_RANGES`), that make a valid configuration."""
+        (:data:`STUDENT_OVERRIDE_RANGES`), that make a valid configuration; another student's builder must take
+        the overrides as keywords (its own checks run when it builds)."""
+        builder = STUDENTS.get(self.student)
         if self.student != "minkunet":
-            raise ValueError(f"unknown student {self.student!r}; valid students: minkunet")
+            accepted = accepted_options(builder)
+            unknown = sorted(
+                set(self.student_overrides) - set(accepted if accepted is not None else self.student_overrides)
+            )
+            if unknown or set(self.student_overrides) & set(STANDARD_OPTIONS):
+                bad = unknown or sorted(set(self.student_overrides) & set(STANDARD_OPTIONS))
+                raise ValueError(f"student {self.student} takes no student_overrides {bad}")
+            return
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
         valid = [f.name for f in fields(MinkUNetConfig)]
@@ -561,7 +572,7 @@ class DistillConfig:
     def _resolve_region_pixel_norm(self) -> None:
         """``region_pixel_norm`` is SLidR's True for the region losses when unset, and stays None for the others
         (where it means nothing: setting it there is an error)."""
-        regions = LOSS_INPUTS.get(self.loss) == "superpixels"
+        regions = loss_inputs(self.loss) == "superpixels"
         if self.region_pixel_norm is None and regions:
             object.__setattr__(self, "region_pixel_norm", True)
         elif self.region_pixel_norm is not None and not regions:

@@ -75,16 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     data = parser.add_argument_group("data and teacher (distill suites only; default: the suite's values)")
     data.add_argument(
-        "--data", choices=DATASETS, default=None, help="dataset to distil on and evaluate (synthetic = embedded world)"
+        "--data",
+        default=None,
+        help=f"dataset to distil on and evaluate: {', '.join(DATASETS)} (synthetic = embedded world) or a plug-in "
+        "module:ReaderClass",
     )
     data.add_argument(
         "--dataroot", default=None, help="dataset root folder (nuscenes, semantickitti; synthetic: its scene cache)"
     )
     data.add_argument(
         "--ood-data",
-        choices=DATASETS,
         default=None,
-        help="dataset of the OOD few-shot protocol (synthetic = ood world)",
+        help=f"dataset of the OOD few-shot protocol: {', '.join(DATASETS)} (synthetic = ood world) or a plug-in",
     )
     data.add_argument("--ood-dataroot", default=None, help="root folder of the OOD dataset")
     data.add_argument(
@@ -98,7 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated evaluation protocols (zero_shot, linear_probe, few_shot, few_shot_ood) or 'none' "
         "(distillation and geometry only, e.g. on a nuScenes dataroot without lidarseg labels)",
     )
-    data.add_argument("--teacher", choices=TEACHERS, default=None, help="2D teacher: synthetic (calibrated) or clip")
+    data.add_argument(
+        "--teacher",
+        default=None,
+        help=f"2D teacher: {' or '.join(TEACHERS)} (synthetic: calibrated) or a plug-in module:object",
+    )
     data.add_argument(
         "--clip-checkpoint", default=None, help="local CLIP weight file (.pt, .safetensors); nothing is downloaded"
     )

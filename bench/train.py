@@ -11,11 +11,11 @@ One step:
 3. sample ``N = n_pairs`` point-pixel pairs uniformly, without replacement, over all valid pairs of the batch
    (SLidR's choice, docs/method.md#pair-sampling); ``K`` = the student's features of the pairs' points, ``Q`` = the
    teacher's features at the pairs' pixels;
-   *Region losses* (:data:`models.losses.LOSS_INPUTS` ``"superpixels"``: SLidR, ST-SLidR) use every pair of the
+   *Region losses* (:func:`models.losses.loss_inputs` ``"superpixels"``: SLidR, ST-SLidR) use every pair of the
    batch instead: the student's features of the pairs are L2-normalised and averaged per superpixel of each scan
    (superpoints), ``K`` = one row per superpixel reached by a pair, ``Q`` = the teacher's features averaged over
    the same superpixels (:func:`batch_regions`, :mod:`bench.data.superpixels`);
-4. ``loss(K, Q, **loss_params)`` by name from :data:`models.losses.LOSSES`; one optimiser step; the learning
+4. ``loss(K, Q, **loss_params)`` by name (:data:`models.losses.LOSSES`, or a plug-in); one optimiser step; the learning
    rate follows the cosine schedule ``lr_t = lr * (1 + cos(pi t / T)) / 2`` (SGDR without restarts,
    Loshchilov & Hutter, ICLR 2017; SLidR's schedule).
 
@@ -56,7 +56,7 @@ from bench.data.scene import SceneBatch
 from bench.files import write_bytes
 from bench.probe import GeometrySet
 from bench.results import CONFIG_FILE, RunDir, read_json, without_locations
-from models.losses import LOSS_INPUTS, get_loss, pool_selected_rows
+from models.losses import get_loss, loss_inputs, pool_selected_rows
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
 
@@ -417,7 +417,7 @@ def train_student(
         scenes = scenes.augmented(augmentation)
     sampler = StepSampler(len(scenes), cfg.batch_size, cfg.seed, start, cfg.steps, seeded=augmentation is not None)
     loader = scene_loader(scenes, sampler, workers, device)
-    regions = LOSS_INPUTS[cfg.loss] == "superpixels"
+    regions = loss_inputs(cfg.loss) == "superpixels"
     for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
         points, batch_index = batch.inputs(device)
         if regions:  # the student projects only the points that hold a pair

@@ -33,7 +33,7 @@ from bench.data.registry import open_dataset, vocabulary
 from bench.data.superpixels import DEFAULT_ROOT as DEFAULT_SUPERPIXELS
 from bench.data.superpixels import SuperpixelCache, settings_from
 from bench.probe import TeacherSides
-from models.losses import LOSS_INPUTS
+from models.losses import loss_inputs
 from models.teachers import Teacher, build_teacher
 from models.teachers.base import file_sha256
 
@@ -127,7 +127,7 @@ class Workspace:
                     print(report.summary(cache.folder))
                 self.filled.add(filled)
         scenes = SceneDataset(dataset, cfg.crop_radius, cache)
-        if cache is not None and split == cfg.train_split and LOSS_INPUTS[cfg.loss] == "superpixels":
+        if cache is not None and split == cfg.train_split and loss_inputs(cfg.loss) == "superpixels":
             superpixels = SuperpixelCache(cfg.superpixel_cache or DEFAULT_SUPERPIXELS, dataset.cache_key,
                                           settings_from(cfg.slic))  # fmt: skip
             filled = (superpixels.folder, split, key)

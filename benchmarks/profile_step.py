@@ -38,7 +38,7 @@ from bench.data.loader import SCAN_CACHE, SceneDataset, StepSampler, scene_loade
 from bench.suites import load_suite  # noqa: E402
 from bench.train import batch_pairs, batch_regions, build_distill_student, make_optimizer  # noqa: E402
 from bench.workspace import Workspace  # noqa: E402
-from models.losses import LOSS_INPUTS, get_loss  # noqa: E402
+from models.losses import get_loss, loss_inputs  # noqa: E402
 from models.students.minkunet import input_channels  # noqa: E402
 from models.students.sparse import SparseTensor  # noqa: E402
 from models.students.voxelize import voxelize  # noqa: E402
@@ -98,7 +98,7 @@ def profile(
             student.network(x)
         t = tick("forward, maps cached (no grad)", t)
         generator = step_generator(cfg.seed, step, 1)
-        if LOSS_INPUTS[cfg.loss] == "superpixels":
+        if loss_inputs(cfg.loss) == "superpixels":
             if projection == "pairs":  # the training step's path: the head once per voxel holding a pair
                 feats = functools.partial(student, points, index, distinct=True)
             else:  # every point projected: the step before that change

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from geomstruct.runs import GEOMETRY_COLUMNS, PROTOCOLS, Run
+from geomstruct.style import loss_rank
 
 PROTOCOL_TITLES = {
     "zero_shot": "zero-shot",
@@ -20,22 +21,6 @@ PROTOCOL_TITLES = {
     "few_shot": "few-shot (1%)",
     "few_shot_ood": "OOD few-shot (1%)",
 }
-LOSS_ORDER = (
-    "contrastive",
-    "similarity",
-    "relational",
-    "relational_cross",
-    "relational_intra",
-    "regression",
-    "slidr",
-    "st_slidr",
-)
-
-
-def loss_rank(label: str) -> tuple[int, str]:
-    """Sort key of a loss label: the registry's order, then the label (so temperatures sort together)."""
-    name = label.split(" ")[0]
-    return (LOSS_ORDER.index(name) if name in LOSS_ORDER else len(LOSS_ORDER), label)
 
 
 def recipe(config: dict) -> str:

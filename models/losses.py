@@ -7,9 +7,10 @@ Every loss is a pure function ``loss(k, q, **params) -> scalar tensor`` where
   it is detached inside every loss).
 
 Rows of both are L2-normalised inside (point-pair losses), so every dot product is a cosine. Losses are chosen by
-name from :data:`LOSSES` / :func:`get_loss`; their parameters belong in the run configuration.
+name from the registry :data:`LOSSES` / :func:`get_loss` (or as a plug-in ``"module:object"`` defined outside the
+package, held to the same contract by :func:`loss_problem`); their parameters belong in the run configuration.
 
-*Region losses* (:data:`LOSS_INPUTS` ``"superpixels"``: SLidR and ST-SLidR) compare superpoints with superpixels
+*Region losses* (:func:`loss_inputs` ``"superpixels"``: SLidR and ST-SLidR) compare superpoints with superpixels
 instead of point-pixel pairs. Their contract extends the one above by one keyword, ``segments``:
 
 - ``loss(k, q, segments=s, **params)``: ``k`` (N, D) point features of pairs, ``s`` (N,) int64 the region
@@ -39,6 +40,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from models.registry import Registry
 
 LossFn = Callable[..., Tensor]
 
@@ -384,28 +387,63 @@ def st_slidr(
     return (per_anchor * balance).sum() / balance.sum()
 
 
-LOSSES: dict[str, LossFn] = {
-    "contrastive": contrastive,
-    "similarity": similarity,
-    "relational": relational,
-    "relational_cross": relational_cross,
-    "relational_intra": relational_intra,
-    "regression": regression,
-    "slidr": slidr,
-    "st_slidr": st_slidr,
-}
+def loss_problem(name: str, fn: object) -> str | None:
+    """What keeps ``fn`` from being a loss (the contract of the module docstring), None when nothing does: a
+    callable ``loss(k, q, **params)`` whose parameters after ``k`` and ``q`` all have defaults; a plug-in's
+    optional ``inputs`` attribute is ``"pairs"`` or ``"superpixels"`` (a region loss, which then takes
+    ``segments``) and its optional ``parameter_ranges`` is a dict like :data:`PARAMETER_RANGES`."""
+    if not callable(fn):
+        return f"a loss must be a function loss(k, q, **params) -> Tensor; got {type(fn).__name__}"
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return "its signature cannot be read (a loss is a function loss(k, q, **params) -> Tensor)"
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(parameters) < 2 or any(p.kind not in positional for p in parameters[:2]):
+        return "a loss takes the student's and the teacher's features first: loss(k, q, **params) -> Tensor"
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    bare = [p.name for p in parameters[2:] if p.default is inspect.Parameter.empty and p.kind not in variadic]
+    if bare:
+        return f"its parameters after k and q need defaults (the configuration may leave them out); {bare} have none"
+    inputs = getattr(fn, "inputs", "pairs")
+    if inputs not in LOSS_INPUT_KINDS:
+        return f"its inputs attribute must be one of {', '.join(LOSS_INPUT_KINDS)}; got {inputs!r}"
+    if inputs == "superpixels" and "segments" not in [p.name for p in parameters]:
+        return "a region loss (inputs = 'superpixels') takes segments=None (the region contract)"
+    if not isinstance(getattr(fn, "parameter_ranges", {}), dict):
+        return "its parameter_ranges attribute must be a dict like models.losses.PARAMETER_RANGES"
+    return None
 
-LOSS_INPUTS: dict[str, str] = {name: "pairs" for name in LOSSES} | {"slidr": "superpixels", "st_slidr": "superpixels"}
-"""What each loss compares: ``"pairs"`` (N sampled point-pixel pairs) or ``"superpixels"`` (superpoint-superpixel
+
+LOSS_INPUT_KINDS = ("pairs", "superpixels")
+"""What a loss compares: ``"pairs"`` (N sampled point-pixel pairs) or ``"superpixels"`` (superpoint-superpixel
 regions; the region contract of the module docstring)."""
+
+LOSSES: Registry[LossFn] = Registry("loss", loss_problem, plural="losses")
+"""The losses by name, in the order the study presents them; metadata ``inputs`` (one of
+:data:`LOSS_INPUT_KINDS`, ``"pairs"`` unless given). A new loss is a function (here or in a file of its own) and one
+line below; a plug-in needs neither (:mod:`models.registry`)."""
+LOSSES.register("contrastive", contrastive)
+LOSSES.register("similarity", similarity)
+LOSSES.register("relational", relational)
+LOSSES.register("relational_cross", relational_cross)
+LOSSES.register("relational_intra", relational_intra)
+LOSSES.register("regression", regression)
+LOSSES.register("slidr", slidr, inputs="superpixels")
+LOSSES.register("st_slidr", st_slidr, inputs="superpixels")
 
 
 def get_loss(name: str) -> LossFn:
-    """The loss registered under ``name``; a ``KeyError`` listing the valid names otherwise."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}") from None
+    """The loss registered under ``name``, or the plug-in ``"module:object"`` it names, checked by
+    :func:`loss_problem`; an :class:`~models.registry.UnknownComponent` (a ``ValueError`` and a ``KeyError``)
+    naming the valid losses or what is wrong with the plug-in otherwise."""
+    return LOSSES.get(name)
+
+
+def loss_inputs(name: str) -> str:
+    """What the loss ``name`` compares (:data:`LOSS_INPUT_KINDS`): its ``inputs`` metadata (a plug-in's
+    attribute), ``"pairs"`` by default."""
+    return str(LOSSES.meta(name, "inputs", "pairs"))
 
 
 PARAMETER_RANGES: dict[str, tuple[float, float, bool, str]] = {
@@ -424,15 +462,17 @@ def parameter_errors(name: str, params: dict[str, object]) -> list[str]:
     """What is wrong with the values of the loss ``name``'s parameters ``params`` before it is called (the losses
     themselves raise only when called): each number within :data:`PARAMETER_RANGES`, ``min_quantile <=
     max_quantile`` and, for ``relational``, ``cross`` or ``intra``; the parameters left out take the defaults of
-    the loss's signature. Names and types are the caller's to check; ``[]`` when the values are valid."""
+    the loss's signature; a loss's own ``parameter_ranges`` (a plug-in's attribute) add to or replace the shared
+    ranges. Names and types are the caller's to check; ``[]`` when the values are valid."""
+    ranges = {**PARAMETER_RANGES, **LOSSES.meta(name, "parameter_ranges", {})}
     signature = inspect.signature(get_loss(name)).parameters.values()
     defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
     values = {**defaults, **params}
     errors = []
     for key, value in params.items():
-        if key not in PARAMETER_RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if key not in ranges or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        low, high, low_open, text = PARAMETER_RANGES[key]
+        low, high, low_open, text = ranges[key]
         if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
             errors.append(f"loss {name} parameter {key} must be {text}; got {value!r}")
     low, high = values.get("min_quantile"), values.get("max_quantile")

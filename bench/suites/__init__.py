@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from models.registry import plugin_label
+
 SUITE_DIR = Path(__file__).resolve().parent
 KINDS = ("toy", "distill")
 
@@ -76,6 +78,16 @@ def _component(key: str, value: Any) -> str:
     return f"{key}{text}"
 
 
+PLUGIN_FIELDS = ("teacher", "student", "dataset", "ood_dataset")
+"""Fields besides ``loss`` that may name a plug-in ``"module:object"`` (:mod:`models.registry`)."""
+
+
+def _plugin_free(key: str, value: Any) -> Any:
+    """A plug-in name ``"module:object"`` of a :data:`PLUGIN_FIELDS` field as its object name (a folder-safe
+    piece); any other value as it is."""
+    return plugin_label(value) if key in PLUGIN_FIELDS and isinstance(value, str) else value
+
+
 def _check_component(piece: str) -> str:
     if not piece or "/" in piece or "\\" in piece or ".." in piece or piece.startswith(".") or "\0" in piece:
         raise ValueError(f"run name piece {piece!r} would not be a plain folder name (no '/', '\\', '..')")
@@ -84,16 +96,18 @@ def _check_component(piece: str) -> str:
 
 def run_name(run: dict[str, Any], varied: tuple[str, ...] = ()) -> str:
     """A readable folder name: set-up, loss, its parameters, every field in ``varied`` (the suite's grid varies
-    it) and the seed, e.g. ``1cluster-contrastive-tau0.07-s0`` or ``similarity-lr0.05-s0``.
+    it) and the seed, e.g. ``1cluster-contrastive-tau0.07-s0`` or ``similarity-lr0.05-s0``. A plug-in loss
+    ``"module:object"`` is named by its object (:func:`models.registry.plugin_label`: ``my_losses:focal`` ->
+    ``focal-s0``); a varied plug-in teacher, student or dataset likewise.
 
     Raises:
         ValueError: a piece holding a path separator or ``..`` (a name from a suite file must stay inside the
             output folder).
     """
     parts = [str(run["setup"])] if "setup" in run else []
-    parts.append(str(run["loss"]))
+    parts.append(plugin_label(str(run["loss"])))
     parts += [_component(k, v) for k, v in sorted(run["loss_params"].items())]
-    parts += [_component(k, run.get(k)) for k in varied]
+    parts += [_component(k, _plugin_free(k, run.get(k))) for k in varied]
     parts.append(f"s{run['seed']}")
     return "-".join(_check_component(p) for p in parts)
 

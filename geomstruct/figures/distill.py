@@ -24,30 +24,15 @@ import pandas as pd
 
 from geomstruct.correlation import pearson, spearman
 from geomstruct.runs import FEATURES_FILE, Run
-from geomstruct.summary import PROTOCOL_TITLES, PROTOCOLS, loss_rank
+from geomstruct.style import loss_rank, loss_style
+from geomstruct.summary import PROTOCOL_TITLES, PROTOCOLS
 
 CLASS_COLOURS = (
     "#7f7f7f", "#bcbd22", "#ff7f0e", "#1f77b4", "#8c564b", "#e377c2", "#d62728", "#ffbb78",
     "#9467bd", "#17becf", "#393b79", "#c49c94", "#2ca02c", "#98df8a", "#aec7e8", "#006400",
 )  # fmt: skip
-LOSS_STYLE = {
-    "contrastive": ("#d62728", "o"),
-    "similarity": ("#1f77b4", "s"),
-    "relational": ("#2ca02c", "D"),
-    "relational_cross": ("#9467bd", "^"),
-    "relational_intra": ("#ff7f0e", "v"),
-    "regression": ("#17becf", "P"),
-    "slidr": ("#8c564b", "*"),
-    "st_slidr": ("#e377c2", "X"),
-}
-
-
 CONTRASTIVE_SHADES = ("#67000d", "#d62728", "#fb6a4a", "#f4a582", "#a50f15", "#ef3b2c")
 CONTRASTIVE_MARKERS = ("o", "p", "h", "8", "P", "X")
-
-
-def _style(loss: str) -> tuple[str, str]:
-    return LOSS_STYLE.get(loss, ("#333333", "x"))
 
 
 def label_styles(labels: Sequence[tuple[str, str, float]]) -> dict[str, tuple[str, str, str]]:
@@ -59,7 +44,7 @@ def label_styles(labels: Sequence[tuple[str, str, float]]) -> dict[str, tuple[st
     styles: dict[str, tuple[str, str, str]] = {}
     taus = sorted({tau for _, loss, tau in labels if loss == "contrastive" and np.isfinite(tau)})
     for label, loss, tau in labels:
-        colour, marker = _style(loss)
+        colour, marker = loss_style(loss)
         linestyle = "-"
         if loss == "contrastive" and np.isfinite(tau) and len(taus) > 1:
             rank = taus.index(tau)

@@ -20,23 +20,15 @@ import numpy as np
 import pandas as pd
 
 from geomstruct.runs import Run
+from geomstruct.style import loss_colour, loss_rank
 
-LOSS_ORDER = ("contrastive", "similarity", "relational", "relational_cross", "relational_intra")
-LOSS_COLOURS = {
-    "contrastive": "#d62728",
-    "similarity": "#1f77b4",
-    "relational": "#2ca02c",
-    "relational_cross": "#9467bd",
-    "relational_intra": "#ff7f0e",
-}
 CLUSTER_COLOURS = ("#1b9e77", "#d95f02", "#7570b3")
 SETUP_TITLES = {"1cluster": "1 cluster", "3clusters": "3 clusters"}
 SNAPSHOT_FILE = "snapshots.npz"
 
 
 def _sort_key(run: Run) -> tuple:
-    order = LOSS_ORDER.index(run.loss) if run.loss in LOSS_ORDER else len(LOSS_ORDER)
-    return (run.metrics.get("setup", ""), order, run.label, run.seed)
+    return (run.metrics.get("setup", ""), loss_rank(run.loss)[0], run.label, run.seed)
 
 
 def _by_setup(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -148,7 +140,7 @@ def plot_evolution(runs: Sequence[Run], setup: str, out: Path) -> Path:
                     ha="center",
                     fontsize=9,
                     fontweight="bold",
-                    color=LOSS_COLOURS.get(run.loss, "black"),
+                    color=loss_colour(run.loss),
                 )
     fig.suptitle(
         f"Toy experiment, {SETUP_TITLES.get(setup, setup)}: predicted space over training (seed {chosen[0].seed})",
@@ -177,7 +169,7 @@ def plot_uniformity(runs: Sequence[Run], out: Path) -> Path:
             ax = axes[row, col]
             for label, members in per_loss.items():
                 frame = pd.concat([m.trajectory.set_index("iteration")[key] for m in members], axis=1)
-                colour = LOSS_COLOURS.get(members[0].loss, "black")
+                colour = loss_colour(members[0].loss)
                 ax.plot(frame.index, frame.mean(axis=1), color=colour, label=f"{label} (n={len(members)})")
                 ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour, alpha=0.15)
             source = np.mean([r.metrics["source"][key] for r in group])
@@ -228,7 +220,7 @@ def toy_table(runs: Sequence[Run]) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    order = {label: i for i, label in enumerate(sorted(frame["loss"], key=lambda s: _loss_rank(s)))}
+    order = {label: i for i, label in enumerate(sorted(frame["loss"], key=loss_rank))}
     stats = frame.groupby(["setup", "loss"]).agg(
         n=("seed", "count"),
         **{f"{k}_{fn}": (k, fn) for k in ("U", "T", "G", "U_source", "T_source") for fn in ("mean", "std")},
@@ -238,11 +230,6 @@ def toy_table(runs: Sequence[Run]) -> pd.DataFrame:
     stats = stats.reset_index()
     stats["_order"] = stats["loss"].map(order)
     return stats.sort_values(["setup", "_order"]).drop(columns="_order").reset_index(drop=True)
-
-
-def _loss_rank(label: str) -> tuple[int, str]:
-    name = label.split(" ")[0]
-    return (LOSS_ORDER.index(name) if name in LOSS_ORDER else len(LOSS_ORDER), label)
 
 
 def write_toy_table(table: pd.DataFrame, out: Path) -> list[Path]:

@@ -1,11 +1,12 @@
 """3D students: MinkUNet on the project's sparse convolution, voxelisation, and the student factory."""
 
+from .factory import STUDENTS, build_student
 from .minkunet import (
     PRESETS,
     MinkUNet,
     MinkUNetConfig,
     PointStudent,
-    build_student,
+    build_minkunet,
     point_outputs,
     use_downstream_bn_momentum,
 )
@@ -16,7 +17,9 @@ __all__ = [
     "MinkUNet",
     "MinkUNetConfig",
     "PointStudent",
+    "STUDENTS",
     "Voxels",
+    "build_minkunet",
     "build_student",
     "devoxelize",
     "point_outputs",

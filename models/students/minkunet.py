@@ -444,8 +444,7 @@ def use_downstream_bn_momentum(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_student(
-    name: str = "minkunet",
+def build_minkunet(
     out_dim: int = 512,
     preset: str = "small",
     backend: str = "torch",
@@ -455,7 +454,8 @@ def build_student(
     inputs: tuple[str, ...] = ("intensity",),
     **overrides: object,
 ) -> PointStudent:
-    """A point-cloud student by name (``minkunet``): preset ``small`` (CPU default) or ``slidr``.
+    """The MinkUNet point-cloud student (registered as ``minkunet``, :mod:`models.students.factory`): preset
+    ``small`` (CPU default) or ``slidr``.
 
     ``overrides`` replace fields of the preset's :class:`MinkUNetConfig` (e.g. ``planes=...``,
     ``layers=...``, ``init="he"``, ``bn_momentum=0.02``).
@@ -465,8 +465,6 @@ def build_student(
     in_channels = len(inputs) if in_channels is None else in_channels
     if in_channels != len(inputs):
         raise ValueError(f"in_channels {in_channels} does not match the {len(inputs)} inputs {inputs}")
-    if name != "minkunet":
-        raise ValueError(f"unknown student {name!r}; available: 'minkunet'")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
     config = replace(PRESETS[preset], **overrides)  # type: ignore[arg-type]

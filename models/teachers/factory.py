@@ -1,31 +1,62 @@
-"""Teachers by name: the one place that knows every teacher class (docs/implementation.md#students-and-teachers)."""
+"""Teachers by name: the one place that knows every teacher class (docs/implementation.md#students-and-teachers).
+
+:data:`TEACHERS` maps a name to a *builder* ``builder(device=..., **options) -> Teacher`` (a
+:class:`~models.teachers.base.Teacher` subclass is one); a new teacher is one file with its class and one line
+here. A plug-in teacher ``"module:object"`` (:mod:`models.registry`) names such a builder outside the package.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from models.registry import Registry
 from models.teachers.base import Teacher
 from models.teachers.clip import CLIPTeacher
 from models.teachers.synthetic import SyntheticTeacher
 
-TEACHERS = ("synthetic", "clip")
-"""Teacher names :func:`build_teacher` knows."""
+TeacherBuilder = Callable[..., Teacher]
+
+
+def teacher_problem(name: str, builder: object) -> str | None:
+    """What keeps ``builder`` from building a teacher, None when nothing does: a class must subclass
+    :class:`~models.teachers.base.Teacher` (hence implement its abstract methods); any other builder must be
+    callable as ``builder(device=..., **options)``."""
+    if isinstance(builder, type):
+        if not issubclass(builder, Teacher):
+            return f"a teacher class must subclass models.teachers.Teacher; {builder.__name__} does not"
+        if inspect.isabstract(builder):
+            missing = ", ".join(sorted(builder.__abstractmethods__))
+            return f"teacher class {builder.__name__} leaves abstract methods of Teacher unimplemented: {missing}"
+        return None
+    if not callable(builder):
+        return f"a teacher is a Teacher subclass or a function builder(device, **options) -> Teacher; got {builder!r}"
+    return None
+
+
+TEACHERS: Registry[TeacherBuilder] = Registry("teacher", teacher_problem)
+"""Teacher name -> builder, in declaration order: ``synthetic`` (options: ``params_file``) and ``clip`` (options of
+:class:`~models.teachers.clip.CLIPTeacher`: ``arch``, ``checkpoint``, ``image_size``, ``allow_torchscript``, ...)."""
+TEACHERS.register("synthetic", SyntheticTeacher.from_file)
+TEACHERS.register("clip", CLIPTeacher)
 
 
 def build_teacher(name: str, device: torch.device | str = "cpu", **options: Any) -> Teacher:
-    """Build a teacher by name.
+    """Build a teacher by name (:data:`TEACHERS`) or plug-in ``"module:object"``.
 
     Args:
-        name: ``"synthetic"`` (options: ``params_file``) or ``"clip"`` (options of
-            :class:`~models.teachers.clip.CLIPTeacher`: ``arch``, ``checkpoint``, ``image_size``,
-            ``allow_torchscript``, ...).
+        name: a registered teacher or a plug-in.
         device: where the teacher computes.
+        options: the builder's keyword options.
+
+    Raises:
+        ValueError: an unknown name or a bad plug-in (:meth:`models.registry.Registry.get`), or a builder that
+            returns something other than a :class:`~models.teachers.base.Teacher`.
     """
-    device = torch.device(device)
-    if name == "synthetic":
-        return SyntheticTeacher.from_file(device=device, **options)
-    if name == "clip":
-        return CLIPTeacher(device=device, **options)
-    raise ValueError(f"unknown teacher {name!r}; known teachers: {', '.join(TEACHERS)}")
+    teacher = TEACHERS.get(name)(device=torch.device(device), **options)
+    if not isinstance(teacher, Teacher):
+        raise ValueError(f"teacher {name!r} built {type(teacher).__name__}, not a models.teachers.Teacher")
+    return teacher

@@ -52,7 +52,7 @@ def _reference_contrastive(k, q, tau):
 def test_registry_names_and_unknown_name():
     assert sorted(LOSSES) == sorted(NAMES)
     assert get_loss("relational") is relational
-    with pytest.raises(KeyError, match="valid losses: contrastive, regression, relational, "):
+    with pytest.raises(KeyError, match="valid losses: contrastive, similarity, relational, "):
         get_loss("infonce")
 
 

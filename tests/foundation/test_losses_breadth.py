@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from models.losses import (
-    LOSS_INPUTS,
     anchor_weights,
+    loss_inputs,
     negative_weights,
     pool_segments,
     pool_selected_rows,
@@ -22,8 +22,8 @@ from models.losses import (
 
 
 def test_loss_inputs_name_the_region_losses():
-    assert LOSS_INPUTS["slidr"] == LOSS_INPUTS["st_slidr"] == "superpixels"
-    assert LOSS_INPUTS["regression"] == LOSS_INPUTS["contrastive"] == "pairs"
+    assert loss_inputs("slidr") == loss_inputs("st_slidr") == "superpixels"
+    assert loss_inputs("regression") == loss_inputs("contrastive") == "pairs"
 
 
 def test_regression_hand_computed():
