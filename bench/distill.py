@@ -29,11 +29,10 @@ from bench.data.registry import class_names
 from bench.evaluate import fine_tune, linear_probe, zero_shot
 from bench.files import write_csv, write_json, write_npz
 from bench.probe import GeometrySet, half_precision
-from bench.results import METRICS_FILE, TIMING_FILE, TRAJECTORY_FILE, RunDir, read_json
+from bench.results import RunDir
 from bench.train import TRAJECTORY_COLUMNS, convergence, train_student
 from bench.workspace import Workspace, zero_shot_text
-
-FEATURES_FILE = "features.npz"
+from geomstruct.run_folder import FEATURES_FILE, PROTOCOLS, TIMING_FILE, TRAJECTORY_FILE, read_metrics
 
 
 def _json_float(x: float) -> float | None:
@@ -231,7 +230,7 @@ def run_distill(
         metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
         metrics["few_shot_ood"]["split"] = cfg.ood_eval_split
         lap("few_shot_ood")
-    for key in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
+    for key in PROTOCOLS:
         if key in metrics:
             metrics[key]["miou"] = _json_float(metrics[key]["miou"])
     metrics["final_loss"] = _json_float(metrics["final_loss"])
@@ -259,7 +258,7 @@ def execute_distill(
     """
     if run_dir.finished:
         run_dir.check_config(resolved, DistillConfig.field_defaults())
-        return read_json(run_dir.path / METRICS_FILE)
+        return read_metrics(run_dir.path)[0]
     cfg = DistillConfig.from_run({k: v for k, v in resolved.items() if k != "kind"})
     defaults = DistillConfig.field_defaults()
     run_dir.check_config(resolved, defaults)  # a conflicting folder is refused before any set-up

@@ -1,17 +1,20 @@
-"""Files written atomically, and the cross-process lock: the one writer of the run store and of the data caches.
+"""Files written atomically, and the cross-process lock: the writers of the run store and of the data caches.
 
 Every file of the harness -- a run folder's ``config.json`` and ``metrics.json`` (:mod:`bench.results`), a cached
 teacher feature map or superpixel map (:mod:`bench.data.features`, :mod:`bench.data.superpixels`), a generated
-synthetic scene, a nuScenes keyframe index -- is written by :func:`write_bytes`: into a temporary file of the same
-folder (``.<name>.<random>.tmp``, :data:`TEMPORARY_PATTERN`), flushed to disk, given the mode ``open()`` would
-give it, then renamed into place. A file that exists is therefore complete; a killed writer leaves at most a
-temporary, which :func:`remove_stale_temporaries` (the caches) or the run lock (:class:`bench.results.RunLock`)
-removes. An ``OSError`` (a full disk, a read-only folder) is re-raised naming the file.
+synthetic scene, a nuScenes keyframe index -- is written by :func:`write_bytes`, the project's one atomic writer:
+into a temporary file of the same folder (``.<name>.<random>.tmp``, :data:`TEMPORARY_PATTERN`), flushed to disk,
+given the mode ``open()`` would give it, then renamed into place. A file that exists is therefore complete; a
+killed writer leaves at most a temporary, which :func:`remove_stale_temporaries` (the caches) or the run lock
+(:class:`bench.results.RunLock`) removes. An ``OSError`` (a full disk, a read-only folder) is re-raised naming the
+file. :func:`write_bytes`, :func:`write_json` and :func:`json_default` live with the run-folder format in
+:mod:`geomstruct.run_folder` (the bottom of the project, so that ``geomstruct`` can use them too) and are
+re-exported here beside the CSV and array writers.
 
 :func:`locked` is the cross-process mutex of a read-modify-write (a cache manifest updated by several processes).
 
-A shared low-level module: it imports nothing of the project, so the data wing (``bench.data``) and the run core
-both use it.
+A shared low-level module: it imports nothing of the project but :mod:`geomstruct.run_folder` (which imports
+nothing of the project), so the data wing (``bench.data``) and the run core both use it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,74 +31,32 @@ from typing import Any
 
 import numpy as np
 
+from geomstruct.run_folder import TEMPORARY_PATTERN, file_mode, json_default, write_bytes, write_json
+
 if os.name == "nt":  # pragma: no cover - Windows
     import msvcrt
 else:
     import fcntl
 
-TEMPORARY_PATTERN = ".*.tmp"
-"""Names of the atomic writer's temporaries (``.<target name>.<random>.tmp``)."""
+__all__ = [
+    "STALE_TEMPORARY_SECONDS",
+    "TEMPORARY_PATTERN",
+    "file_mode",
+    "json_default",
+    "locked",
+    "read_json",
+    "remove_stale_temporaries",
+    "write_bytes",
+    "write_csv",
+    "write_json",
+    "write_npy",
+    "write_npz",
+]
+
 STALE_TEMPORARY_SECONDS = 3600.0
 """A temporary of :func:`write_bytes` untouched for this long was left by a killed writer
 (:func:`remove_stale_temporaries`); younger ones may belong to a process writing right now (``bench.run --jobs``,
 another user's run)."""
-
-
-def file_mode() -> int:
-    """``0o666`` minus the process umask: the mode ``open()`` gives a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside ``path`` (created with its folder when
-    missing), flushed to disk (``fsync``), then renamed into place; no temporary is left behind on failure, and an
-    ``OSError`` is re-raised naming ``path``, keeping its errno (and so its ``OSError`` subclass)."""
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what open() would give under the user's umask
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _naming(exc, path) from exc
-        raise
-
-
-def _naming(exc: OSError, path: Path) -> OSError:
-    """``exc`` as an error of the same errno (so the same ``OSError`` subclass) whose message names ``path``."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno is None:
-        return OSError(f"cannot write {path}: {reason}")
-    return OSError(exc.errno, f"cannot write {path}: {reason}")
-
-
-def json_default(obj: Any) -> Any:
-    """JSON form of the numpy scalars and arrays and the paths a configuration or result holds."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON with sorted keys, atomically."""
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n").encode())
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:

@@ -1,10 +1,10 @@
-"""The run store: one directory per run, written atomically (docs/usage.md#run-directories).
+"""The run store: one directory per run, written atomically (docs/run-folder.md).
 
-A run directory holds ``config.json`` (the resolved configuration), ``environment.json`` (package versions,
-device, git commit), ``metrics.json`` (written last: its presence marks the run as finished),
-``trajectory.csv``, any arrays (``.npz``) and ``timing.json`` (wall-clock seconds of each phase of the attempt
-that finished the run: for budgeting suites, not a result). Every file is written to a temporary name in the same
-folder and renamed into place (:func:`bench.files.write_bytes`), so an interrupted process never leaves a
+The format of a run directory -- its files, schema version, reading and atomic writing -- is owned by
+:mod:`geomstruct.run_folder`; this module is the harness's side of it: binding a folder to a configuration,
+refusing a conflicting one, writing ``config.json`` / ``environment.json`` at the start and ``metrics.json`` at the
+end, recording a failure, and the one-writer lock. Every file is written to a temporary name in the same folder and
+renamed into place (:func:`geomstruct.run_folder.write_bytes`), so an interrupted process never leaves a
 half-written file behind.
 
 One writer per run folder: a process trains, evaluates or writes a run only while it holds the run's lock
@@ -28,26 +28,61 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.files import TEMPORARY_PATTERN, json_default, read_json, write_bytes, write_json
+from geomstruct.run_folder import (
+    CONFIG_FILE,
+    ENVIRONMENT_FILE,
+    ERROR_FILE,
+    LOCK_SUFFIX,
+    METRICS_FILE,
+    TEMPORARY_PATTERN,
+    TIMING_FILE,
+    TRAJECTORY_FILE,
+    UNBOUND_FILES,
+    RunRecord,
+    finished_runs,
+    is_finished,
+    json_default,
+    lock_path,
+    read_config,
+    read_metrics,
+    read_record,
+    write_bytes,
+    write_config,
+    write_json,
+    write_metrics,
+)
 
-CONFIG_FILE = "config.json"
-ENVIRONMENT_FILE = "environment.json"
-METRICS_FILE = "metrics.json"
-TRAJECTORY_FILE = "trajectory.csv"
-TIMING_FILE = "timing.json"
-ERROR_FILE = "error.txt"
-LOCK_SUFFIX = ".lock"
-"""The lock of run folder ``<out>/<name>`` is the file ``<out>/.<name>.lock`` (:class:`RunLock`)."""
-UNBOUND_FILES = frozenset({CONFIG_FILE, ENVIRONMENT_FILE, ERROR_FILE})
-"""Files of a run folder that hold no result: a folder with only these may be rebound to another configuration."""
+__all__ = [
+    "CONFIG_FILE",
+    "CONTENT_HASHED",
+    "ENVIRONMENT_FILE",
+    "ERROR_FILE",
+    "LOCATION_FIELDS",
+    "LOCK_SUFFIX",
+    "METRICS_FILE",
+    "TIMING_FILE",
+    "TRAJECTORY_FILE",
+    "UNBOUND_FILES",
+    "RunBusyError",
+    "RunConflictError",
+    "RunDir",
+    "RunLock",
+    "RunRecord",
+    "environment",
+    "finished_runs",
+    "git_commit",
+    "read_config",
+    "read_metrics",
+    "without_locations",
+    "write_json",
+]
 
 LOCATION_FIELDS = ("dataroot", "ood_dataroot", "feature_cache", "superpixel_cache")
 """Configuration fields that only locate inputs whose identity is recorded elsewhere, never part of a run's
@@ -109,21 +144,6 @@ def without_locations(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
-class FinishedRun:
-    """A finished run as the study tools read it (:meth:`RunDir.read`): its folder, ``metrics.json`` and
-    ``config.json`` (None when the folder has none)."""
-
-    path: Path
-    metrics: dict[str, Any]
-    config: dict[str, Any] | None
-
-    @property
-    def name(self) -> str:
-        """The run's folder name."""
-        return self.path.name
-
-
 class RunDir:
     """One run's directory: its files, and whether it is finished or conflicts with a configuration."""
 
@@ -133,24 +153,18 @@ class RunDir:
     @property
     def finished(self) -> bool:
         """True when ``metrics.json`` exists (it is written last)."""
-        return (self.path / METRICS_FILE).is_file()
+        return is_finished(self.path)
 
-    def read(self, defaults: Mapping[str, Any] | None = None) -> FinishedRun:
-        """The finished run's ``metrics.json`` and ``config.json``; a field the stored configuration lacks
-        (written before the field existed) takes its value from ``defaults``, the value that run used.
+    def read(self, defaults: Mapping[str, Any] | None = None) -> RunRecord:
+        """The finished run (:func:`geomstruct.run_folder.read_record`): ``metrics.json`` and ``config.json``; a
+        field the stored configuration lacks (written before the field existed) takes its value from
+        ``defaults``, the value that run used.
 
         Raises:
-            ValueError: naming the folder, when the run has not finished or a file cannot be read.
+            ValueError: naming the folder when the run has not finished, the file when it cannot be read or is
+                of an unknown schema version.
         """
-        if not self.finished:
-            raise ValueError(f"{self.path}: not a finished run (no {METRICS_FILE})")
-        try:
-            metrics = read_json(self.path / METRICS_FILE)
-            stored = self.path / CONFIG_FILE
-            config = {**dict(defaults or {}), **read_json(stored)} if stored.is_file() else None
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.path}: unreadable run ({exc})") from None
-        return FinishedRun(self.path, metrics, config)
+        return read_record(self.path, defaults)
 
     @property
     def holds_results(self) -> bool:
@@ -170,10 +184,10 @@ class RunDir:
         ``config.json``). A key missing from the stored configuration is no difference when ``config`` holds its
         value from ``defaults`` (a parameter added to the code after the run was written, at the value the run
         used). Location fields are no difference (:func:`without_locations`)."""
-        existing = self.path / CONFIG_FILE
-        if not existing.is_file():
+        stored = read_config(self.path)
+        if stored is None:
             return []
-        old = without_locations(read_json(existing))
+        old = without_locations(stored)
         new = without_locations(json.loads(json.dumps(config, sort_keys=True, default=json_default)))
         known = json.loads(json.dumps(dict(defaults or {}), sort_keys=True, default=json_default))
         for key in set(new) - set(old):
@@ -209,14 +223,14 @@ class RunDir:
                 file=sys.stderr,
             )
         if diff or not stored.is_file():
-            write_json(stored, config)
+            write_config(self.path, config)
         write_json(self.path / ENVIRONMENT_FILE, environment(device))
 
     def finish(self, metrics: Mapping[str, Any]) -> None:
         """Write ``metrics.json``, marking the run finished; the error file of an earlier failure is removed
         first, so a finished run never has one."""
         (self.path / ERROR_FILE).unlink(missing_ok=True)
-        write_json(self.path / METRICS_FILE, metrics)
+        write_metrics(self.path, metrics)
 
     def fail(self, message: str) -> Path | None:
         """Record why the run failed (``error.txt``: the message and the traceback); returns the file, or None
@@ -226,19 +240,6 @@ class RunDir:
             return None
         write_bytes(self.path / ERROR_FILE, (message.rstrip() + "\n").encode())
         return self.path / ERROR_FILE
-
-
-def finished_runs(
-    folder: Path, names: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
-) -> dict[str, FinishedRun]:
-    """The finished runs directly under ``folder`` (:meth:`RunDir.read` with ``defaults``) by folder name: all of
-    them in name order, or those of ``names`` in that order (an unfinished or absent one is left out). The one
-    reader of run folders of the study tools (:mod:`bench.study`)."""
-    if names is None:
-        paths = [p.parent for p in sorted(Path(folder).glob(f"*/{METRICS_FILE}"))]
-    else:
-        paths = [Path(folder) / name for name in names]
-    return {path.name: RunDir(path).read(defaults) for path in paths if RunDir(path).finished}
 
 
 class RunLock:
@@ -254,7 +255,7 @@ class RunLock:
 
     def __init__(self, run_path: Path) -> None:
         self.run_path = Path(run_path)
-        self.path = self.run_path.parent / f".{self.run_path.name}{LOCK_SUFFIX}"
+        self.path = lock_path(self.run_path)
         self._fd: int | None = None
 
     @property

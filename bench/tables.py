@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
-MIOU_KEYS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
+from geomstruct.run_folder import PROTOCOLS
+
+MIOU_KEYS = PROTOCOLS
+"""The protocols whose mIoU the tables show, in the order of :data:`_MIOU_HEADS`."""
 _MIOU_HEADS = ("zs", "lin", "fs", "ood")
 
 

@@ -55,13 +55,13 @@ from bench.data.loader import SCAN_CACHE, SceneDataset, StepSampler, scene_loade
 from bench.data.scene import SceneBatch
 from bench.files import write_bytes
 from bench.probe import GeometrySet
-from bench.results import CONFIG_FILE, RunDir, read_json, without_locations
+from bench.results import RunDir, without_locations
+from geomstruct.run_folder import CHECKPOINT_FILE, CONFIG_FILE, read_object
 from models.losses import get_loss, loss_inputs, pool_selected_rows
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
 
 TRAJECTORY_COLUMNS = ("step", "loss", "lr", "U", "T", "G")
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def build_distill_student(cfg: DistillConfig) -> PointStudent:
@@ -282,7 +282,7 @@ def accepted_hashes(cfg: DistillConfig, run_path: Path | None) -> set[str]:
         and stored.is_file()
         and not RunDir(run_path).config_differences(cfg.resolved(), DistillConfig.field_defaults())
     ):
-        old = read_json(stored)
+        old = read_object(stored)
         accepted |= {config_hash(old), _hash_with_locations(old)}
     return accepted
 
@@ -331,7 +331,7 @@ def _check_vouched(path: Path, expected: set[str], vouched_by: Path | None) -> N
     """Raise unless ``vouched_by`` is a ``config.json`` of one of the ``expected`` configurations (the checkpoint
     at ``path`` carries no hash)."""
     if vouched_by is not None and vouched_by.is_file():
-        stored = read_json(vouched_by)
+        stored = read_object(vouched_by)
         if {config_hash(stored), _hash_with_locations(stored)} & expected:
             return
         why = f"{vouched_by} is another configuration"

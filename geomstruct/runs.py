@@ -1,7 +1,8 @@
-"""Reading run directories written by any harness (docs/usage.md#run-directories), for the reports.
+"""Reading run directories written by any harness (docs/run-folder.md), for the reports.
 
-A run directory holds ``config.json``, ``metrics.json`` (written last), ``trajectory.csv`` and array files.
-Only these files are read, so reports work on results copied from any machine. Problems are collected as
+A run directory holds ``config.json``, ``metrics.json`` (written last), ``trajectory.csv`` and array files; their
+names, the schema version and the reading of the JSON files are :mod:`geomstruct.run_folder`'s. Only these files
+are read, so reports work on results copied from any machine. Problems are collected as
 messages, never fatal: a folder without ``metrics.json`` is an unfinished run, and a run with a file that cannot
 be read or lacks what the report draws (invalid JSON or text, ``metrics.json`` without ``geometry``, a truncated
 or corrupt ``features.npz`` / ``snapshots.npz``, a ``trajectory.csv`` without its columns) is skipped with a
@@ -37,11 +38,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-TRAJECTORY_FILE = "trajectory.csv"
-FEATURES_FILE = "features.npz"
-SNAPSHOT_FILE = "snapshots.npz"
+from geomstruct.run_folder import (
+    CONFIG_FILE,
+    FEATURES_FILE,
+    METRICS_FILE,
+    PROTOCOLS,
+    SNAPSHOT_FILE,
+    TRAJECTORY_FILE,
+    read_config,
+    read_metrics,
+    run_folders,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "FEATURES_FILE",
+    "GEOMETRY_COLUMNS",
+    "LABEL_GEOMETRY",
+    "METRICS_FILE",
+    "NON_RESULT_FIELDS",
+    "PROTOCOLS",
+    "SNAPSHOT_FILE",
+    "STRUCTURE_COLUMNS",
+    "TRAJECTORY_FILE",
+    "DuplicateRunError",
+    "Run",
+    "distinct_runs",
+    "label_configurations",
+    "load_runs",
+    "read_run",
+    "row_folders",
+    "structure_values",
+]
 
 GEOMETRY_COLUMNS = ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
 STRUCTURE_COLUMNS = ("CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio")
@@ -49,7 +77,6 @@ STRUCTURE_COLUMNS = ("CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio")
 Optional: runs written before they existed lack them and load as before; the report treats them as missing
 there (:func:`structure_values`). A value that is null (undefined, e.g. CKA of a space without variance) or not a
 number is missing too; a value that is not a number is noted in :attr:`Run.problems`."""
-PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 
 NON_RESULT_FIELDS = (
     "seed",
@@ -170,20 +197,6 @@ def label_configurations(runs: Sequence[Run]) -> None:
         for run, values in zip(members, fields, strict=True):
             shown = ", ".join(f"{k}={_format_value(values[k]) if k in values else '(absent)'}" for k in names)
             run.config_label = f"{run.loss_label} [{shown}]"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: unreadable ({exc.strerror or exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
 
 
 def _is_number(value: Any) -> bool:
@@ -336,24 +349,12 @@ def _read_trajectory(path: Path, kind: str) -> pd.DataFrame:
     return frame
 
 
-def _candidate_dirs(roots: Iterable[Path]) -> list[Path]:
-    """Every folder under ``roots`` holding a run file, each once: a folder reached through two roots (``runs``
-    and ``runs/toy``, a relative and an absolute spelling, a symbolic link) is the same folder, listed under the
-    first spelling met."""
-    found: dict[Path, Path] = {}
-    for root in roots:
-        for marker in (CONFIG_FILE, METRICS_FILE):
-            folders = [root] if (root / marker).is_file() else []
-            for folder in [*folders, *(p.parent for p in root.rglob(marker))]:
-                found.setdefault(folder.resolve(), folder)
-    return sorted(set(found.values()))
-
-
 def read_run(folder: Path) -> Run:
     """The run in ``folder``, every file the reports read checked; ``ValueError`` naming the first file that
-    cannot be used. A missing ``trajectory.csv`` is noted in :attr:`Run.problems`, not an error."""
-    metrics = _read_json(folder / METRICS_FILE)
-    config = _read_json(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else {}
+    cannot be used (a ``metrics.json`` of a newer schema version among them, :mod:`geomstruct.run_folder`). A
+    missing ``trajectory.csv`` is noted in :attr:`Run.problems`, not an error."""
+    metrics, _ = read_metrics(folder)  # the schema version checked, its field left out
+    config = read_config(folder) or {}
     run = Run(path=folder, config=config, metrics=metrics)
     _check_metrics(folder / METRICS_FILE, metrics, run.kind)
     run.problems += _check_structure(folder / METRICS_FILE, metrics)
@@ -385,7 +386,7 @@ def load_runs(roots: Iterable[Path]) -> tuple[list[Run], list[str]]:
         else:
             problems.append(f"{root}: no such folder")
     runs: list[Run] = []
-    for folder in _candidate_dirs(existing):
+    for folder in run_folders(existing):
         if not (folder / METRICS_FILE).is_file():
             problems.append(f"{folder}: no {METRICS_FILE} (unfinished or failed run); skipped")
             continue

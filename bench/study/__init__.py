@@ -1,5 +1,6 @@
-"""The study tools, above the run core: each reads finished run folders (:func:`bench.results.finished_runs`,
-:meth:`bench.results.RunDir.read`) and writes a result of the study (docs/usage.md#the-study-tools).
+"""The study tools, above the run core: each reads finished run folders through the run-folder format's owner
+(:func:`geomstruct.run_folder.finished_runs`, :func:`geomstruct.run_folder.read_record`, docs/run-folder.md) and
+writes a result of the study (docs/usage.md#the-study-tools).
 
 - :mod:`bench.study.tune`: select every loss configuration's recipe from a tuning suite (``recipes.json``);
 - :mod:`bench.study.doubling`: the convergence check of a step budget (``study/results/doubling*.{json,md}``);

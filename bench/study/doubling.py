@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import DistillConfig
-from bench.results import FinishedRun, finished_runs
 from bench.suites import recipe_key
+from geomstruct.run_folder import CONFIG_FILE, RunRecord, finished_runs
 
 MAX_MIOU_CHANGE = 0.01
 """Largest linear-probe mIoU change (a fraction: 1 point) of a converged student when its steps double."""
@@ -50,9 +50,10 @@ few-shot protocols, ``ft_*`` and ``ood_*``)."""
 IGNORED_PREFIXES = ("ft_", "ood_")
 
 
-def _finished_runs(folder: Path) -> list[FinishedRun]:
-    """Every finished run directly under ``folder``, in name order (:func:`bench.results.finished_runs`); a field
-    the run's ``config.json`` lacks (written before the field existed) takes its default, the value that run used.
+def _finished_runs(folder: Path) -> list[RunRecord]:
+    """Every finished run directly under ``folder``, in name order (:func:`geomstruct.run_folder.finished_runs`); a
+    field the run's ``config.json`` lacks (written before the field existed) takes its default, the value that run
+    used.
 
     Raises:
         ValueError: a finished run without a readable ``config.json``.
@@ -60,7 +61,7 @@ def _finished_runs(folder: Path) -> list[FinishedRun]:
     runs = list(finished_runs(folder, defaults=DistillConfig.field_defaults()).values())
     for run in runs:
         if run.config is None:
-            raise ValueError(f"{run.path}: unreadable run (no config.json)")
+            raise ValueError(f"{run.path}: unreadable run (no {CONFIG_FILE})")
     return runs
 
 

@@ -39,12 +39,13 @@ from bench.config import DistillConfig
 from bench.data.registry import class_names
 from bench.evaluate import fine_tune
 from bench.files import read_json, write_json
-from bench.results import RunDir, finished_runs
-from bench.train import CHECKPOINT_FILE, build_distill_student, load_checkpoint
+from bench.train import build_distill_student, load_checkpoint
 from bench.workspace import Workspace
+from geomstruct.run_folder import CHECKPOINT_FILE, METRICS_FILE, finished_runs, read_record
 
 CRITERION = "mean over configurations of (few_shot + few_shot_ood) / 2 mIoU on val, higher is better; ties: first"
 PROTOCOLS = ("few_shot", "few_shot_ood")
+"""The protocols the selection scores (of :data:`geomstruct.run_folder.PROTOCOLS`)."""
 SPIKE = 2.0
 """A fine-tuning *spikes* when its largest training loss exceeds ``SPIKE`` times its first."""
 OPTION_PREFIXES = ("ft_", "seg_")
@@ -111,7 +112,8 @@ def selected_students(recipes: Path, runs_dir: Path) -> list[tuple[str, Path]]:
         folder = runs_dir / chosen["run"]
         if chosen["run"] not in finished or not (folder / CHECKPOINT_FILE).is_file():
             raise ValueError(
-                f"{folder}: the selected run of {configuration} has not finished (no metrics.json or checkpoint.pt)"
+                f"{folder}: the selected run of {configuration} has not finished (no {METRICS_FILE} or "
+                f"{CHECKPOINT_FILE})"
             )
         students.append((configuration, folder))
     return students
@@ -119,7 +121,7 @@ def selected_students(recipes: Path, runs_dir: Path) -> list[tuple[str, Path]]:
 
 def student_config(folder: Path, grid: Grid, option: dict[str, Any]) -> DistillConfig:
     """The run's configuration (``config.json``) with the grid's defaults, then the option, set."""
-    stored = dict(RunDir(folder).read().config or {})
+    stored = dict(read_record(folder).config or {})
     stored.pop("kind", None)
     return DistillConfig.from_run({**stored, **grid.defaults, **option})
 
@@ -130,7 +132,7 @@ def evaluate(
     """The few-shot and OOD few-shot results of the run's trained student under ``cfg``."""
     state = load_checkpoint(folder / CHECKPOINT_FILE)
     if state is None or int(state["step"]) != cfg.steps:
-        raise ValueError(f"{folder}/checkpoint.pt is not the run's final checkpoint (step {cfg.steps})")
+        raise ValueError(f"{folder / CHECKPOINT_FILE} is not the run's final checkpoint (step {cfg.steps})")
     student = build_distill_student(cfg)
     student.load_state_dict(state["student"])
     few = workspace.scenes(cfg, "train_1pct", None, False)

@@ -26,9 +26,10 @@ from typing import Any
 from bench.config import DistillConfig
 from bench.distill import resolve_distill
 from bench.kinds import name_runs
-from bench.results import METRICS_FILE, RunDir, finished_runs
+from bench.results import RunDir
 from bench.suites import load_suite, recipe_key, varied_fields
 from bench.workspace import Workspace
+from geomstruct.run_folder import CONFIG_FILE, METRICS_FILE, finished_runs
 
 CRITERION = "linear_probe"
 """The selection score: ``metrics.json`` ``linear_probe.miou`` of the run (on the tuning suite's eval split)."""
@@ -70,7 +71,7 @@ def select(suite_name: str, runs_dir: Path, allow_missing: bool = False) -> dict
             diff = RunDir(runs_dir / name).config_differences(resolve_distill(run, workspace), defaults)
             if diff:
                 raise ValueError(
-                    f"{runs_dir / name}/config.json is not suite {suite_name}'s configuration of that run (differs "
+                    f"{runs_dir / name / CONFIG_FILE} is not suite {suite_name}'s configuration of that run (differs "
                     f"in: {', '.join(diff)}); a tuning budget or data change belongs in the suite file"
                 )
             score = (finished[name].metrics.get(CRITERION) or {}).get("miou")

@@ -1,7 +1,7 @@
 """The toy experiment as a suite kind (``kind: toy``): resolve a run's configuration, run it into its folder.
 
 A toy run writes ``config.json`` and ``environment.json``, then ``trajectory.csv``, ``snapshots.npz`` (the
-outputs the figures draw) and, last, ``metrics.json`` (docs/usage.md#run-directories).
+outputs the figures draw) and, last, ``metrics.json`` (docs/run-folder.md).
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import torch
 from tqdm import tqdm
 
 from bench.files import write_csv, write_npz
-from bench.results import METRICS_FILE, TRAJECTORY_FILE, RunDir, read_json
+from bench.results import RunDir
 from bench.toy.experiment import TRAJECTORY_COLUMNS, ToyConfig, run_toy
-
-SNAPSHOT_FILE = "snapshots.npz"
+from geomstruct.run_folder import SNAPSHOT_FILE, TRAJECTORY_FILE, read_metrics
 
 
 def resolve_toy(run: dict[str, Any], workspace: Any = None) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def execute_toy(
     toy data are generated in memory)."""
     if run_dir.finished:
         run_dir.check_config(resolved)
-        return read_json(run_dir.path / METRICS_FILE)
+        return read_metrics(run_dir.path)[0]
     run_dir.start(resolved, device)
     with tqdm(total=resolved["iterations"], desc=run_dir.path.name, leave=False, disable=not progress) as bar:
         metrics, trajectory, arrays = run_toy(resolved, device, on_step=lambda _: bar.update())
