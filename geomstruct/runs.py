@@ -49,6 +49,7 @@ from geomstruct.run_folder import (
     read_metrics,
     run_folders,
 )
+from geomstruct.structure import structure_columns
 
 __all__ = [
     "CONFIG_FILE",
@@ -72,8 +73,9 @@ __all__ = [
 ]
 
 GEOMETRY_COLUMNS = ("U", "T", "G", "dU", "dT", "S", "U_2d", "T_2d")
-STRUCTURE_COLUMNS = ("CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio")
-"""Structure metrics (``geomstruct.structure``) in ``metrics.json`` ``geometry``, with the flag ``collapsed``.
+STRUCTURE_COLUMNS = structure_columns()
+"""Structure metrics (the columns of :data:`geomstruct.structure.STRUCTURE_METRICS`) in ``metrics.json``
+``geometry``, with the flag ``collapsed``.
 Optional: runs written before they existed lack them and load as before; the report treats them as missing
 there (:func:`structure_values`). A value that is null (undefined, e.g. CKA of a space without variance) or not a
 number is missing too; a value that is not a number is noted in :attr:`Run.problems`."""

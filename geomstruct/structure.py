@@ -32,13 +32,16 @@ holds an N x N matrix, so the 80 000 x 512 geometry set is measured exactly in b
   Najman & LeCun, "RankMe: Assessing the Downstream Performance of Pretrained Self-Supervised Representations by
   Their Rank", ICML 2023) is the same quantity on the uncentred embedding matrix with ``p_k + eps``,
   eps = 1e-7: the default here.
-- :func:`structure`: all of them for one student, with a collapse flag (:data:`COLLAPSE_RANK`).
+- :func:`structure`: all of them for one student, with a collapse flag (:data:`COLLAPSE_RANK`): the metrics of the
+  registry :data:`STRUCTURE_METRICS` (one function and one line to add a metric).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -324,6 +327,91 @@ def effective_rank(x: ArrayLike, center: bool = False, eps: float = RANKME_EPS) 
     return _erank(m.xx, eps)
 
 
+@dataclass
+class StudentAndTeacher:
+    """What a structure metric reads: the row-normalised 3D features ``x`` and 2D features ``y`` of the same N
+    points, the settings of :func:`structure`, and what several metrics share, computed once on first use
+    (:attr:`moments`)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    k: int = DEFAULT_K
+    mknn_queries: int | None = MKNN_QUERIES
+    seed: int = 0
+    block_size: int | None = None
+    neighbours_2d: torch.Tensor | None = None
+
+    @cached_property
+    def moments(self) -> _Moments:
+        """The float64 moments of both spaces (:class:`_Moments`), shared by CKA and the effective ranks."""
+        return _Moments.of(self.x, self.y)
+
+
+StructureValues = dict[str, float | int | bool | None]
+
+
+@dataclass(frozen=True)
+class StructureMetric:
+    """A registered structure metric: ``compute`` maps a :class:`StudentAndTeacher` to named values (written to
+    every run's ``metrics.json`` ``geometry`` block); ``columns`` are the values the report's tables read (the
+    others are detail: a standard error, a setting); ``titles``: the columns shown in the summary's Markdown and
+    LaTeX, with their headers."""
+
+    compute: Callable[[StudentAndTeacher], StructureValues]
+    columns: tuple[str, ...] = ()
+    titles: dict[str, str] = field(default_factory=dict)
+
+
+def _cka_values(data: StudentAndTeacher) -> StructureValues:
+    """``CKA``: :func:`linear_cka` from the shared moments (None when undefined: no variance after centring)."""
+    cka = _cka(data.moments)
+    return {"CKA": None if math.isnan(cka) else cka}
+
+
+def _mknn_values(data: StudentAndTeacher) -> StructureValues:
+    """``mknn`` and its ``mknn_k``, ``mknn_queries``, ``mknn_se`` (:func:`structure`)."""
+    n = data.x.shape[0]
+    mknn, used, se = None, 0, None
+    if n > data.k:
+        rows = query_sample(n, data.mknn_queries, data.seed)
+        overlap = knn_overlap(
+            data.x, data.y, k=data.k, rows=rows, block_size=data.block_size, neighbours_2d=data.neighbours_2d
+        )
+        used = len(overlap)
+        mknn = float(overlap.mean())
+        se = 0.0 if used == n else math.sqrt((1.0 - used / n) * overlap.var(ddof=1) / used)
+    return {"mknn": mknn, "mknn_k": data.k, "mknn_queries": used, "mknn_se": se}
+
+
+def _erank_values(data: StudentAndTeacher) -> StructureValues:
+    """``erank_3d``, ``erank_2d`` (uncentred, RankMe's eps) from the shared moments, their ratio and
+    ``collapsed`` (:data:`COLLAPSE_RANK`)."""
+    m = data.moments
+    e3, e2 = _erank(m.uncentred(m.xx, m.mx), RANKME_EPS), _erank(m.uncentred(m.yy, m.my), RANKME_EPS)
+    return {"erank_3d": e3, "erank_2d": e2, "erank_ratio": e3 / e2, "collapsed": bool(e3 < COLLAPSE_RANK)}
+
+
+STRUCTURE_METRICS: dict[str, StructureMetric] = {
+    "cka": StructureMetric(_cka_values, ("CKA",), {"CKA": "CKA"}),
+    "mknn": StructureMetric(_mknn_values, ("mknn",), {"mknn": "mkNN"}),
+    "erank": StructureMetric(_erank_values, ("erank_3d", "erank_2d", "erank_ratio"), {"erank_ratio": "erank ratio"}),
+}
+"""The structure metrics of every run, by name, in the order of ``metrics.json`` and the report's columns. A new
+metric is a function ``StudentAndTeacher -> {value name: number}`` (here or in a file of its own) and one line
+here: :func:`structure` then writes it into every run's ``metrics.json`` and the report's tables read its
+``columns`` (:data:`geomstruct.runs.STRUCTURE_COLUMNS`)."""
+
+
+def structure_columns() -> tuple[str, ...]:
+    """The report columns of every registered structure metric, in registry order."""
+    return tuple(column for metric in STRUCTURE_METRICS.values() for column in metric.columns)
+
+
+def structure_titles() -> dict[str, str]:
+    """The structure columns shown in the summary's Markdown and LaTeX, with their headers, in registry order."""
+    return {column: title for metric in STRUCTURE_METRICS.values() for column, title in metric.titles.items()}
+
+
 def structure(
     x3d: ArrayLike,
     x2d: ArrayLike,
@@ -332,8 +420,9 @@ def structure(
     seed: int = 0,
     block_size: int | None = None,
     neighbours_2d: torch.Tensor | None = None,
-) -> dict[str, float | int | bool | None]:
-    """Every structure quantity of one student against the teacher on the same points.
+) -> StructureValues:
+    """Every structure quantity of one student against the teacher on the same points: the values of every
+    metric of :data:`STRUCTURE_METRICS`, in its order.
 
     ``neighbours_2d``: the teacher's :func:`knn_neighbours` for ``k`` and the query rows
     ``query_sample(N, mknn_queries, seed)``, when already known (every student on the same set shares them).
@@ -356,24 +445,8 @@ def structure(
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"structure needs at least 2 points; got {n}")
-    m = _Moments.of(x, y)
-    cka = _cka(m)
-    e3, e2 = _erank(m.uncentred(m.xx, m.mx), RANKME_EPS), _erank(m.uncentred(m.yy, m.my), RANKME_EPS)
-    mknn, used, se = None, 0, None
-    if n > k:
-        rows = query_sample(n, mknn_queries, seed)
-        overlap = knn_overlap(x, y, k=k, rows=rows, block_size=block_size, neighbours_2d=neighbours_2d)
-        used = len(overlap)
-        mknn = float(overlap.mean())
-        se = 0.0 if used == n else math.sqrt((1.0 - used / n) * overlap.var(ddof=1) / used)
-    return {
-        "CKA": None if math.isnan(cka) else cka,
-        "mknn": mknn,
-        "mknn_k": k,
-        "mknn_queries": used,
-        "mknn_se": se,
-        "erank_3d": e3,
-        "erank_2d": e2,
-        "erank_ratio": e3 / e2,
-        "collapsed": bool(e3 < COLLAPSE_RANK),
-    }
+    data = StudentAndTeacher(x, y, k, mknn_queries, seed, block_size, neighbours_2d)
+    values: StructureValues = {}
+    for metric in STRUCTURE_METRICS.values():
+        values.update(metric.compute(data))
+    return values

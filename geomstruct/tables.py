@@ -18,8 +18,9 @@ import pandas as pd
 from geomstruct.budgets import DOUBLING_RULE
 from geomstruct.claims import claims_frame, evaluate_claims
 from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
+from geomstruct.run_folder import METRICS_FILE
 from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
-from geomstruct.structure import COLLAPSE_RANK
+from geomstruct.structure import COLLAPSE_RANK, structure_titles
 from geomstruct.summary import GEOMETRY_COLUMNS, PROTOCOL_TITLES, PROTOCOLS, loss_rank
 
 SUMMARY_HEADER = (
@@ -32,9 +33,10 @@ SUMMARY_HEADER = (
     "and learning rate (selected per configuration by the tuning suite when the suite reads one)."
 )
 GAP_QUANTITIES = ("S", "dU", "dT")
-STRUCTURE_SHOWN = ("CKA", "mknn", "erank_ratio")
-"""Structure columns of the summary's Markdown and LaTeX (the CSV holds every :data:`STRUCTURE_COLUMNS`)."""
-STRUCTURE_TITLES = {"CKA": "CKA", "mknn": "mkNN", "erank_ratio": "erank ratio"}
+STRUCTURE_TITLES = structure_titles()
+"""Structure columns of the summary's Markdown and LaTeX, with their headers (the CSV holds every
+:data:`STRUCTURE_COLUMNS`): declared with the metrics, :data:`geomstruct.structure.STRUCTURE_METRICS`."""
+STRUCTURE_SHOWN = tuple(STRUCTURE_TITLES)
 COLLAPSED_MARK = "†"
 COLLAPSED_NOTE = (
     f"{COLLAPSED_MARK} collapsed: effective rank of the 3D space < {COLLAPSE_RANK:g} (in m of n seeds when not all)."
@@ -42,7 +44,7 @@ COLLAPSED_NOTE = (
 UNCONVERGED_MARK = "‡"
 UNCONVERGED_NOTE = (
     f"{UNCONVERGED_MARK} not converged: the probe's U, T, G or the loss changed by more than 5% (relative) over the "
-    "last 20% of the steps (metrics.json convergence; in m of n seeds when not all)."
+    f"last 20% of the steps ({METRICS_FILE} convergence; in m of n seeds when not all)."
 )
 TRACE_UNCONVERGED_NOTE = (
     f"{UNCONVERGED_MARK} not converged by the budget trace: the configuration's runs at twice the steps (the same "
@@ -244,8 +246,8 @@ def predictor_table(students: pd.DataFrame, n_boot: int = 10_000, seed: int = 0)
         undefined = int(values.isna().sum())
         if undefined:
             notes.append(
-                f"predictors: {quantity} is undefined for {undefined} of {len(students)} runs (null in metrics.json); "
-                "they are left out of its correlations"
+                f"predictors: {quantity} is undefined for {undefined} of {len(students)} runs (null in "
+                f"{METRICS_FILE}); they are left out of its correlations"
             )
         kept.append(quantity)
     rows = []
