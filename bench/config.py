@@ -29,6 +29,7 @@ from bench.data.registry import READERS
 from bench.data.superpixels import settings_from
 from bench.data.synthetic.generate import VARIANTS
 from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
+from geomstruct.run_folder import LABEL_PROTOCOLS, PROTOCOLS
 from models.losses import LOSSES, get_loss, loss_inputs
 from models.losses import parameter_errors as loss_parameter_value_errors
 from models.students.factory import STANDARD_OPTIONS, STUDENTS, accepted_options
@@ -38,9 +39,6 @@ from models.teachers import TEACHERS
 from models.teachers.synthetic import load_params
 
 REGION_LOSSES = tuple(name for name in LOSSES if loss_inputs(name) == "superpixels")
-PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
-LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
-"""Protocols that score (or train on) the labels of the main dataset."""
 OPTIMIZERS = ("sgd", "adamw")
 LOSS_DTYPES = ("float32", "bfloat16")
 """Precision of the loss's N x N products (``torch.autocast``; sums and the loss stay float32)."""

@@ -274,7 +274,7 @@ def _run_jobs_suite(
     for name, holder in busy.items():
         print(_busy_message(name, holder), file=sys.stderr)
     if failed:
-        print(f"{len(failed)} runs failed (details in their error.txt; rerun the same command to retry them):")
+        print(f"{len(failed)} runs failed (details in their {ERROR_FILE}; rerun the same command to retry them):")
         for name in failed:
             print(f"  {name}: {out / name / ERROR_FILE}")
         return EXIT_ERROR

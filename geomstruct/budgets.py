@@ -33,6 +33,7 @@ import pandas as pd
 
 from geomstruct.claims import Statement
 from geomstruct.claims_v2 import ClaimV2, evaluate_claims_v2
+from geomstruct.run_folder import CONFIG_FILE
 from geomstruct.runs import Run
 
 # The doubling rule's constants, re-declared from bench/study/doubling.py (the source; geomstruct imports no bench).
@@ -58,7 +59,7 @@ ONE_BUDGET = "one budget"
 NOT_STABLE = "not stable"
 LARGEST = "unchecked (largest budget)"
 ONLY_BUDGET = "unchecked (the suite's only budget)"
-NO_BUDGET = "unchecked (no steps in config.json)"
+NO_BUDGET = f"unchecked (no steps in {CONFIG_FILE})"
 CONVERGED = "converged"
 """How a converged status begins."""
 DRIFTING = "drifting"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from geomstruct.run_folder import CONFIG_FILE, ENVIRONMENT_FILE
 from geomstruct.runs import Run
 
 FIGURE_CAPTIONS = {
@@ -158,7 +159,7 @@ def rows_table(rows: Sequence[Row]) -> str:
 
 def _environment(run: Run) -> dict | None:
     try:
-        env = json.loads((run.path / "environment.json").read_text(encoding="utf-8"))
+        env = json.loads((run.path / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON: nothing to say
         return None
     return env if isinstance(env, dict) else None
@@ -195,7 +196,7 @@ def provenance(runs: Sequence[Run]) -> str:
         f"{len(runs)} runs ({', '.join(f'{n} {k}' for k, n in kinds.items())}) of the suites "
         + ", ".join(f"<code>{html.escape(s)}</code> ({n})" for s, n in suites.items())
         + ", each written by <code>python -m bench.run --suite NAME</code> into its own directory with its "
-        "resolved <code>config.json</code>.",
+        f"resolved <code>{CONFIG_FILE}</code>.",
     ]
     if teachers:
         parts.append(

@@ -93,6 +93,7 @@ from geomstruct.figures.distill import (
 )
 from geomstruct.figures.toy import write_toy_report
 from geomstruct.html import ClaimsPage, Row, write_index
+from geomstruct.run_folder import CONFIG_FILE
 from geomstruct.runs import DuplicateRunError, Run, distinct_runs, label_configurations, load_runs
 from geomstruct.summary import loss_rank, students_frame
 from geomstruct.tables import (
@@ -348,7 +349,7 @@ def _claims(
         budget = f"{_steps_words(steps)} steps (by configuration)"
         note = f"The configurations were trained at different budgets ({budget}), none at two. {rule}"
     else:
-        budget, note = "not recorded", f"The runs' config.json record no steps. {rule}"
+        budget, note = "not recorded", f"The runs' {CONFIG_FILE} record no steps. {rule}"
     at = f" at {budget}" if steps else ""
     return claims, {"budget": budget, "note": note, "breadth": f"Breadth: {labels} configurations{at}"}
 

@@ -19,12 +19,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from geomstruct.run_folder import SNAPSHOT_FILE
 from geomstruct.runs import Run
 from geomstruct.style import loss_colour, loss_rank
 
 CLUSTER_COLOURS = ("#1b9e77", "#d95f02", "#7570b3")
 SETUP_TITLES = {"1cluster": "1 cluster", "3clusters": "3 clusters"}
-SNAPSHOT_FILE = "snapshots.npz"
 
 
 def _sort_key(run: Run) -> tuple:
