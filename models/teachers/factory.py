@@ -24,7 +24,7 @@ TeacherBuilder = Callable[..., Teacher]
 def teacher_problem(name: str, builder: object) -> str | None:
     """What keeps ``builder`` from building a teacher, None when nothing does: a class must subclass
     :class:`~models.teachers.base.Teacher` (hence implement its abstract methods); any other builder must be
-    callable as ``builder(device=..., **options)``."""
+    callable as ``builder(device=..., **options)`` (it takes ``device``)."""
     if isinstance(builder, type):
         if not issubclass(builder, Teacher):
             return f"a teacher class must subclass models.teachers.Teacher; {builder.__name__} does not"
@@ -34,6 +34,12 @@ def teacher_problem(name: str, builder: object) -> str | None:
         return None
     if not callable(builder):
         return f"a teacher is a Teacher subclass or a function builder(device, **options) -> Teacher; got {builder!r}"
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return "its signature cannot be read"
+    if not any(p.name == "device" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return "a teacher builder takes the keyword device (builder(device, **options) -> Teacher)"
     return None
 
 

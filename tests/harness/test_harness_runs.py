@@ -98,12 +98,11 @@ def test_bad_command_lines(argv, message, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("option", ["--data", "--teacher"])
-def test_unknown_dataset_or_teacher_lists_the_valid_ones(option, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--suite", "smoke", option, "bogus"])
-    assert exc.value.code == 2
-    assert "synthetic" in capsys.readouterr().err
+@pytest.mark.parametrize(("option", "kind"), [("--data", "datasets"), ("--teacher", "teachers")])
+def test_unknown_dataset_or_teacher_lists_the_valid_ones(option, kind, tmp_path, capsys):
+    assert main(["--suite", "smoke", option, "bogus", "--out", str(tmp_path / "out")]) == 2
+    assert f"unknown {kind[:-1]} 'bogus'; valid {kind}: synthetic, " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
