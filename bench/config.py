@@ -370,6 +370,11 @@ class DistillConfig:
     within its range (:data:`FIELD_RANGES`), the loss's parameters (:func:`models.losses.parameter_errors`),
     ``student_overrides`` against the preset's configuration, and ``out_dim`` against the teacher's dimension
     where it is known without building the teacher.
+
+    ``loss``, ``teacher``, ``student``, ``dataset`` and ``ood_dataset`` name a component of their registry
+    (:data:`models.losses.LOSSES`, :data:`models.teachers.TEACHERS`, :data:`models.students.STUDENTS`,
+    :data:`bench.data.registry.READERS`) or a plug-in ``"module:object"`` defined outside the package, resolved and
+    checked like the built-ins (:mod:`models.registry`; docs/implementation.md#plug-ins).
     """
 
     loss: str
