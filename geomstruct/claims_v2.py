@@ -174,7 +174,8 @@ def two_stage_indices(sizes: Sequence[int], n_boot: int, rng: np.random.Generato
 
     Per resample: ``C`` configurations drawn with replacement (``rng.integers(0, C, (n_boot, C))``), then for
     each drawn configuration as many of its seeds as it has, with replacement (``rng.integers(0, n_k)`` per
-    slot, one call for all); ``mask`` is false past a drawn configuration's size."""
+    slot, one call for all); ``mask`` is false past a drawn configuration's size. Hand-written: scipy.stats.bootstrap
+    resamples observations, not clusters then their members."""
     n = np.asarray(sizes, dtype=np.int64)
     if n.ndim != 1 or n.size == 0 or (n < 1).any():
         raise ValueError(f"sizes must be positive counts of seeds per configuration; got {list(sizes)}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from sklearn.decomposition import PCA
 
 from geomstruct.correlation import pearson, spearman
 from geomstruct.runs import FEATURES_FILE, Run
@@ -73,10 +74,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _pca2(x: np.ndarray) -> np.ndarray:
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    centred = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+    """The first two principal components of the unit rows of ``x`` (scikit-learn's PCA, exact SVD; signs by
+    its deterministic convention)."""
+    return PCA(n_components=2, svd_solver="full").fit_transform(x / np.linalg.norm(x, axis=1, keepdims=True))
 
 
 def class_names(run: Run, n: int) -> list[str]:
