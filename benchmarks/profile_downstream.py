@@ -3,7 +3,7 @@
 :func:`models.students.point_outputs` runs a row-wise map (the segmentation head, zero-shot's argmax) once per
 occupied voxel and gathers the result to the points; the alternative computes every point's ``out_dim``-wide
 feature first and applies the head to each point. Both give the same logits (tested in float64,
-``tests/students/test_minkunet.py``). A step is the forward, the suite's ``seg_loss`` and the backward over
+``tests/models/students/test_minkunet.py``). A step is the forward, the suite's ``seg_loss`` and the backward over
 ``--scans`` train scans; the two ways alternate ``--repeats`` times and the medians are compared. Run with nothing
 else on the machine.
 

@@ -1,7 +1,7 @@
 """How the report shows each loss: its place in tables and legends and its colour and marker, declared once.
 
 The losses themselves are registered in ``models/losses.py`` (:data:`models.losses.LOSSES`, whose order this
-follows; ``tests/foundation/test_registries.py`` checks that the two agree); ``geomstruct`` reads run folders and
+follows; ``tests/models/test_registries.py`` checks that the two agree); ``geomstruct`` reads run folders and
 imports nothing of ``models``, so the display side lives here. A loss without an entry, e.g. a plug-in
 ``"module:object"`` (docs/implementation.md#plug-ins), sorts after the listed ones (by label) and takes a colour and
 marker of :data:`PLUGIN_COLOURS` / :data:`PLUGIN_MARKERS` picked by a stable hash of its name (CRC-32), the same in

@@ -11,7 +11,7 @@ world, and the path from their files to a training batch (docs/data.md).
   atomic writer of :mod:`bench.files`.
 
 The wing imports nothing of the rest of ``bench`` but the shared :mod:`bench.files` and :mod:`bench.distributed`
-(``tests/foundation/test_layering.py``).
+(``tests/project/test_layering.py``).
 """
 
 from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES, SEMANTICKITTI_CLASSES
