@@ -22,7 +22,7 @@ from scipy.stats import t as student_t
 from tqdm import tqdm
 
 from bench import distributed as dist
-from bench.config import DistillConfig
+from bench.config import DistillConfig, TeacherConfig
 from bench.data.fewshot import few_shot_split
 from bench.data.loader import SceneDataset
 from bench.data.registry import class_names
@@ -106,11 +106,13 @@ def few_shot_scores(
     optimisation trace (``train_loss``, ``grad_norm_max``).
     """
     results = []
-    for subset in range(cfg.few_shot_subsets):
+    for subset in range(cfg.few_shot.subsets):
         few = workspace.scenes(cfg, few_shot_split(subset), None, progress, ood=ood)
-        result = fine_tune(student, few, evaluation, classes, cfg, device, progress, workers)
+        result = fine_tune(
+            student, few, evaluation, classes, cfg.few_shot, device, progress, workers, **fine_tuning(cfg)
+        )
         result["train_scans"] = len(few)
-        if cfg.few_shot_subsets == 1:
+        if cfg.few_shot.subsets == 1:
             return result
         kept = ("miou", "per_class", "below_chance", "train_scans", "train_loss", "grad_norm_max")
         entry = {"subset": subset, "split": few_shot_split(subset), "ids_sha1": subset_hash(few.ids)}
@@ -119,6 +121,26 @@ def few_shot_scores(
         results.append((entry, result))
     combined = combine_scores([result for _, result in results])
     return {**combined, "train_scans": results[0][1]["train_scans"], "subsets": [entry for entry, _ in results]}
+
+
+def fine_tuning(cfg: DistillConfig) -> dict[str, Any]:
+    """The keywords :func:`bench.evaluate.fine_tune` takes from the run beside its ``few_shot`` section."""
+    return {
+        "segmentation": cfg.segmentation,
+        "seed": cfg.seed,
+        "out_dim": cfg.student.out_dim,
+        "sync_bn": cfg.distillation.sync_bn,
+    }
+
+
+def probing_of(cfg: DistillConfig) -> dict[str, Any]:
+    """The keywords :func:`bench.evaluate.linear_probe` takes from the run beside its ``linear_probe`` section."""
+    return {
+        "segmentation": cfg.segmentation,
+        "seed": cfg.seed,
+        "momentum": cfg.distillation.momentum,
+        "weight_decay": cfg.distillation.weight_decay,
+    }
 
 
 def run_distill(
@@ -145,19 +167,23 @@ def run_distill(
     """
     workspace = Workspace() if workspace is None else workspace
     teacher = workspace.teacher(cfg, device)
-    if teacher.dim != cfg.out_dim:
-        raise ValueError(f"student out_dim {cfg.out_dim} differs from the teacher's feature dimension {teacher.dim}")
-    classes = class_names(cfg.dataset)
-    train = workspace.scenes(cfg, cfg.train_split, teacher, progress, workers=workers)
-    val = workspace.scenes(cfg, cfg.eval_split, teacher, progress, workers=workers)
-    evaluation = val.head(cfg.eval_scenes)
-    probe_split = cfg.probe_split or cfg.eval_split  # None: the evaluation split, as before the field existed
+    if teacher.dim != cfg.student.out_dim:
+        raise ValueError(
+            f"student out_dim {cfg.student.out_dim} differs from the teacher's feature dimension {teacher.dim}"
+        )
+    classes = class_names(cfg.data.dataset)
+    train = workspace.scenes(cfg, cfg.data.train_split, teacher, progress, workers=workers)
+    val = workspace.scenes(cfg, cfg.data.eval_split, teacher, progress, workers=workers)
+    evaluation = val.head(cfg.data.eval_scenes)
+    probe_split = cfg.probe.split or cfg.data.eval_split  # None: the evaluation split, as before the field existed
     probing = (
-        val if probe_split == cfg.eval_split else workspace.scenes(cfg, probe_split, teacher, progress, workers=workers)
+        val
+        if probe_split == cfg.data.eval_split
+        else workspace.scenes(cfg, probe_split, teacher, progress, workers=workers)
     )
     sides = workspace.teacher_sides
     probe = GeometrySet.draw(
-        probing.head(cfg.probe_scenes), cfg.probe_per_class, cfg.geometry_seed, len(classes), workers, sides
+        probing.head(cfg.probe.scenes), cfg.probe.per_class, cfg.geometry.seed, len(classes), workers, sides
     )
     run_path = run_dir.path if run_dir is not None else None
     path = run_path if dist.is_main() else None  # where files are written: rank 0 only
@@ -173,33 +199,35 @@ def run_distill(
         seconds[phase] = round(now - clock, 2)
         clock = now
 
-    with tqdm(total=cfg.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
+    with tqdm(total=cfg.distillation.steps, desc=f"{name} distil", leave=False, disable=not progress) as bar:
         student, trajectory = train_student(
             cfg, train, probe, device, run_path, on_step=lambda _: bar.update(), workers=workers, on_bind=on_bind
         )
 
     metrics: dict[str, Any] = {
         "kind": "distill",
-        "loss": cfg.loss,
-        "params": dict(cfg.loss_params),
+        "loss": cfg.distillation.loss,
+        "params": dict(cfg.distillation.loss_params),
         "seed": cfg.seed,
-        "dataset": cfg.dataset,
+        "dataset": cfg.data.dataset,
         "teacher": teacher.identity,
-        "teacher_checkpoint_sha256": cfg.clip_checkpoint_sha256,
+        "teacher_checkpoint_sha256": cfg.teacher.options.get("checkpoint_sha256"),
         "class_names": list(classes),  # label id -> name, for the report's legends
-        "steps": cfg.steps,
+        "steps": cfg.distillation.steps,
         "final_loss": trajectory[-1]["loss"],
         "convergence": convergence(trajectory),
     }
     lap("distill")
-    geo_set = GeometrySet.draw(evaluation, cfg.features_per_class, cfg.geometry_seed, len(classes), workers, sides)
+    geo_set = GeometrySet.draw(
+        evaluation, cfg.geometry.features_per_class, cfg.geometry.seed, len(classes), workers, sides
+    )
     k3d = half_precision(geo_set.student_features(student, device, workers))  # on every rank: gathered
     if dist.is_main():
         q2d = half_precision(geo_set.q2d)
         geo_set.q2d = q2d
-        metrics["geometry"] = geo_set.geometry(k3d, t=cfg.uniformity_t)
+        metrics["geometry"] = geo_set.geometry(k3d, t=cfg.geometry.uniformity_t)
         metrics["geometry_set"] = {
-            "seed": cfg.geometry_seed,
+            "seed": cfg.geometry.seed,
             "n": len(geo_set.labels),
             "per_class_counts": {str(c): n for c, n in geo_set.counts.items()},
         }
@@ -217,18 +245,20 @@ def run_distill(
         metrics["zero_shot"] = zero_shot(student, evaluation, text, classes, device, workers)
         lap("zero_shot")
     if "linear_probe" in cfg.protocols:
-        metrics["linear_probe"] = linear_probe(student, train, evaluation, classes, cfg, device, progress, workers)
+        metrics["linear_probe"] = linear_probe(
+            student, train, evaluation, classes, cfg.linear_probe, device, progress, workers, **probing_of(cfg)
+        )
         lap("linear_probe")
     if "few_shot" in cfg.protocols:  # once per 1% subset (few_shot_subsets), their mean
         metrics["few_shot"] = few_shot_scores(workspace, student, cfg, evaluation, classes, device, progress, workers)
         lap("few_shot")
     if "few_shot_ood" in cfg.protocols:
-        eval_ood = workspace.scenes(cfg, cfg.ood_eval_split, None, progress, ood=True)
+        eval_ood = workspace.scenes(cfg, cfg.ood.eval_split, None, progress, ood=True)
         metrics["few_shot_ood"] = few_shot_scores(
-            workspace, student, cfg, eval_ood, class_names(cfg.ood_dataset), device, progress, workers, ood=True
+            workspace, student, cfg, eval_ood, class_names(cfg.ood.dataset), device, progress, workers, ood=True
         )
-        metrics["few_shot_ood"]["dataset"] = cfg.ood_dataset
-        metrics["few_shot_ood"]["split"] = cfg.ood_eval_split
+        metrics["few_shot_ood"]["dataset"] = cfg.ood.dataset
+        metrics["few_shot_ood"]["split"] = cfg.ood.eval_split
         lap("few_shot_ood")
     for key in PROTOCOLS:
         if key in metrics:
@@ -263,8 +293,8 @@ def execute_distill(
     defaults = DistillConfig.field_defaults()
     run_dir.check_config(resolved, defaults)  # a conflicting folder is refused before any set-up
 
-    def bind() -> None:  # called by the trainer on rank 0 only
-        run_dir.start(resolved, device, defaults)
+    def bind() -> None:  # called by the trainer on rank 0 only; config.json in sections (format 2)
+        run_dir.start(cfg.resolved(), device, defaults)
 
     metrics = run_distill(cfg, run_dir, device, progress, workers, on_bind=bind, workspace=workspace)
     if dist.is_main():
@@ -274,15 +304,20 @@ def execute_distill(
 
 
 def resolve_distill(run: dict[str, Any], workspace: Workspace | None = None) -> dict[str, Any]:
-    """The full configuration of a distill run; ``ValueError`` (naming the valid choices) on bad values. A CLIP
-    checkpoint is identified by its content (``clip_checkpoint_sha256``), hashed once per ``workspace``."""
+    """The full configuration of a distill run in its flat form (:meth:`bench.config.DistillConfig.flat`: the
+    run's identity, whose keys name it; its ``config.json`` is written in sections when the run binds its folder);
+    ``ValueError`` (naming the valid choices) on bad values. A CLIP checkpoint is identified by its content
+    (``clip_checkpoint_sha256``), hashed once per ``workspace``."""
     try:
         cfg = DistillConfig.from_run(run)
-        if cfg.teacher == "clip":  # the weights' content, not their path, identifies the teacher
+        options = cfg.teacher.options
+        if options.get("checkpoint") is not None and "checkpoint_sha256" in options:
+            # the weights' content, not their path, identifies the teacher (CLIP's checkpoint_sha256)
             workspace = Workspace() if workspace is None else workspace
-            digest = workspace.checkpoint_sha256(Path(str(cfg.clip_checkpoint)))
-            cfg = replace(cfg, clip_checkpoint_sha256=digest)
-        return cfg.resolved()
+            digest = workspace.checkpoint_sha256(Path(str(options["checkpoint"])))
+            teacher = TeacherConfig(cfg.teacher.name, {**options, "checkpoint_sha256": digest})
+            cfg = replace(cfg, teacher=teacher)
+        return cfg.flat()
     except KeyError as exc:  # unknown loss name
         raise ValueError(exc.args[0]) from None
     except TypeError as exc:

@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bench import distributed as dist
+from bench.config_sections import FewShotConfig, LinearProbeConfig, SegmentationConfig
 from bench.data.classes import IGNORE_INDEX
 from bench.data.loader import SceneDataset, ShardSampler, StepSampler, scene_loader, step_generator
 from bench.segmentation_loss import class_weights, segmentation_loss
@@ -206,30 +207,37 @@ def linear_probe(
     train: SceneDataset,
     evaluation: SceneDataset,
     classes: Sequence[str],
-    cfg: Any,
+    settings: LinearProbeConfig,
     device: torch.device,
     progress: bool = False,
     workers: int = 0,
+    *,
+    segmentation: SegmentationConfig,
+    seed: int,
+    momentum: float,
+    weight_decay: float,
 ) -> dict[str, Any]:
     """Linear-probe mIoU: frozen backbone (eval mode), a linear head trained on its features of the train split.
 
-    ``cfg`` supplies ``lp_points_per_scan``, ``lp_max_points``, ``lp_steps``, ``lp_batch_points``, ``lp_lr``,
-    ``momentum``, ``weight_decay``, ``seg_loss``, ``seg_class_weight`` and ``seed``. Every rank computes the same
-    head (same scans, same seed); only the evaluation is split over ranks.
+    ``settings``: the protocol's section (points per scan, at most ``max_points``, ``steps`` SGD steps at ``lr`` on
+    batches of ``batch_points``); ``segmentation``: the loss and class weights; ``seed``: the run's; ``momentum``
+    and ``weight_decay`` of the SGD: the run's distillation values (``distillation.momentum``,
+    ``distillation.weight_decay``). Every rank computes the same head (same scans, same seed); only the evaluation
+    is split over ranks.
     """
     student.eval()
-    per_scan = probe_points_per_scan(len(train), cfg.lp_points_per_scan, cfg.lp_max_points)
-    feats, labels = frozen_features(student, train, per_scan, cfg.seed, device, workers)
-    torch.manual_seed(cfg.seed)
+    per_scan = probe_points_per_scan(len(train), settings.points_per_scan, settings.max_points)
+    feats, labels = frozen_features(student, train, per_scan, seed, device, workers)
+    torch.manual_seed(seed)
     head = nn.Linear(feats.shape[1], len(classes)).to(device)
-    weight = class_weights(_label_counts(labels, len(classes)), cfg.seg_class_weight)
+    weight = class_weights(_label_counts(labels, len(classes)), segmentation.class_weight)
     if dist.is_main():  # the head is trained once, on rank 0, and sent to the other ranks
-        optimizer = make_optimizer(head.parameters(), "sgd", cfg.lp_lr, cfg.momentum, cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.lp_steps))
-        for step in tqdm(range(1, cfg.lp_steps + 1), desc="linear probe", leave=False, disable=not progress):
-            pick = torch.randint(len(feats), (cfg.lp_batch_points,), generator=step_generator(cfg.seed, step, 7))
+        optimizer = make_optimizer(head.parameters(), "sgd", settings.lr, momentum, weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, settings.steps))
+        for step in tqdm(range(1, settings.steps + 1), desc="linear probe", leave=False, disable=not progress):
+            pick = torch.randint(len(feats), (settings.batch_points,), generator=step_generator(seed, step, 7))
             logits = head(feats[pick].to(device))
-            loss = segmentation_loss(logits, labels[pick].to(device), cfg.seg_loss, IGNORE_INDEX, weight)
+            loss = segmentation_loss(logits, labels[pick].to(device), segmentation.loss, IGNORE_INDEX, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -244,16 +252,22 @@ def fine_tune(
     train: SceneDataset,
     evaluation: SceneDataset,
     classes: Sequence[str],
-    cfg: Any,
+    settings: FewShotConfig,
     device: torch.device,
     progress: bool = False,
     workers: int = 0,
+    *,
+    segmentation: SegmentationConfig,
+    seed: int,
+    out_dim: int,
+    sync_bn: bool,
 ) -> dict[str, Any]:
     """Few-shot mIoU: a copy of the student and a new linear head trained together on ``train`` (the 1% split).
 
-    ``cfg`` supplies ``ft_steps``, ``ft_batch_size``, ``ft_lr``, ``ft_optimizer``, ``ft_warmup`` (warm-up steps:
-    ``floor(ft_warmup * ft_steps)``, :func:`bench.train.warmup_cosine_factor`), ``ft_clip_norm``, ``out_dim``,
-    ``seg_loss``, ``seg_class_weight``, ``sync_bn`` and ``seed``. Besides the mIoU the result holds the optimisation's
+    ``settings``: the protocol's section (``steps`` of ``batch_size`` scans, the ``optimizer`` at ``lr``, warm-up
+    steps ``floor(warmup * steps)``, :func:`bench.train.warmup_cosine_factor`, gradient norm clipped to
+    ``clip_norm``); ``segmentation``: the loss and class weights; ``seed``, the student's ``out_dim`` and
+    ``sync_bn`` (``distillation.sync_bn``): the run's. Besides the mIoU the result holds the optimisation's
     trace: the first, largest and last training loss and the largest gradient norm (before clipping), on rank 0, so that
     an unstable fine-tuning is visible in the run's metrics. The student's batch norms take their downstream momentum
     (SLidR's 0.02 for the ``slidr`` preset, :func:`models.students.use_downstream_bn_momentum`). Under ``torchrun`` the
@@ -264,28 +278,30 @@ def fine_tune(
     """
     if not len(train):
         raise ValueError("the few-shot split is empty; lower few_shot_every or use more train scenes")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     backbone = copy.deepcopy(student)
     network = getattr(backbone, "network", None)
     if network is not None and hasattr(network, "normalize"):
         network.normalize = False  # the head reads the projection before L2 normalisation (SLidR's downstream)
     use_downstream_bn_momentum(backbone)
-    model = Segmenter(backbone, cfg.out_dim, len(classes)).to(device)
-    scheme = cfg.seg_class_weight
+    model = Segmenter(backbone, out_dim, len(classes)).to(device)
+    scheme = segmentation.class_weight
     weight = None if scheme == "none" else class_weights(_split_label_counts(train, len(classes), workers), scheme)
     world = dist.world_size()
-    split = world > 1 and min(cfg.ft_batch_size, len(train)) >= world
-    synchronise_batch_norms(backbone, split and cfg.sync_bn)
+    split = world > 1 and min(settings.batch_size, len(train)) >= world
+    synchronise_batch_norms(backbone, split and sync_bn)
     trace: list[torch.Tensor] = []  # (loss, gradient norm) of every step where this rank trains; kept on the device
     if split or dist.is_main():
         network: nn.Module = model
         if split:
             network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        optimizer = make_optimizer(model.parameters(), cfg.ft_optimizer, cfg.ft_lr, 0.9, 1e-4)
-        warmup = int(cfg.ft_warmup * cfg.ft_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, cfg.ft_steps, warmup))
+        optimizer = make_optimizer(model.parameters(), settings.optimizer, settings.lr, 0.9, 1e-4)
+        warmup = int(settings.warmup * settings.steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine_factor(s, settings.steps, warmup)
+        )
         model.train()
-        sampler = StepSampler(len(train), cfg.ft_batch_size, cfg.seed, 0, cfg.ft_steps, stream=11, shard=split)
+        sampler = StepSampler(len(train), settings.batch_size, seed, 0, settings.steps, stream=11, shard=split)
         loader = scene_loader(train.without_features(), sampler, workers, device)
         for batch in tqdm(loader, desc="fine-tune", leave=False, disable=not progress):
             logits = network(*batch.inputs(device))
@@ -294,8 +310,8 @@ def fine_tune(
                 lengths = np.diff(batch.offsets).tolist()
                 logits = dist.gather_slots(logits, lengths, differentiable=True)
                 target = dist.gather_slots(target, lengths)
-            loss = segmentation_loss(logits, target, cfg.seg_loss, IGNORE_INDEX, weight)
-            norm = optimisation_step(loss, optimizer, model.parameters(), cfg.ft_clip_norm)
+            loss = segmentation_loss(logits, target, segmentation.loss, IGNORE_INDEX, weight)
+            norm = optimisation_step(loss, optimizer, model.parameters(), settings.clip_norm)
             schedule.step()
             trace.append(torch.stack([loss.detach(), norm]))
     if not split:

@@ -17,6 +17,7 @@ from bench.distill import execute_distill, resolve_distill
 from bench.suites import run_names
 from bench.toy.runner import execute_toy, resolve_toy
 from bench.workspace import Workspace
+from geomstruct.run_folder import flat_config
 
 RESOLVERS: dict[str, Callable[..., dict[str, Any]]] = {"toy": resolve_toy, "distill": resolve_distill}
 EXECUTORS: dict[str, Callable[..., dict[str, Any]]] = {"toy": execute_toy, "distill": execute_distill}
@@ -43,7 +44,8 @@ def name_runs(
             where = f"{source}: " if source is not None else ""
             raise ValueError(f"{where}run {i + 1} ({loss}, seed {run.get('seed')}): {exc}") from None
     try:
-        names = run_names(runs, resolved, [configuration_identity(r) for r in resolved])
+        flat = [flat_config(r) for r in resolved]  # run names are made of flat keys (LEGACY_KEYS)
+        names = run_names(runs, flat, [configuration_identity(r) for r in resolved])
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}" if source is not None else str(exc)) from None
     return list(zip(names, resolved, strict=True))

@@ -47,6 +47,7 @@ from geomstruct.run_folder import (
     UNBOUND_FILES,
     RunRecord,
     finished_runs,
+    flat_config,
     is_finished,
     json_default,
     lock_path,
@@ -188,7 +189,7 @@ class RunDir:
         if stored is None:
             return []
         old = without_locations(stored)
-        new = without_locations(json.loads(json.dumps(config, sort_keys=True, default=json_default)))
+        new = without_locations(json.loads(json.dumps(flat_config(config), sort_keys=True, default=json_default)))
         known = json.loads(json.dumps(dict(defaults or {}), sort_keys=True, default=json_default))
         for key in set(new) - set(old):
             if key in known and known[key] == new[key]:

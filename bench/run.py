@@ -29,6 +29,7 @@ from bench.results import ERROR_FILE, RunDir, RunLock
 from bench.suites import Suite, available_suites, load_suite
 from bench.tables import results_table, seed_table
 from bench.workspace import Workspace
+from geomstruct.run_folder import flat_config
 from models.teachers import TEACHERS
 
 DEFAULT_OUTPUT_ROOT = Path("runs")
@@ -225,11 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_parent(int(os.environ[PARENT_ENV]), EXIT_ERROR)
     device = distributed.init(device)
     world = distributed.world_size()
-    too_small = [name for name, run in runs if suite.kind == "distill" and run["batch_size"] < world]
+    sizes = {name: flat_config(run).get("batch_size", 1) for name, run in runs}  # a toy run has no ranks
+    too_small = [name for name, _ in runs if suite.kind == "distill" and sizes[name] < world]
     if too_small:  # refused on every rank; torchrun's failure summary then shows the message (record_error)
         message = (
             f"{world} ranks but runs {', '.join(too_small)} have batch_size "
-            f"{min(run['batch_size'] for _, run in runs)}: every rank needs at least one scan per step; "
+            f"{min(sizes[name] for name in too_small)}: every rank needs at least one scan per step; "
             "use at most batch_size processes (torchrun --nproc_per_node) or a larger batch_size"
         )
         if distributed.is_main():

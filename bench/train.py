@@ -56,7 +56,7 @@ from bench.data.scene import SceneBatch
 from bench.files import write_bytes
 from bench.probe import GeometrySet
 from bench.results import RunDir, without_locations
-from geomstruct.run_folder import CHECKPOINT_FILE, CONFIG_FILE, read_object
+from geomstruct.run_folder import CHECKPOINT_FILE, CONFIG_FILE, flat_config, read_config, read_object
 from models.losses import get_loss, loss_inputs, pool_selected_rows
 from models.students import PointStudent, build_student
 from models.students.sparse import synchronise_batch_norms
@@ -67,14 +67,14 @@ TRAJECTORY_COLUMNS = ("step", "loss", "lr", "U", "T", "G")
 def build_distill_student(cfg: DistillConfig) -> PointStudent:
     """The student of a run, with weights drawn from ``torch.manual_seed(cfg.seed)``."""
     torch.manual_seed(cfg.seed)
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.student_overrides.items()}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.student.overrides.items()}
     return build_student(
-        cfg.student,
-        out_dim=cfg.out_dim,
-        preset=cfg.preset,
-        voxel_size=cfg.voxel_size,
-        inputs=tuple(cfg.student_inputs),
-        system=cfg.voxel_system,
+        cfg.student.name,
+        out_dim=cfg.student.out_dim,
+        preset=cfg.student.preset,
+        voxel_size=cfg.student.voxel_size,
+        inputs=tuple(cfg.student.inputs),
+        system=cfg.student.voxel_system,
         **overrides,
     )
 
@@ -257,16 +257,17 @@ def _digest(resolved: dict[str, Any]) -> str:
 
 
 def config_hash(cfg: DistillConfig | dict[str, Any]) -> str:
-    """SHA-256 (16 hex digits) of the resolved configuration (or of a run's stored ``config.json``) without its
-    location fields (:func:`bench.results.without_locations`): the identity a checkpoint is tied to, the same
-    when the data, caches or weights have moved."""
-    resolved = cfg if isinstance(cfg, dict) else cfg.resolved()
+    """SHA-256 (16 hex digits) of the resolved configuration's flat form (:meth:`bench.config.DistillConfig.flat`;
+    or of a run's stored ``config.json``, either format, flattened) without its location fields
+    (:func:`bench.results.without_locations`): the identity a checkpoint is tied to, the same when the data, caches
+    or weights have moved."""
+    resolved = flat_config(cfg) if isinstance(cfg, dict) else cfg.flat()
     return _digest(without_locations(resolved))
 
 
 def _hash_with_locations(cfg: DistillConfig | dict[str, Any]) -> str:
     """The hash that checkpoints written before locations were left out carry (every field)."""
-    return _digest(cfg if isinstance(cfg, dict) else cfg.resolved())
+    return _digest(flat_config(cfg) if isinstance(cfg, dict) else cfg.flat())
 
 
 def accepted_hashes(cfg: DistillConfig, run_path: Path | None) -> set[str]:
@@ -282,8 +283,9 @@ def accepted_hashes(cfg: DistillConfig, run_path: Path | None) -> set[str]:
         and stored.is_file()
         and not RunDir(run_path).config_differences(cfg.resolved(), DistillConfig.field_defaults())
     ):
-        old = read_object(stored)
-        accepted |= {config_hash(old), _hash_with_locations(old)}
+        old = read_config(run_path)
+        if old is not None:
+            accepted |= {config_hash(old), _hash_with_locations(old)}
     return accepted
 
 
@@ -331,7 +333,7 @@ def _check_vouched(path: Path, expected: set[str], vouched_by: Path | None) -> N
     """Raise unless ``vouched_by`` is a ``config.json`` of one of the ``expected`` configurations (the checkpoint
     at ``path`` carries no hash)."""
     if vouched_by is not None and vouched_by.is_file():
-        stored = read_object(vouched_by)
+        stored = flat_config(read_object(vouched_by))
         if {config_hash(stored), _hash_with_locations(stored)} & expected:
             return
         why = f"{vouched_by} is another configuration"
@@ -376,11 +378,17 @@ def train_student(
         The trained student (not wrapped) and the trajectory rows (``TRAJECTORY_COLUMNS``).
     """
     student = build_distill_student(cfg).to(device)
-    if device.type == "cpu" and cfg.augmentation is None and len(scenes) + cfg.probe_scenes <= SCAN_CACHE:
+    if device.type == "cpu" and cfg.data.augmentation is None and len(scenes) + cfg.probe.scenes <= SCAN_CACHE:
         student.scan_cache.capacity = SCAN_CACHE  # every step's scans were seen before: keep their maps
-    optimizer = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.steps))
-    loss_fn = get_loss(cfg.loss)
+    optimizer = make_optimizer(
+        student.parameters(),
+        cfg.distillation.optimizer,
+        cfg.distillation.lr,
+        cfg.distillation.momentum,
+        cfg.distillation.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, cfg.distillation.steps))
+    loss_fn = get_loss(cfg.distillation.loss)
     trajectory: list[dict[str, float]] = []
     start, running, seen = 0, 0.0, 0
     ckpt_path = run_path / CHECKPOINT_FILE if run_path is not None else None
@@ -400,25 +408,34 @@ def train_student(
             bind = None
     model: torch.nn.Module = student
     if dist.active():
-        if cfg.sync_bn:
+        if cfg.distillation.sync_bn:
             synchronise_batch_norms(student)
         model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
 
     def record(step: int, loss: float) -> None:
-        geo = probe.geometry(probe.student_features(student, device, workers), t=cfg.uniformity_t, with_structure=False)
+        geo = probe.geometry(
+            probe.student_features(student, device, workers), t=cfg.geometry.uniformity_t, with_structure=False
+        )
         lr = optimizer.param_groups[0]["lr"]
         trajectory.append({"step": step, "loss": loss, "lr": lr, "U": geo["U"], "T": geo["T"], "G": geo["G"]})
 
     if start == 0:
         record(0, float("nan"))
     model.train()
-    augmentation = cfg.augmentations()
+    augmentation = cfg.data.augmentations()
     if augmentation is not None:
         scenes = scenes.augmented(augmentation)
-    sampler = StepSampler(len(scenes), cfg.batch_size, cfg.seed, start, cfg.steps, seeded=augmentation is not None)
+    sampler = StepSampler(
+        len(scenes),
+        cfg.distillation.batch_size,
+        cfg.seed,
+        start,
+        cfg.distillation.steps,
+        seeded=augmentation is not None,
+    )
     loader = scene_loader(scenes, sampler, workers, device)
-    regions = loss_inputs(cfg.loss) == "superpixels"
-    for step, batch in zip(range(start + 1, cfg.steps + 1), loader, strict=True):
+    regions = loss_inputs(cfg.distillation.loss) == "superpixels"
+    for step, batch in zip(range(start + 1, cfg.distillation.steps + 1), loader, strict=True):
         points, batch_index = batch.inputs(device)
         if regions:  # the student projects only the points that hold a pair
             feats = functools.partial(model, points, batch_index, distinct=True)
@@ -427,22 +444,26 @@ def train_student(
             k, q = batch_pairs(
                 batch,
                 functools.partial(model, points, batch_index),
-                cfg.n_pairs,
+                cfg.distillation.n_pairs,
                 step_generator(cfg.seed, step, 1),
                 device,
             )
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.loss_dtype == "bfloat16"):
-            loss = loss_fn(k, q, **cfg.loss_params)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.distillation.loss_dtype == "bfloat16"):
+            loss = loss_fn(k, q, **cfg.distillation.loss_params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         running += float(loss.detach())  # the same on every rank
         seen += 1
-        if step % cfg.probe_every == 0 or step == cfg.steps:
+        if step % cfg.probe.every == 0 or step == cfg.distillation.steps:
             record(step, running / seen)
             running, seen = 0.0, 0
-        if ckpt_path is not None and dist.is_main() and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        if (
+            ckpt_path is not None
+            and dist.is_main()
+            and (step % cfg.distillation.checkpoint_every == 0 or step == cfg.distillation.steps)
+        ):
             # every rank reads the checkpoint when it resumes; only rank 0 writes it
             if bind is not None:  # the folder is this configuration's from its first checkpoint on
                 bind()

@@ -6,6 +6,7 @@ module holds such state:
 - the teachers built (per configuration and device; :meth:`Workspace.teacher`);
 - the dataset splits opened (rank 0 generates synthetic scenes and indexes nuScenes, the other ranks then read
   them) and the feature and superpixel caches filled (:meth:`Workspace.scenes`);
+- the nuScenes keyframe indexes read (:class:`bench.data.nuscenes.KeyframeIndexes`);
 - the SHA-256 of CLIP checkpoints (:meth:`Workspace.checkpoint_sha256`, read by :func:`bench.distill.resolve_distill`);
 - the teacher's side of the geometry of the point sets measured (:class:`bench.probe.TeacherSides`).
 
@@ -20,6 +21,7 @@ The dataset's own knowledge (its classes and zero-shot vocabulary) is read from 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ from bench.config import DistillConfig
 from bench.data.base import ScanDataset
 from bench.data.features import FeatureCache, text_embeddings
 from bench.data.loader import SceneDataset
+from bench.data.nuscenes import KeyframeIndexes
 from bench.data.registry import open_dataset, vocabulary
 from bench.data.superpixels import DEFAULT_ROOT as DEFAULT_SUPERPIXELS
 from bench.data.superpixels import SuperpixelCache, settings_from
@@ -43,13 +46,13 @@ DEFAULT_FEATURE_CACHE = "cache/features"
 
 def feature_root(cfg: DistillConfig) -> str:
     """The run's feature cache folder (:data:`DEFAULT_FEATURE_CACHE` when the configuration sets none)."""
-    return cfg.feature_cache or DEFAULT_FEATURE_CACHE
+    return cfg.data.feature_cache or DEFAULT_FEATURE_CACHE
 
 
 def zero_shot_text(cfg: DistillConfig, teacher: Teacher) -> torch.Tensor:
     """The ``(C, D)`` text embeddings of the run's dataset's classes (its reader's zero-shot vocabulary), cached
     beside the run's feature cache (:func:`bench.data.features.text_embeddings`)."""
-    return text_embeddings(teacher, vocabulary(cfg.dataset), feature_root(cfg))
+    return text_embeddings(teacher, vocabulary(cfg.data.dataset), feature_root(cfg))
 
 
 class Workspace:
@@ -61,23 +64,25 @@ class Workspace:
         self.filled: set[tuple] = set()
         self.hashes: dict[tuple, str] = {}
         self.teacher_sides = TeacherSides()
+        self.keyframe_indexes = KeyframeIndexes()
 
     def teacher(self, cfg: DistillConfig, device: torch.device) -> Teacher:
         """The run's teacher (built once per configuration and device); a bad checkpoint is a ``ValueError``."""
-        key = (cfg.teacher, cfg.clip_arch, cfg.clip_checkpoint, cfg.clip_checkpoint_sha256, str(device))
+        name, options = cfg.teacher.name, cfg.teacher.build_options()
+        key = (name, json.dumps(cfg.teacher.options, sort_keys=True, default=str), str(device))
         if key not in self.teachers:
-            if cfg.teacher == "clip":
-                path = Path(str(cfg.clip_checkpoint))
+            checkpoint = options.get("checkpoint")
+            if checkpoint is None:
+                self.teachers[key] = build_teacher(name, device, **options)
+            else:  # a teacher with weights: the file must exist and load
+                shown = "CLIP" if name == "clip" else f"teacher {name}"
+                path = Path(str(checkpoint))
                 if not path.is_file():
-                    raise ValueError(f"CLIP checkpoint {path} does not exist")
+                    raise ValueError(f"{shown} checkpoint {path} does not exist")
                 try:
-                    self.teachers[key] = build_teacher(
-                        "clip", device, arch=cfg.clip_arch, checkpoint=path, allow_torchscript=cfg.allow_torchscript
-                    )
+                    self.teachers[key] = build_teacher(name, device, **{**options, "checkpoint": path})
                 except Exception as exc:  # any failure to read or load the weights
-                    raise ValueError(f"CLIP checkpoint {path} does not load: {exc}") from None
-            else:
-                self.teachers[key] = build_teacher(cfg.teacher, device)
+                    raise ValueError(f"{shown} checkpoint {path} does not load: {exc}") from None
         return self.teachers[key]
 
     def checkpoint_sha256(self, path: Path) -> str:
@@ -100,22 +105,22 @@ class Workspace:
         """The scans of a split of the run's (OOD when ``ood``) dataset, streamed with teacher grids when
         ``teacher`` is given (its feature cache is filled first, with ``workers`` DataLoader workers, split over
         the ranks; the size and fill rate are printed), with superpixel regions for a region loss's train split."""
-        name, root = (cfg.ood_dataset, cfg.ood_dataroot) if ood else (cfg.dataset, cfg.dataroot)
-        variant = "ood" if ood else cfg.variant
+        name, root = (cfg.ood.dataset, cfg.ood.dataroot) if ood else (cfg.data.dataset, cfg.data.dataroot)
+        variant = "ood" if ood else cfg.data.variant
         sizes = (
-            {"train": cfg.ood_train_scenes, "val": cfg.ood_val_scenes, "test": cfg.ood_test_scenes}
+            {"train": cfg.ood.train_scenes, "val": cfg.ood.val_scenes, "test": cfg.ood.test_scenes}
             if ood
-            else {"train": cfg.train_scenes, "val": cfg.val_scenes, "test": cfg.test_scenes}
+            else {"train": cfg.data.train_scenes, "val": cfg.data.val_scenes, "test": cfg.data.test_scenes}
         )
-        key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot_every, cfg.version)
+        key = (name, root, variant, tuple(sorted(sizes.items())), split, cfg.few_shot.every, cfg.data.version)
         if key not in self.datasets:  # rank 0 generates synthetic scenes and indexes nuScenes; the others read them
             index = Path(feature_root(cfg)) / "index"
-            args = (name, split, root, variant, sizes, cfg.few_shot_every)
+            args = (name, split, root, variant, sizes, cfg.few_shot.every)
             if dist.is_main():
-                self.datasets[key] = open_dataset(*args, progress, cfg.version, index)
+                self.datasets[key] = open_dataset(*args, progress, cfg.data.version, index, self.keyframe_indexes)
             dist.barrier()
             if not dist.is_main():
-                self.datasets[key] = open_dataset(*args, False, cfg.version, index)
+                self.datasets[key] = open_dataset(*args, False, cfg.data.version, index, self.keyframe_indexes)
         dataset = self.datasets[key]
         cache = None
         if teacher is not None:
@@ -126,15 +131,15 @@ class Workspace:
                 if dist.is_main() and (report.written or progress):
                     print(report.summary(cache.folder))
                 self.filled.add(filled)
-        scenes = SceneDataset(dataset, cfg.crop_radius, cache)
-        if cache is not None and split == cfg.train_split and loss_inputs(cfg.loss) == "superpixels":
-            superpixels = SuperpixelCache(cfg.superpixel_cache or DEFAULT_SUPERPIXELS, dataset.cache_key,
-                                          settings_from(cfg.slic))  # fmt: skip
+        scenes = SceneDataset(dataset, cfg.data.crop_radius, cache)
+        if cache is not None and split == cfg.data.train_split and loss_inputs(cfg.distillation.loss) == "superpixels":
+            superpixels = SuperpixelCache(cfg.data.superpixel_cache or DEFAULT_SUPERPIXELS, dataset.cache_key,
+                                          settings_from(cfg.data.slic))  # fmt: skip
             filled = (superpixels.folder, split, key)
             if filled not in self.filled:
                 report = superpixels.fill(dataset, workers, progress=progress)
                 if dist.is_main() and (report.written or progress):
                     print(report.summary(superpixels.folder, "superpixel cache"))
                 self.filled.add(filled)
-            scenes = scenes.with_superpixels(superpixels, pixel_norm=bool(cfg.region_pixel_norm))
+            scenes = scenes.with_superpixels(superpixels, pixel_norm=bool(cfg.distillation.region_pixel_norm))
         return scenes

@@ -8,8 +8,8 @@ harness above and the report beside it both use it.
 
 A run folder ``<out>/<run name>/`` holds:
 
-- ``config.json`` (:data:`CONFIG_FILE`): the resolved configuration, written when the folder is bound to it; the
-  identity of the run (its hash is carried by the checkpoint), so it holds nothing else;
+- ``config.json`` (:data:`CONFIG_FILE`): the resolved configuration (in sections, format 2), written when the
+  folder is bound to it; the identity of the run (its flat form's hash is carried by the checkpoint);
 - ``environment.json`` (:data:`ENVIRONMENT_FILE`): package versions, device, git commit of the attempt;
 - ``checkpoint.pt`` (:data:`CHECKPOINT_FILE`): the resumable state while training (distillation runs);
 - ``trajectory.csv`` (:data:`TRAJECTORY_FILE`): the in-run probe every ``probe_every`` steps (toy: iterations);
@@ -27,8 +27,12 @@ Schema version (:data:`SCHEMA_VERSION`): an integer in ``metrics.json`` under :d
 1, the format those folders have; a version above :data:`SCHEMA_VERSION` (a folder written by newer code) is
 refused with a ``ValueError`` naming the file. Readers get the metrics without the field (:attr:`RunRecord.metrics`
 is the same dict for a folder written before or after it), and the version as :attr:`RunRecord.schema_version`.
-``config.json`` carries no version: it is hashed as the run's identity, and a new field there would change the
-identity of every run.
+``config.json`` carries its own format marker instead (:data:`CONFIG_FORMAT_FIELD`): format 2 holds the
+configuration in sections (``data``, ``teacher``, ...), format 1 (no marker, every folder written before sections)
+holds it flat. :func:`read_config` returns the flat form of either (:func:`flat_config`, through the one table
+:data:`LEGACY_KEYS` of flat key <-> ``section.field``): the run's identity (hashed into its checkpoint, with the
+marker left out), the keys of its name and of the report's labels, the same for a run written in either format
+(docs/run-folder.md#configjson).
 
 Writing: every file is written by :func:`write_bytes`, the one atomic writer of the project (the data caches use
 it too, through :mod:`bench.files`): a temporary ``.<name>.<random>.tmp`` in the same folder
@@ -89,6 +93,217 @@ PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
 and ``per_class`` when the run evaluated it (docs/method.md#protocols)."""
 LABEL_PROTOCOLS = ("zero_shot", "linear_probe", "few_shot")
 """The protocols that need the labels of the distillation dataset (``few_shot_ood`` reads the OOD dataset's)."""
+
+# --- the configuration's sections ----------------------------------------------------------------------------------
+
+CONFIG_FORMAT_FIELD = "config_format"
+"""The key of the configuration format in a sectioned ``config.json`` (a flat one, from before sections, has none)."""
+CONFIG_FORMAT = 2
+"""The format of the ``config.json`` this code writes: 2, the configuration in sections (``data``, ``teacher``, ...,
+docs/run-folder.md#configjson); 1 (no :data:`CONFIG_FORMAT_FIELD`): flat, one key per field (``clip_arch``,
+``lp_steps``), the format of every run folder written before sections (the committed ``study/`` folders)."""
+CONFIG_TOP_LEVEL = ("kind", "seed", "protocols")
+"""The keys of a sectioned distillation configuration outside any section (the same in the flat form)."""
+
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    # data: the dataset distilled on and evaluated, its splits and the run's caches
+    "dataset": ("data", "dataset"),
+    "dataroot": ("data", "dataroot"),
+    "version": ("data", "version"),
+    "variant": ("data", "variant"),
+    "train_split": ("data", "train_split"),
+    "eval_split": ("data", "eval_split"),
+    "train_scenes": ("data", "train_scenes"),
+    "val_scenes": ("data", "val_scenes"),
+    "test_scenes": ("data", "test_scenes"),
+    "eval_scenes": ("data", "eval_scenes"),
+    "crop_radius": ("data", "crop_radius"),
+    "augmentation": ("data", "augmentation"),
+    "slic": ("data", "slic"),
+    "feature_cache": ("data", "feature_cache"),
+    "superpixel_cache": ("data", "superpixel_cache"),
+    # ood: the dataset of the OOD few-shot protocol
+    "ood_dataset": ("ood", "dataset"),
+    "ood_dataroot": ("ood", "dataroot"),
+    "ood_train_scenes": ("ood", "train_scenes"),
+    "ood_val_scenes": ("ood", "val_scenes"),
+    "ood_test_scenes": ("ood", "test_scenes"),
+    "ood_eval_split": ("ood", "eval_split"),
+    # teacher: a name and that teacher's options (the CLIP teacher's: LEGACY_TEACHER_OPTIONS)
+    "teacher": ("teacher", "name"),
+    # student: a name and its options
+    "student": ("student", "name"),
+    "preset": ("student", "preset"),
+    "out_dim": ("student", "out_dim"),
+    "voxel_size": ("student", "voxel_size"),
+    "voxel_system": ("student", "voxel_system"),
+    "student_inputs": ("student", "inputs"),
+    "student_overrides": ("student", "overrides"),
+    # distillation: the loss and its optimisation
+    "loss": ("distillation", "loss"),
+    "loss_params": ("distillation", "loss_params"),
+    "steps": ("distillation", "steps"),
+    "batch_size": ("distillation", "batch_size"),
+    "n_pairs": ("distillation", "n_pairs"),
+    "optimizer": ("distillation", "optimizer"),
+    "lr": ("distillation", "lr"),
+    "momentum": ("distillation", "momentum"),
+    "weight_decay": ("distillation", "weight_decay"),
+    "sync_bn": ("distillation", "sync_bn"),
+    "loss_dtype": ("distillation", "loss_dtype"),
+    "region_pixel_norm": ("distillation", "region_pixel_norm"),
+    "checkpoint_every": ("distillation", "checkpoint_every"),
+    # probe: the in-run probe of the trajectory
+    "probe_every": ("probe", "every"),
+    "probe_scenes": ("probe", "scenes"),
+    "probe_split": ("probe", "split"),
+    "probe_per_class": ("probe", "per_class"),
+    # geometry: the balanced point set measured at the end
+    "features_per_class": ("geometry", "features_per_class"),
+    "geometry_seed": ("geometry", "seed"),
+    "uniformity_t": ("geometry", "uniformity_t"),
+    # segmentation: the loss of both downstream protocols (linear probe, few-shot fine-tuning)
+    "seg_loss": ("segmentation", "loss"),
+    "seg_class_weight": ("segmentation", "class_weight"),
+    # linear_probe
+    "lp_steps": ("linear_probe", "steps"),
+    "lp_lr": ("linear_probe", "lr"),
+    "lp_batch_points": ("linear_probe", "batch_points"),
+    "lp_points_per_scan": ("linear_probe", "points_per_scan"),
+    "lp_max_points": ("linear_probe", "max_points"),
+    # few_shot: the 1% splits and the fine-tuning (in-domain and OOD)
+    "few_shot_every": ("few_shot", "every"),
+    "few_shot_subsets": ("few_shot", "subsets"),
+    "ft_steps": ("few_shot", "steps"),
+    "ft_lr": ("few_shot", "lr"),
+    "ft_batch_size": ("few_shot", "batch_size"),
+    "ft_optimizer": ("few_shot", "optimizer"),
+    "ft_warmup": ("few_shot", "warmup"),
+    "ft_clip_norm": ("few_shot", "clip_norm"),
+}
+"""THE mapping between the flat configuration keys (every field name of the configuration before sections: what
+suites, ``--set`` and the command line's flags may still write, what run names and the report's labels are made
+of, what a flat ``config.json`` holds) and the sectioned fields ``section.field``; declared once, here, so that
+the report (which imports nothing of ``bench``) and the harness read both forms alike. The teacher's options are
+:data:`LEGACY_TEACHER_OPTIONS` and :data:`TEACHER_OPTIONS_KEY`."""
+
+LEGACY_TEACHER = "clip"
+"""The teacher whose options had flat keys of their own before sections (:data:`LEGACY_TEACHER_OPTIONS`)."""
+LEGACY_TEACHER_OPTIONS: dict[str, tuple[str, Any]] = {
+    "clip_arch": ("arch", "ViT-B-16"),
+    "clip_checkpoint": ("checkpoint", None),
+    "clip_checkpoint_sha256": ("checkpoint_sha256", None),
+    "allow_torchscript": ("allow_torchscript", False),
+}
+"""Flat key -> (option of the ``clip`` teacher, the value a flat configuration of any other teacher held): a flat
+configuration always carried these four keys, so the flat form of a sectioned one does too."""
+TEACHER_OPTIONS_KEY = "teacher_options"
+"""The flat key of the teacher options without a flat key of their own (a plug-in teacher's), absent when none."""
+SECTIONS = tuple(dict.fromkeys(section for section, _ in LEGACY_KEYS.values()))
+"""The sections of a distillation configuration, in ``config.json`` order."""
+_FLAT_NAMES = {pair: flat for flat, pair in LEGACY_KEYS.items()}
+
+
+def flat_key(section: str, name: str) -> str:
+    """The flat key of the field ``section.name`` (a field without one is ``"section.name"``; a teacher option
+    without one is ``teacher_options``)."""
+    if section == "teacher" and name != "name":
+        legacy = {option: flat for flat, (option, _) in LEGACY_TEACHER_OPTIONS.items()}
+        return legacy.get(name, TEACHER_OPTIONS_KEY)
+    return _FLAT_NAMES.get((section, name), f"{section}.{name}")
+
+
+def is_sectioned(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` is a sectioned configuration (format 2: :data:`CONFIG_FORMAT_FIELD`, or a section
+    written as a mapping) rather than a flat one."""
+    return CONFIG_FORMAT_FIELD in config or any(isinstance(config.get(s), Mapping) for s in SECTIONS)
+
+
+def flatten_teacher(teacher: Mapping[str, Any], complete: bool) -> dict[str, Any]:
+    """The flat keys of a ``teacher`` section ``{name: ..., <option>: ...}``: ``teacher``, the CLIP teacher's
+    options under their flat keys (:data:`LEGACY_TEACHER_OPTIONS`) and the others under
+    :data:`TEACHER_OPTIONS_KEY`; with ``complete``, the four CLIP keys a flat configuration always held, at the
+    value it held for another teacher, where the section lacks them."""
+    out: dict[str, Any] = {"teacher": teacher["name"]} if "name" in teacher else {}
+    options = {k: v for k, v in teacher.items() if k != "name"}
+    clip = teacher.get("name") == LEGACY_TEACHER
+    for flat, (option, other) in LEGACY_TEACHER_OPTIONS.items():
+        if clip and option in options:
+            out[flat] = options.pop(option)
+        elif complete:
+            out[flat] = other
+    if options:
+        out[TEACHER_OPTIONS_KEY] = options
+    return out
+
+
+def flat_config(config: Mapping[str, Any], complete: bool = True) -> dict[str, Any]:
+    """The flat form of a configuration (:data:`LEGACY_KEYS`): a sectioned one (``config.json`` format 2, or a
+    suite run written in sections, mapping sections and dotted keys ``section.field`` alike) flattened, a flat one
+    as it is. The flat form of a resolved configuration is the run's identity (its hash is carried by the
+    checkpoint) and what run names and the report's labels show: the same for a run written before sections and
+    one written after. ``complete``: a teacher section without the CLIP teacher's options gets the values a flat
+    configuration held for them (:func:`flatten_teacher`; off for a suite run, which sets only what it lists).
+
+    A field given twice (by its flat key and in its section) takes the later value.
+
+    Raises:
+        ValueError: a section that is not a mapping.
+    """
+    out: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:  # a key given twice (flat and in its section): the later wins
+        out.pop(key, None)
+        out[key] = value
+
+    for key, value in config.items():
+        if key == CONFIG_FORMAT_FIELD:
+            continue
+        section, dot, name = key.partition(".")
+        if dot and section in SECTIONS:  # a dotted key: teacher.arch, distillation.steps
+            value = {name: value}
+            key = section
+        if key == "teacher" and isinstance(value, Mapping):
+            for k, v in flatten_teacher(value, complete=False).items():
+                put(k, v)
+        elif key in SECTIONS and key != "teacher" and (dot or isinstance(value, Mapping)):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"configuration section {key} must be a mapping of its fields; got {value!r}")
+            for name, v in value.items():
+                put(flat_key(key, name), v)
+        elif key in SECTIONS and key not in LEGACY_KEYS:
+            raise ValueError(f"configuration section {key} must be a mapping of its fields; got {value!r}")
+        else:
+            put(key, value)
+    if out.get("teacher") == LEGACY_TEACHER and isinstance(out.get(TEACHER_OPTIONS_KEY), Mapping):
+        options = dict(out.pop(TEACHER_OPTIONS_KEY))  # teacher.arch given apart from the teacher's name
+        for flat, (option, _) in LEGACY_TEACHER_OPTIONS.items():
+            if option in options:
+                put(flat, options.pop(option))
+        if options:
+            out[TEACHER_OPTIONS_KEY] = options
+    if complete and "teacher" in out:
+        for flat, (_, other) in LEGACY_TEACHER_OPTIONS.items():
+            out.setdefault(flat, other)
+    return out
+
+
+def update_flat(base: Mapping[str, Any], entries: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat configuration ``base`` with ``entries`` (flat keys, sections or dotted keys) applied over it, in
+    order: an entry's fields replace those of ``base`` (a section given as a mapping sets the fields it lists; a
+    teacher given as a mapping ``{name: ..., <option>: ...}`` replaces the whole teacher, options included)."""
+    out = dict(base)
+    for key, value in entries.items():
+        if key == "teacher" and isinstance(value, Mapping):
+            for flat in (*LEGACY_TEACHER_OPTIONS, TEACHER_OPTIONS_KEY):
+                out.pop(flat, None)
+        flat = flat_config({key: value}, complete=False)
+        if TEACHER_OPTIONS_KEY in flat and isinstance(out.get(TEACHER_OPTIONS_KEY), Mapping):
+            flat[TEACHER_OPTIONS_KEY] = {**out[TEACHER_OPTIONS_KEY], **flat[TEACHER_OPTIONS_KEY]}
+        out.update(flat)
+    if out.get("teacher") == LEGACY_TEACHER and TEACHER_OPTIONS_KEY in out:
+        out = flat_config(out, complete=False)  # teacher.arch given apart from the teacher's name
+    return out
 
 
 def lock_path(run_path: Path) -> Path:
@@ -232,13 +447,20 @@ def read_metrics(folder: Path) -> tuple[dict[str, Any], int]:
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:
-    """The run folder's ``config.json``, or None when it has none.
+    """The run folder's ``config.json`` in its flat form (:func:`flat_config`: a sectioned file, format 2, is
+    flattened; a flat one, written before sections, is returned as it is), or None when it has none.
 
     Raises:
-        ValueError: naming the file when it cannot be read or is not a JSON object.
+        ValueError: naming the file when it cannot be read, is not a JSON object or has a malformed section.
     """
     path = Path(folder) / CONFIG_FILE
-    return read_object(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    stored = read_object(path)
+    try:
+        return flat_config(stored)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,17 @@ class NuScenesIndex:
         return cls(**arrays, fine_to_coarse=lut if len(lut) else None)
 
 
-_INDEXES: dict[tuple, NuScenesIndex] = {}
+class KeyframeIndexes:
+    """The keyframe indexes a process has opened (:func:`keyframe_index`), kept so that each is built or read
+    once: an explicit object, held by the process's :class:`bench.workspace.Workspace` and passed down (no module
+    holds it). One version at a time: opening another releases the previous index."""
+
+    def __init__(self) -> None:
+        self.indexes: dict[tuple, NuScenesIndex] = {}
+
+    def clear(self) -> None:
+        """Forget every index (the next :func:`keyframe_index` reads or builds it again)."""
+        self.indexes.clear()
 
 
 def _build_and_save(dataroot: Path, version: str, path: Path) -> None:
@@ -275,16 +285,23 @@ def _build_in_child(dataroot: Path, version: str, path: Path) -> None:
     NuScenesIndex.build(dataroot, version).save(path)
 
 
-def keyframe_index(dataroot: str | Path, version: str, index_cache: str | Path | None = None) -> NuScenesIndex:
-    """The :class:`NuScenesIndex` of a dataroot and version, built at most once per process (rebuilt only when
-    a table file changes: the key holds every table's size and modification time), and read from / written to
-    ``index_cache`` when given."""
+def keyframe_index(
+    dataroot: str | Path,
+    version: str,
+    index_cache: str | Path | None = None,
+    indexes: KeyframeIndexes | None = None,
+) -> NuScenesIndex:
+    """The :class:`NuScenesIndex` of a dataroot and version, read from / written to ``index_cache`` when given,
+    and kept in ``indexes`` (built or read at most once per :class:`KeyframeIndexes`, rebuilt only when a table
+    file changes: the key holds every table's size and modification time; None: kept nowhere)."""
+    indexes = KeyframeIndexes() if indexes is None else indexes
+    kept = indexes.indexes
     dataroot_info(dataroot, version)
     tables = Path(dataroot) / version
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(tables.glob("*.json")))
     key = (str(Path(dataroot).resolve()), version, stamp)
-    if key not in _INDEXES:
-        _INDEXES.clear()  # one version per process at a time: the previous index is released
+    if key not in kept:
+        kept.clear()  # one version per process at a time: the previous index is released
         path = None
         if index_cache is not None:
             digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
@@ -292,10 +309,10 @@ def keyframe_index(dataroot: str | Path, version: str, index_cache: str | Path |
         if path is not None and not path.is_file():
             _build_in_child(Path(dataroot), version, path)
         if path is not None and path.is_file():
-            _INDEXES[key] = NuScenesIndex.read(path)
+            kept[key] = NuScenesIndex.read(path)
         else:
-            _INDEXES[key] = NuScenesIndex.build(Path(dataroot), version)
-    return _INDEXES[key]
+            kept[key] = NuScenesIndex.build(Path(dataroot), version)
+    return kept[key]
 
 
 def _matrix(pose: np.ndarray) -> np.ndarray:
@@ -362,6 +379,7 @@ class NuScenesDataset(ScanDataset):
         margin: float = 1.0,
         devkit_rounding: bool = True,
         index_cache: str | Path | None = None,
+        indexes: KeyframeIndexes | None = None,
     ) -> None:
         info = dataroot_info(dataroot, version)
         self.dataroot = info.dataroot
@@ -375,7 +393,7 @@ class NuScenesDataset(ScanDataset):
         self.min_depth = min_depth
         self.margin = margin
         self.devkit_rounding = devkit_rounding
-        self.index = keyframe_index(self.dataroot, version, index_cache)
+        self.index = keyframe_index(self.dataroot, version, index_cache, indexes)
         in_version = list(dict.fromkeys(self.index.scenes.tolist()))
         wanted = set(in_version if names is None else names)
         rows = np.flatnonzero(np.isin(self.index.scenes, list(wanted)))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.data.base import ScanDataset
 from bench.data.fewshot import few_shot_ids, few_shot_subset, subset_ids
-from bench.data.nuscenes import NuScenesDataset
+from bench.data.nuscenes import KeyframeIndexes, NuScenesDataset
 from bench.data.semantickitti import SemanticKITTIDataset
 from bench.data.synthetic import SyntheticDataset
 from models.registry import Registry
@@ -78,6 +78,7 @@ def open_dataset(
     progress: bool = True,
     version: str = "v1.0-trainval",
     index_cache: str | Path | None = None,
+    indexes: KeyframeIndexes | None = None,
 ) -> ScanDataset:
     """A dataset split by name.
 
@@ -88,7 +89,8 @@ def open_dataset(
     (:func:`bench.data.fewshot.subset_ids`; subset 0 is ``train_1pct``). For
     ``synthetic`` the dataroot is the scene cache (scenes are generated into it on first use) and ``sizes`` sets
     the scenes per split. ``nuscenes`` (table ``version``; its keyframe index kept in ``index_cache``) and
-    ``semantickitti`` need an existing dataroot, as does any other reader (a plug-in), built as
+    ``semantickitti`` need an existing dataroot (nuScenes' index kept in ``indexes``, the caller's
+    :class:`bench.data.nuscenes.KeyframeIndexes`), as does any other reader (a plug-in), built as
     ``Reader(dataroot, split=split)``.
     """
     cls = reader(name)
@@ -105,7 +107,7 @@ def open_dataset(
     if dataroot is None or not Path(dataroot).is_dir():
         raise ValueError(f"{name} needs --dataroot pointing to an existing folder; got {dataroot!r}")
     if name == "nuscenes":
-        return NuScenesDataset(dataroot, split=split, version=version, index_cache=index_cache)
+        return NuScenesDataset(dataroot, split=split, version=version, index_cache=index_cache, indexes=indexes)
     return cls(dataroot, split=split)  # type: ignore[call-arg]
 
 

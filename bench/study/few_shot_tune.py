@@ -23,7 +23,6 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -37,11 +36,12 @@ from tqdm import tqdm
 
 from bench.config import DistillConfig
 from bench.data.registry import class_names
+from bench.distill import fine_tuning
 from bench.evaluate import fine_tune
 from bench.files import read_json, write_json
 from bench.train import build_distill_student, load_checkpoint
 from bench.workspace import Workspace
-from geomstruct.run_folder import CHECKPOINT_FILE, METRICS_FILE, finished_runs, read_record
+from geomstruct.run_folder import CHECKPOINT_FILE, LEGACY_KEYS, METRICS_FILE, finished_runs, read_record
 
 CRITERION = "mean over configurations of (few_shot + few_shot_ood) / 2 mIoU on val, higher is better; ties: first"
 PROTOCOLS = ("few_shot", "few_shot_ood")
@@ -73,7 +73,7 @@ def load_grid(path: Path) -> Grid:
         raise ValueError(f"{path}: cannot read the grid ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("options"), list) or not data["options"]:
         raise ValueError(f"{path}: a grid is a mapping with a non-empty list `options` (and optional `defaults`)")
-    names = {f.name for f in dataclasses.fields(DistillConfig)}
+    names = set(DistillConfig.field_defaults()) | set(LEGACY_KEYS) | {"seed"}
     defaults = data.get("defaults") or {}
     unknown = sorted(set(defaults) - names)
     if unknown:
@@ -131,18 +131,38 @@ def evaluate(
 ) -> dict[str, Any]:
     """The few-shot and OOD few-shot results of the run's trained student under ``cfg``."""
     state = load_checkpoint(folder / CHECKPOINT_FILE)
-    if state is None or int(state["step"]) != cfg.steps:
-        raise ValueError(f"{folder / CHECKPOINT_FILE} is not the run's final checkpoint (step {cfg.steps})")
+    if state is None or int(state["step"]) != cfg.distillation.steps:
+        raise ValueError(
+            f"{folder / CHECKPOINT_FILE} is not the run's final checkpoint (step {cfg.distillation.steps})"
+        )
     student = build_distill_student(cfg)
     student.load_state_dict(state["student"])
     few = workspace.scenes(cfg, "train_1pct", None, False)
-    evaluation = workspace.scenes(cfg, cfg.eval_split, None, False).head(cfg.eval_scenes)
+    evaluation = workspace.scenes(cfg, cfg.data.eval_split, None, False).head(cfg.data.eval_scenes)
     few_ood = workspace.scenes(cfg, "train_1pct", None, False, ood=True)
-    eval_ood = workspace.scenes(cfg, cfg.ood_eval_split, None, False, ood=True)
+    eval_ood = workspace.scenes(cfg, cfg.ood.eval_split, None, False, ood=True)
     return {
-        "few_shot": fine_tune(student, few, evaluation, class_names(cfg.dataset), cfg, device, False, workers),
+        "few_shot": fine_tune(
+            student,
+            few,
+            evaluation,
+            class_names(cfg.data.dataset),
+            cfg.few_shot,
+            device,
+            False,
+            workers,
+            **fine_tuning(cfg),
+        ),
         "few_shot_ood": fine_tune(
-            student, few_ood, eval_ood, class_names(cfg.ood_dataset), cfg, device, False, workers
+            student,
+            few_ood,
+            eval_ood,
+            class_names(cfg.ood.dataset),
+            cfg.few_shot,
+            device,
+            False,
+            workers,
+            **fine_tuning(cfg),
         ),
     }
 

@@ -46,7 +46,7 @@ from bench.config import DistillConfig, with_overrides
 from bench.data.classes import IGNORE_INDEX
 from bench.data.loader import ShardSampler, scene_loader
 from bench.data.registry import class_names
-from bench.distill import combine_scores, few_shot_scores
+from bench.distill import combine_scores, few_shot_scores, fine_tuning, probing_of
 from bench.evaluate import confusion_matrix, fine_tune, linear_probe, miou
 from bench.files import write_json
 from bench.suites import load_suite
@@ -75,12 +75,12 @@ def supervised_ceiling(
     workers: int = 0,
 ) -> dict[str, Any]:
     """mIoU of the student trained from random weights with every train label (module docstring)."""
-    classes = class_names(cfg.dataset)
-    train = workspace.scenes(cfg, cfg.train_split, None, progress)
-    evaluation = workspace.scenes(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    classes = class_names(cfg.data.dataset)
+    train = workspace.scenes(cfg, cfg.data.train_split, None, progress)
+    evaluation = workspace.scenes(cfg, cfg.data.eval_split, None, progress).head(cfg.data.eval_scenes)
     student = build_distill_student(cfg)
-    budget = dataclasses.replace(cfg, ft_steps=steps, ft_batch_size=batch_size, ft_lr=lr)
-    result = fine_tune(student, train, evaluation, classes, budget, device, progress, workers)
+    budget = dataclasses.replace(cfg.few_shot, steps=steps, batch_size=batch_size, lr=lr)
+    result = fine_tune(student, train, evaluation, classes, budget, device, progress, workers, **fine_tuning(cfg))
     return {**result, "train_scans": len(train), "steps": steps, "batch_size": batch_size, "lr": lr}
 
 
@@ -88,11 +88,19 @@ def random_floor(
     workspace: Workspace, cfg: DistillConfig, device: torch.device, progress: bool = False, workers: int = 0
 ) -> dict[str, Any]:
     """Linear-probe mIoU of the randomly initialised student."""
-    classes = class_names(cfg.dataset)
-    train = workspace.scenes(cfg, cfg.train_split, None, progress)
-    evaluation = workspace.scenes(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    classes = class_names(cfg.data.dataset)
+    train = workspace.scenes(cfg, cfg.data.train_split, None, progress)
+    evaluation = workspace.scenes(cfg, cfg.data.eval_split, None, progress).head(cfg.data.eval_scenes)
     return linear_probe(
-        build_distill_student(cfg).to(device), train, evaluation, classes, cfg, device, progress, workers
+        build_distill_student(cfg).to(device),
+        train,
+        evaluation,
+        classes,
+        cfg.linear_probe,
+        device,
+        progress,
+        workers,
+        **probing_of(cfg),
     )
 
 
@@ -117,26 +125,26 @@ def random_few_shot(
     """Few-shot (and OOD few-shot) mIoU of the randomly initialised student under the distilled students' protocol,
     on every 1% subset of ``cfg``, for each seed of ``seeds`` (default: the run's seed; module docstring)."""
     seeds = [cfg.seed] if not seeds else [int(s) for s in seeds]
-    evaluation = workspace.scenes(cfg, cfg.eval_split, None, progress).head(cfg.eval_scenes)
+    evaluation = workspace.scenes(cfg, cfg.data.eval_split, None, progress).head(cfg.data.eval_scenes)
     with_ood = "few_shot_ood" in cfg.protocols
-    eval_ood = workspace.scenes(cfg, cfg.ood_eval_split, None, progress, ood=True) if with_ood else None
+    eval_ood = workspace.scenes(cfg, cfg.ood.eval_split, None, progress, ood=True) if with_ood else None
     inside, outside = [], []
     for seed in seeds:
         seeded = dataclasses.replace(cfg, seed=seed)
         student = build_distill_student(seeded)
-        classes = class_names(cfg.dataset)
+        classes = class_names(cfg.data.dataset)
         inside.append(few_shot_scores(workspace, student, seeded, evaluation, classes, device, progress, workers))
         if eval_ood is not None:
-            classes = class_names(cfg.ood_dataset)
+            classes = class_names(cfg.ood.dataset)
             outside.append(
                 few_shot_scores(workspace, student, seeded, eval_ood, classes, device, progress, workers, ood=True)
             )
-    budget = {"steps": cfg.ft_steps, "batch_size": cfg.ft_batch_size, "lr": cfg.ft_lr}
-    result = {**_over_seeds(inside, seeds, cfg.few_shot_subsets), **budget}
-    result |= {"n_subsets": cfg.few_shot_subsets, "seeds": seeds}
+    budget = {"steps": cfg.few_shot.steps, "batch_size": cfg.few_shot.batch_size, "lr": cfg.few_shot.lr}
+    result = {**_over_seeds(inside, seeds, cfg.few_shot.subsets), **budget}
+    result |= {"n_subsets": cfg.few_shot.subsets, "seeds": seeds}
     if outside:
-        ood = _over_seeds(outside, seeds, cfg.few_shot_subsets)
-        result["ood"] = {**ood, "dataset": cfg.ood_dataset, "split": cfg.ood_eval_split}
+        ood = _over_seeds(outside, seeds, cfg.few_shot.subsets)
+        result["ood"] = {**ood, "dataset": cfg.ood.dataset, "split": cfg.ood.eval_split}
     return result
 
 
@@ -145,9 +153,11 @@ def teacher_zero_shot(
     workspace: Workspace, cfg: DistillConfig, device: torch.device, progress: bool = False, workers: int = 0
 ) -> dict[str, Any]:
     """The teacher's own zero-shot mIoU on the paired evaluation points (module docstring)."""
-    classes = class_names(cfg.dataset)
+    classes = class_names(cfg.data.dataset)
     teacher = workspace.teacher(cfg, device)
-    evaluation = workspace.scenes(cfg, cfg.eval_split, teacher, progress, workers=workers).head(cfg.eval_scenes)
+    evaluation = workspace.scenes(cfg, cfg.data.eval_split, teacher, progress, workers=workers).head(
+        cfg.data.eval_scenes
+    )
     text = zero_shot_text(cfg, teacher).to(device)
     conf = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     for batch in scene_loader(evaluation, ShardSampler(len(evaluation)), workers, device):
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: computing the {row} row ...", flush=True)
             start = time.perf_counter()
             if row == "ceiling":
-                lr = cfg.ft_lr if args.lr is None else args.lr
+                lr = cfg.few_shot.lr if args.lr is None else args.lr
                 result = supervised_ceiling(
                     workspace, cfg, args.steps, args.batch_size, lr, device, progress, args.workers
                 )
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result = teacher_zero_shot(workspace, cfg, device, progress, args.workers)
             result["seconds"] = time.perf_counter() - start
-            result.update(kind="reference", row=row, suite=suite.name, config=cfg.resolved())
+            result.update(kind="reference", row=row, suite=suite.name, config=cfg.flat())
             if dist.is_main():
                 write_json(path, result)
                 score = "undefined" if result["miou"] is None else f"{100 * result['miou']:.1f}%"

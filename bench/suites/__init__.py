@@ -7,6 +7,12 @@ or ``{name: ..., params: {...}}``. A user suite is any YAML file of the same for
 ``name`` is a plain folder name (the default output folder is ``runs/<name>``). Kinds: ``toy`` (the toy
 experiment, :mod:`bench.toy`) and ``distill`` (image-to-lidar distillation, :mod:`bench.distill`).
 
+A distill suite writes a field by its flat key (``steps``, ``clip_arch``, ``lp_steps``) or in its section
+(``distillation: {steps: 300}``, ``teacher: {name: clip, arch: ViT-B-16, checkpoint: FILE}``, or a dotted key
+``distillation.steps`` in a grid); the runs are held under flat keys, mapped by the one table
+:data:`geomstruct.run_folder.LEGACY_KEYS` (:func:`geomstruct.run_folder.update_flat`), so the two forms are one
+configuration with one name (docs/usage.md#the-configuration-in-sections).
+
 Every run is named by its loss, the loss parameters it lists, every field whose resolved value differs between
 the runs (a field set to its default value is not varied) and its seed (:func:`run_names`); two runs of one
 resolved configuration are an error naming both (``bench.run`` resolves and names every run before any starts).
@@ -33,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from geomstruct.run_folder import update_flat
 from models.registry import plugin_label
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -190,8 +197,10 @@ def _same_configuration(runs: list[dict[str, Any]], names: list[str], a: int, b:
     )
 
 
-def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str, Any]]:
-    """Every combination of a grid's values, on top of ``defaults``."""
+def _expand(grid: Any, defaults: dict[str, Any], source: Path, sections: bool = False) -> list[dict[str, Any]]:
+    """Every combination of a grid's values, on top of ``defaults``; with ``sections`` (a distill suite), a value
+    given in its section or under a dotted key ``section.field`` is set under its flat key
+    (:func:`geomstruct.run_folder.update_flat`)."""
     if not isinstance(grid, dict) or "loss" not in grid or "seed" not in grid:
         raise ValueError(f"{source}: every grid must be a mapping listing at least 'loss' and 'seed'")
     keys = list(grid)
@@ -205,10 +214,21 @@ def _expand(grid: Any, defaults: dict[str, Any], source: Path) -> list[dict[str,
         for key, value in zip(keys, combo, strict=True):
             if key == "loss":
                 run["loss"], run["loss_params"] = value["name"], value["params"]
+            elif sections:
+                run = _flat(run, {key: value}, source)
             else:
                 run[key] = value
         runs.append(run)
     return runs
+
+
+def _flat(base: dict[str, Any], entries: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``base`` with ``entries`` applied under their flat keys (:func:`geomstruct.run_folder.update_flat`); a
+    malformed section is an error naming the suite file."""
+    try:
+        return update_flat(base, entries)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def recipe_key(loss: str, params: dict[str, Any]) -> str:
@@ -268,18 +288,20 @@ def _read_suite_file(path: Path) -> dict[str, Any]:
 
 
 def _defaults(path: Path, data: dict[str, Any], seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The suite's defaults, starting from those of its ``defaults_from`` suite (module docstring)."""
+    """The suite's defaults, starting from those of its ``defaults_from`` suite (module docstring); a distill
+    suite's under their flat keys (sections and dotted keys mapped, :func:`geomstruct.run_folder.update_flat`)."""
     own = data.get("defaults") or {}
     if not isinstance(own, dict):
         raise ValueError(f"{path}: defaults must be a mapping of run parameters; got {type(own).__name__}")
+    sections = data.get("kind") == "distill"
     parent = data.get("defaults_from")
     if parent is None:
-        return dict(own)
+        return _flat({}, own, path) if sections else dict(own)
     parent_path = _suite_path(str(parent), path.parent).resolve()
     if parent_path in seen or parent_path == path.resolve():
         raise ValueError(f"{path}: defaults_from makes a cycle through {parent_path}")
     inherited = _defaults(parent_path, _read_suite_file(parent_path), (*seen, path.resolve()))
-    return {**inherited, **own}
+    return _flat(inherited, own, path) if sections else {**inherited, **own}
 
 
 def _suite_name(name: Any, path: Path) -> str:
@@ -301,6 +323,15 @@ def _suite_name(name: Any, path: Path) -> str:
     return text
 
 
+def _gridded(grid: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """The flat keys a distill grid lists (a section or dotted key stands for the fields it sets)."""
+    keys: list[str] = []
+    for key, values in grid.items():
+        for value in values if isinstance(values, list) else [values]:
+            keys += [key] if key == "loss" else list(_flat({}, {key: value}, path))
+    return tuple(dict.fromkeys(keys))
+
+
 def load_suite(name_or_path: str) -> Suite:
     """Load a shipped suite by name, or a user suite from a YAML path; errors list the valid names."""
     path = _suite_path(name_or_path)
@@ -313,9 +344,11 @@ def load_suite(name_or_path: str) -> Suite:
     defaults = _defaults(path, data)
     runs = []
     for grid in grids:
-        expanded = _expand(grid, dict(defaults), path)
+        sections = kind == "distill"
+        expanded = _expand(grid, dict(defaults), path, sections)
         if data.get("recipes") is not None:
-            expanded = apply_recipes(expanded, path.parent / str(data["recipes"]), tuple(grid))
+            gridded = tuple(grid) if not sections or not isinstance(grid, dict) else _gridded(grid, path)
+            expanded = apply_recipes(expanded, path.parent / str(data["recipes"]), gridded)
         runs += expanded
     return Suite(
         name=_suite_name(data.get("name", path.stem), path),

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,6 +218,24 @@ class CLIPPreprocessor:
         if not len(scan.cameras):
             raise ValueError(f"scan {scan.scan_id} has no camera")
         return torch.cat([self.images(view.image) for view in scan.cameras])
+
+
+@dataclass(frozen=True)
+class CLIPOptions:
+    """The options of the CLIP teacher a run's configuration sets (``teacher: {name: clip, arch: ViT-B-16,
+    checkpoint: FILE}``): the open_clip ``arch`` (or a model-config ``.json``), the local ``checkpoint`` (nothing is
+    downloaded), its content hash ``checkpoint_sha256`` (filled when the run is resolved: the weights' content,
+    not their path, identifies the teacher) and ``allow_torchscript`` (read a TorchScript archive, which runs code
+    stored in the file: trusted files only)."""
+
+    arch: str = DEFAULT_ARCH
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    allow_torchscript: bool = False
+
+    def build_options(self) -> dict[str, Any]:
+        """The keywords of :class:`CLIPTeacher` (the hash identifies the weights; it builds nothing)."""
+        return {"arch": self.arch, "checkpoint": self.checkpoint, "allow_torchscript": self.allow_torchscript}
 
 
 class CLIPTeacher(Teacher):

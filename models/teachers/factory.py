@@ -15,8 +15,8 @@ import torch
 
 from models.registry import Registry
 from models.teachers.base import Teacher
-from models.teachers.clip import CLIPTeacher
-from models.teachers.synthetic import SyntheticTeacher
+from models.teachers.clip import CLIPOptions, CLIPTeacher
+from models.teachers.synthetic import SyntheticOptions, SyntheticTeacher
 
 TeacherBuilder = Callable[..., Teacher]
 
@@ -44,10 +44,15 @@ def teacher_problem(name: str, builder: object) -> str | None:
 
 
 TEACHERS: Registry[TeacherBuilder] = Registry("teacher", teacher_problem)
-"""Teacher name -> builder, in declaration order: ``synthetic`` (options: ``params_file``) and ``clip`` (options of
-:class:`~models.teachers.clip.CLIPTeacher`: ``arch``, ``checkpoint``, ``image_size``, ``allow_torchscript``, ...)."""
-TEACHERS.register("synthetic", SyntheticTeacher.from_file)
-TEACHERS.register("clip", CLIPTeacher)
+"""Teacher name -> builder, in declaration order, each with ``options``: the dataclass of the options a run's
+configuration may set (``teacher: {name: ..., <option>: ...}``, :class:`bench.config_sections.TeacherConfig`):
+``synthetic`` (:class:`~models.teachers.synthetic.SyntheticOptions`: none) and ``clip``
+(:class:`~models.teachers.clip.CLIPOptions`: ``arch``, ``checkpoint``, ``checkpoint_sha256``,
+``allow_torchscript``). Its ``build_options()`` (when it has one, else every field) are the builder's keywords. A
+plug-in declares its options as the attribute ``options`` of its object; one without takes the keywords its
+builder accepts."""
+TEACHERS.register("synthetic", SyntheticTeacher.from_file, options=SyntheticOptions)
+TEACHERS.register("clip", CLIPTeacher, options=CLIPOptions)
 
 
 def build_teacher(name: str, device: torch.device | str = "cpu", **options: Any) -> Teacher:

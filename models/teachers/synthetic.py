@@ -292,6 +292,12 @@ class SyntheticPreprocessor:
         return torch.from_numpy(np.stack([self.camera(scan.scan_id, view) for view in scan.cameras]))
 
 
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """The options of the synthetic teacher a run's configuration sets: none (``teacher: {name: synthetic}``); its
+    parameters are the committed calibration."""
+
+
 class SyntheticTeacher(Teacher):
     """Pixel features and text embeddings of the synthetic world (module docstring).
 

@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from bench.config import FIELD_RANGES, STUDENT_OVERRIDE_RANGES, DistillConfig, clip_embed_dim
+from bench.config_sections import SECTION_TYPES, field_label
 from bench.kinds import name_runs
 from bench.run import main
 from bench.suites import NAMED_KEYS, available_suites, load_suite, run_name
+from geomstruct.run_folder import LEGACY_KEYS, flat_key
 from models.losses import LOSSES, PARAMETER_RANGES, parameter_errors
 from models.students.minkunet import MinkUNetConfig
 from tests.conftest import TINY_DEFAULTS
@@ -204,7 +206,8 @@ def test_range_errors_name_field_value_and_range(key, value):
     with pytest.raises(ValueError) as info:
         DistillConfig(**{"loss": "similarity", "seed": 0, key: value})
     message = str(info.value)
-    assert message.startswith(f"{key} must be ") and message.endswith(f"got {value!r}")
+    label = field_label(*LEGACY_KEYS[key]) if key in LEGACY_KEYS else key  # section.field (flat key)
+    assert message.startswith(f"{label} must be ") and message.endswith(f"got {value!r}")
     assert str(FIELD_RANGES[key]) in message
 
 
@@ -247,8 +250,10 @@ def _numeric(annotation: Any) -> bool:
 
 
 def test_every_numeric_field_and_loss_parameter_has_a_range():
-    hints = typing.get_type_hints(DistillConfig)
-    numeric = {f.name for f in fields(DistillConfig) if _numeric(hints[f.name])}
+    numeric = {"seed"}
+    for key, kind in SECTION_TYPES.items():
+        hints = typing.get_type_hints(kind)
+        numeric |= {flat_key(key, f.name) for f in fields(kind) if _numeric(hints[f.name])}
     assert numeric == set(FIELD_RANGES)
     student = typing.get_type_hints(MinkUNetConfig)
     assert {f.name for f in fields(MinkUNetConfig) if _numeric(student[f.name])} == set(STUDENT_OVERRIDE_RANGES)
@@ -265,7 +270,7 @@ def test_out_dim_is_checked_against_the_teacher_where_known_cheaply(tmp_path):
         assert clip_embed_dim("ViT-B-16") == 512
     checkpoint = _checkpoint(tmp_path)
     base = {"loss": "similarity", "seed": 0, "teacher": "clip", "clip_checkpoint": str(checkpoint)}
-    assert DistillConfig(**base, clip_arch=str(config), out_dim=32).out_dim == 32
+    assert DistillConfig(**base, clip_arch=str(config), out_dim=32).student.out_dim == 32
     with pytest.raises(ValueError, match="out_dim must be the teacher's feature dimension, 32"):
         DistillConfig(**base, clip_arch=str(config), out_dim=512)
     with pytest.raises(ValueError, match="does not exist"):
@@ -324,5 +329,5 @@ def test_the_command_line_exits_2_before_creating_any_run_folder(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "few_shot_every must be at least 1" in result.stderr and str(path) in result.stderr
+    assert "few_shot.every (few_shot_every) must be at least 1" in result.stderr and str(path) in result.stderr
     assert not (tmp_path / "runs").exists()

@@ -31,7 +31,7 @@ def test_the_probe_is_drawn_from_probe_split(tmp_path, monkeypatch, probe_split,
     with pytest.raises(_Drawn) as drawn:
         distill.run_distill(cfg, None, torch.device("cpu"), progress=False)
     split_ids = Workspace().scenes(cfg, expected, None, False).ids
-    assert drawn.value.args[0] == list(split_ids[: cfg.probe_scenes])
+    assert drawn.value.args[0] == list(split_ids[: cfg.probe.scenes])
 
 
 def test_probe_split_is_checked_at_load():
@@ -42,7 +42,7 @@ def test_probe_split_is_checked_at_load():
 
 
 def test_runs_before_the_field_keep_their_identity(tmp_path):
-    new = DistillConfig(loss="similarity", seed=0).resolved()
+    new = DistillConfig(loss="similarity", seed=0).flat()
     write_json(tmp_path / "config.json", {k: v for k, v in new.items() if k != "probe_split"})
     write_json(tmp_path / "metrics.json", {})
     assert RunDir(tmp_path).config_differences(new, DistillConfig.field_defaults()) == []

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from bench.config_sections import FewShotConfig, LinearProbeConfig, SegmentationConfig
 from bench.data.base import ScanDataset
 from bench.data.classes import IGNORE_INDEX, NUSCENES_CLASSES
 from bench.data.features import FeatureCache
@@ -103,6 +103,11 @@ def _labelled_scenes(seed: int, n: int) -> SceneDataset:
     return SceneDataset(InMemory(scans), None)
 
 
+def _fine_tuning() -> dict:
+    """The run's values :func:`bench.evaluate.fine_tune` takes beside its section."""
+    return {"segmentation": SegmentationConfig(), "seed": 0, "out_dim": 32, "sync_bn": True}
+
+
 def test_protocols_score_an_oracle_student_perfectly():
     text = torch.nn.functional.normalize(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), dim=1)
     oracle, scenes = Oracle(text), _labelled_scenes(0, 3)
@@ -110,15 +115,14 @@ def test_protocols_score_an_oracle_student_perfectly():
     result = zero_shot(oracle, scenes, text, NUSCENES_CLASSES, cpu)
     assert result["miou"] == 1.0 and all(v == 1.0 for v in result["per_class"].values())
     assert result["points"] == sum(int((s.labels != IGNORE_INDEX).sum()) for s in scenes.dataset.scans.values())
-    cfg = SimpleNamespace(
-        seed=0, lp_points_per_scan=400, lp_max_points=10**6, lp_steps=200, lp_batch_points=512, lp_lr=5.0,
-        ft_steps=50, ft_batch_size=1, seg_loss="ce", ft_lr=1.0, out_dim=32, momentum=0.9, weight_decay=1e-4,
-        ft_optimizer="sgd", ft_warmup=0.0, ft_clip_norm=None, seg_class_weight="none", sync_bn=True,
-    )  # fmt: skip
-    assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
-    with_lovasz = SimpleNamespace(**{**vars(cfg), "seg_loss": "ce+lovasz"})
-    assert linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, with_lovasz, cpu)["miou"] == 1.0
-    assert fine_tune(oracle, scenes, scenes, NUSCENES_CLASSES, cfg, cpu)["miou"] == 1.0
+    probe = LinearProbeConfig(steps=200, lr=5.0, batch_points=512, points_per_scan=400, max_points=10**6)
+    run = {"seed": 0, "momentum": 0.9, "weight_decay": 1e-4}
+    for segmentation in (SegmentationConfig(), SegmentationConfig(loss="ce+lovasz")):
+        result = linear_probe(oracle, scenes, scenes, NUSCENES_CLASSES, probe, cpu, segmentation=segmentation, **run)
+        assert result["miou"] == 1.0
+    few = FewShotConfig(steps=50, lr=1.0)
+    tuned = fine_tune(oracle, scenes, scenes, NUSCENES_CLASSES, few, cpu, **_fine_tuning())
+    assert tuned["miou"] == 1.0
     # a wrong classifier (classes permuted) scores 0 in zero-shot
     assert zero_shot(oracle, scenes, text.roll(1, dims=0), NUSCENES_CLASSES, cpu)["miou"] == 0.0
 
@@ -137,11 +141,8 @@ def test_fine_tuning_uses_the_configured_optimizer(monkeypatch, name, optimizer_
     monkeypatch.setattr(bench.evaluate, "make_optimizer", recording)
     text = torch.nn.functional.normalize(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), dim=1)
     scenes = _labelled_scenes(0, 2)
-    cfg = SimpleNamespace(
-        seed=0, ft_steps=3, ft_batch_size=1, seg_loss="ce", ft_lr=0.1, out_dim=32, ft_optimizer=name,
-        ft_warmup=0.0, ft_clip_norm=None, seg_class_weight="none", sync_bn=True,
-    )  # fmt: skip
-    fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, cfg, torch.device("cpu"))
+    few = FewShotConfig(steps=3, lr=0.1, optimizer=name)
+    fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, few, torch.device("cpu"), **_fine_tuning())
     assert len(built) == 1 and type(built[0]) is optimizer_class and built[0].param_groups[0]["initial_lr"] == 0.1
 
 
@@ -171,8 +172,8 @@ def test_augmented_cylindrical_run_differs_and_reproduces(tiny_suite, tiny_runs,
     first = (tmp_path / "a" / run / "trajectory.csv").read_text()
     assert first == (tmp_path / "b" / run / "trajectory.csv").read_text()  # seeded augmentations: same run
     assert first != (tiny_runs / run / "trajectory.csv").read_text()  # the augmentations changed the training
-    config = json.loads((tmp_path / "a" / run / "config.json").read_text())
-    assert config["augmentation"] == {} and config["voxel_system"] == "cylindrical"
+    config = json.loads((tmp_path / "a" / run / "config.json").read_text())  # in sections
+    assert config["data"]["augmentation"] == {} and config["student"]["voxel_system"] == "cylindrical"
 
 
 def test_fine_tuning_warms_up_clips_and_reports_its_trace(monkeypatch):
@@ -195,11 +196,8 @@ def test_fine_tuning_warms_up_clips_and_reports_its_trace(monkeypatch):
     monkeypatch.setattr(bench.evaluate, "optimisation_step", recording)
     text = torch.nn.functional.normalize(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), dim=1)
     scenes = _labelled_scenes(0, 2)
-    cfg = SimpleNamespace(
-        seed=0, ft_steps=10, ft_batch_size=1, seg_loss="ce", ft_lr=0.1, out_dim=32, ft_optimizer="sgd",
-        ft_warmup=0.3, ft_clip_norm=0.01, seg_class_weight="none", sync_bn=True,
-    )  # fmt: skip
-    result = fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, cfg, torch.device("cpu"))
+    few = FewShotConfig(steps=10, lr=0.1, warmup=0.3, clip_norm=0.01)
+    result = fine_tune(Oracle(text), scenes, scenes, NUSCENES_CLASSES, few, torch.device("cpu"), **_fine_tuning())
     expected = [0.1 / 3, 0.2 / 3, 0.1] + [0.1 * (1 + math.cos(math.pi * s / 7)) / 2 for s in range(7)]
     assert lrs == pytest.approx(expected)
     assert all(after <= 0.01 * (1 + 1e-5) < before for before, after in norms)  # every step clipped to 0.01

@@ -71,7 +71,7 @@ def test_segmentation_loss_names():
 def test_config_rejects_an_unknown_segmentation_loss():
     from bench.config import DistillConfig
 
-    assert DistillConfig(loss="contrastive", seed=0, seg_loss="ce+lovasz").seg_loss == "ce+lovasz"
+    assert DistillConfig(loss="contrastive", seed=0, seg_loss="ce+lovasz").segmentation.loss == "ce+lovasz"
     with pytest.raises(ValueError, match="unknown seg_loss 'focal'; valid: ce, ce\\+lovasz"):
         DistillConfig(loss="contrastive", seed=0, seg_loss="focal")
 

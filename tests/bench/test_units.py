@@ -159,7 +159,7 @@ def test_run_written_before_a_parameter_existed_matches_its_default(tmp_path):
     from bench.config import DistillConfig
     from bench.results import RunConflictError, RunDir, write_json
 
-    current = DistillConfig(loss="similarity", seed=0).resolved()
+    current = DistillConfig(loss="similarity", seed=0).flat()  # the flat form, as config.json held it
     older = {k: v for k, v in current.items() if k != "seg_loss"}  # written before seg_loss existed
     write_json(tmp_path / "config.json", older)
     write_json(tmp_path / "metrics.json", {})  # a folder with results: bound to its config.json
@@ -192,10 +192,10 @@ def test_overrides_are_read_as_yaml_in_order_and_named_when_malformed():
         ({"seg_class_weight": "median"}, "unknown seg_class_weight"),
         ({"loss_dtype": "float16"}, "unknown loss_dtype"),
         ({"slic": {"segments": 10}}, "unknown slic fields"),
-        ({"ft_warmup": 1.0}, "ft_warmup is a fraction of ft_steps"),
-        ({"ft_clip_norm": 0.0}, "ft_clip_norm must be positive"),
+        ({"ft_warmup": 1.0}, r"few_shot.warmup \(ft_warmup\) is a fraction of ft_steps"),
+        ({"ft_clip_norm": 0.0}, r"few_shot.clip_norm \(ft_clip_norm\) must be positive"),
         ({"ood_eval_split": "test"}, "the OOD split test is empty: set ood_test_scenes"),
-        ({"ood_eval_split": "holdout"}, "ood_eval_split is val or test"),
+        ({"ood_eval_split": "holdout"}, r"ood.eval_split \(ood_eval_split\) is val or test"),
     ],
 )
 def test_config_refuses_bad_values_naming_them(fields, match):

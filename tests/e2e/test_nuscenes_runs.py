@@ -14,6 +14,7 @@ from bench.data.nuscenes import HOLDOUT_EVERY, HOLDOUT_OFFSET, NuScenesDataset, 
 from bench.data.registry import open_dataset
 from bench.data.synthetic.nuscenes_format import write_nuscenes_dataroot
 from bench.run import main
+from geomstruct.run_folder import read_config
 from models.teachers.clip import CLIPTeacher
 from tests.conftest import small_world, write_suite
 
@@ -63,7 +64,7 @@ def test_mini_version_runs_every_protocol(mini_root, tiny_arch, checkpoint, tmp_
     for protocol in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
         assert 0 <= metrics[protocol]["miou"] <= 1 and metrics[protocol]["points"] > 0
     assert metrics["few_shot"]["train_scans"] == 2  # the first mini_train scene (every 100th), 2 keyframes
-    config = json.loads((tmp_path / "b" / "contrastive-tau0.07-s0" / "config.json").read_text())
+    config = read_config(tmp_path / "b" / "contrastive-tau0.07-s0")  # flat form of the sectioned file
     assert config["version"] == "v1.0-mini"
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bench.run import main
+from geomstruct.run_folder import read_config
 from tests.conftest import TINY_DEFAULTS
 
 PLUGINS = """
@@ -87,11 +88,11 @@ def test_a_suite_benchmarks_plugin_losses_teachers_and_students_in_worker_proces
     plugin = "cosine_hinge-margin0.2-studentnarrow_unet-student_overrideswidth4-teacherquiet_teacher-s0"
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted([builtin, plugin])
     for name in (builtin, plugin):
-        config = json.loads((out / name / "config.json").read_text())
+        config = read_config(out / name)  # flat form of the sectioned file
         assert config["loss"] == "my_plugins:cosine_hinge" and config["loss_params"] == {"margin": 0.2}
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert 0.0 <= metrics["linear_probe"]["miou"] <= 1.0 and "U" in metrics["geometry"]
-    config = json.loads((out / plugin / "config.json").read_text())
+    config = read_config(out / plugin)
     assert config["teacher"] == "my_plugins:quiet_teacher" and config["student"] == "my_plugins:narrow_unet"
 
 

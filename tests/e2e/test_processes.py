@@ -75,7 +75,6 @@ def test_keyframe_index_child_failure_warns_and_builds_here(tmp_path, monkeypatc
     from bench.data import nuscenes
 
     monkeypatch.setattr(nuscenes, "_CHILD_BUILD", "raise SystemExit('child broke')")
-    monkeypatch.setattr(nuscenes, "_INDEXES", {})
     with pytest.warns(RuntimeWarning, match=r"could not be built in a child process \(child broke\).*6\.7 GB"):
         index = nuscenes.keyframe_index(NUSCENES_SAMPLE, "v1.0-mini", tmp_path)
     assert len(index.tokens) == 1

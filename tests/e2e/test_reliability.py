@@ -78,7 +78,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tiny_suite, tmp_path, mo
     original = bench.distill.run_distill
 
     def fail_for_similarity(cfg, *args, **kwargs):
-        if cfg.loss == "similarity":
+        if cfg.distillation.loss == "similarity":
             raise RuntimeError("simulated fault")
         return original(cfg, *args, **kwargs)
 

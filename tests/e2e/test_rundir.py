@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from bench.config import DistillConfig
-from bench.results import RunConflictError, RunDir, RunLock, write_json
+from bench.results import RunConflictError, RunDir, RunLock, read_config, write_json
 from bench.run import main
 from bench.train import accepted_hashes, config_hash, load_checkpoint
 from tests.conftest import write_suite
@@ -219,7 +219,7 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_its_folder_free(tiny_s
     fixed = write_suite(tmp_path / "fixed.yaml", tiny_suite.parent / "scenes",
                         [{"name": "contrastive", "params": {"tau": 0.07}}], [0], lr=0.3)  # fmt: skip
     assert main(_argv(fixed, out, "--steps", "4")) == 0  # the corrected rerun is not refused
-    assert json.loads((out / RUN / "config.json").read_text())["lr"] == 0.3
+    assert read_config(out / RUN)["lr"] == 0.3
     assert (out / RUN / "metrics.json").is_file() and not (out / RUN / "error.txt").exists()
 
 
@@ -232,7 +232,7 @@ def test_a_folder_without_results_is_rebound_and_one_with_results_is_not(tmp_pat
     assert run.config_differences(new) == ["lr"]
     run.check_config(new)  # no conflict: nothing to protect
     run.start(new, torch.device("cpu"))
-    assert json.loads((run.path / "config.json").read_text())["lr"] == 0.3
+    assert read_config(run.path)["lr"] == 0.3
     assert "rebound to this run's configuration" in capsys.readouterr().err
     (run.path / "checkpoint.pt").write_bytes(b"state")
     with pytest.raises(RunConflictError, match="differs in: lr"):
@@ -276,7 +276,7 @@ def test_a_checkpoint_resumes_after_its_inputs_moved(tmp_path):
     folder.mkdir()
     write_json(folder / "config.json", written.resolved())
     ckpt = folder / "checkpoint.pt"
-    for carried in (config_hash(written), _legacy_hash(written.resolved())):  # this code's hash, the earlier one
+    for carried in (config_hash(written), _legacy_hash(written.flat())):  # this code's hash, the earlier one
         torch.save({"student": {}, "step": 2, "config_hash": carried}, ckpt)
         state = load_checkpoint(ckpt, accepted_hashes(moved, folder), vouched_by=folder / "config.json")
         assert state["step"] == 2

@@ -12,6 +12,7 @@ import pytest
 from bench.run import main
 from bench.train import TRAJECTORY_COLUMNS
 from geomstruct.metrics import geometry
+from geomstruct.run_folder import read_config
 from models.losses import LOSSES
 from tests.conftest import write_suite
 
@@ -36,7 +37,8 @@ def test_run_directories_follow_the_schema(tiny_runs):
             assert len(m[key]["per_class"]) == 16
             ious = [v for v in m[key]["per_class"].values() if v is not None]
             assert m[key]["miou"] == pytest.approx(np.mean(ious))
-        config = json.loads((run / "config.json").read_text())
+        assert json.loads((run / "config.json").read_text())["config_format"] == 2  # in sections
+        config = read_config(run)  # its flat form
         assert config["kind"] == "distill" and config["loss"] == m["loss"] and config["steps"] == 12
         env = json.loads((run / "environment.json").read_text())
         assert {"packages", "device", "git_commit"} <= set(env)

@@ -141,7 +141,9 @@ def test_a_plugin_loss_is_checked_like_the_builtins(tmp_path, monkeypatch):
     assert parameter_errors(name, {"margin": 2.0}) == [f"loss {name} parameter margin must be in [0, 1]; got 2.0"]
     assert loss_parameter_errors(name, {"gamma": 1.0})[0].startswith(f"loss {name} has no parameter gamma")
     cfg = DistillConfig.from_run({**BASE, "loss": name, "loss_params": {"margin": 0.3}})
-    assert cfg.resolved()["loss"] == name  # config.json records the string: every process resolves it again
+    assert (
+        cfg.resolved()["distillation"]["loss"] == cfg.flat()["loss"] == name
+    )  # config.json records the string: every process resolves it again
     for bad, reason in (("no_default", "need defaults"), ("not_a_loss", "a loss must be a function")):
         with pytest.raises(ValueError, match=reason):
             DistillConfig.from_run({**BASE, "loss": f"{module}:{bad}"})
@@ -149,7 +151,7 @@ def test_a_plugin_loss_is_checked_like_the_builtins(tmp_path, monkeypatch):
         DistillConfig.from_run({**BASE, "loss": name, "loss_params": {"margin": -1.0}})
     with pytest.raises(ValueError, match="region_pixel_norm applies"):
         DistillConfig.from_run({**BASE, "loss": name, "region_pixel_norm": True})
-    assert DistillConfig.from_run({**BASE, "loss": f"{module}:regions"}).region_pixel_norm is True
+    assert DistillConfig.from_run({**BASE, "loss": f"{module}:regions"}).distillation.region_pixel_norm is True
 
 
 def test_adding_a_loss_is_one_file_and_one_registry_line(tmp_path, monkeypatch, registered):
@@ -159,7 +161,7 @@ def test_adding_a_loss_is_one_file_and_one_registry_line(tmp_path, monkeypatch, 
     k, q = torch.randn(8, 4), torch.randn(8, 4)
     assert torch.isfinite(get_loss("cosine_hinge")(k, q, margin=0.2))
     cfg = DistillConfig.from_run({**BASE, "loss": "cosine_hinge", "loss_params": {"margin": 0.2}})
-    assert cfg.loss == "cosine_hinge"
+    assert cfg.distillation.loss == "cosine_hinge"
     assert loss_rank("cosine_hinge margin=0.2")[0] == len(LOSS_ORDER)  # shown after the listed losses
     assert loss_style("cosine_hinge")[0] in PLUGIN_COLOURS  # a colour without a style line
 
@@ -206,12 +208,12 @@ def test_adding_a_teacher_is_one_file_and_one_registry_line(tmp_path, monkeypatc
     assert (
         isinstance(teacher, Teacher) and teacher.params.white_ratio == build_teacher("synthetic").params.white_ratio / 2
     )
-    assert DistillConfig.from_run({**BASE, "teacher": "half_noise"}).teacher == "half_noise"
+    assert DistillConfig.from_run({**BASE, "teacher": "half_noise"}).teacher.name == "half_noise"
 
 
 def test_a_plugin_teacher_is_accepted_or_refused_at_load(tmp_path, monkeypatch):
     module, _ = new_module(tmp_path, PLUGIN_TEACHER, monkeypatch)
-    assert DistillConfig.from_run({**BASE, "teacher": f"{module}:half_noise"}).teacher == f"{module}:half_noise"
+    assert DistillConfig.from_run({**BASE, "teacher": f"{module}:half_noise"}).teacher.name == f"{module}:half_noise"
     assert isinstance(build_teacher(f"{module}:half_noise"), Teacher)
     for bad, reason in (("NotATeacher", "must subclass models.teachers.Teacher"), ("nothing", "has no object")):
         with pytest.raises(ValueError, match=reason) as err:
@@ -244,10 +246,10 @@ def test_adding_a_student_is_one_file_and_one_registry_line(tmp_path, monkeypatc
     points = torch.rand(50, 4) * 5
     assert student(points, torch.zeros(50, dtype=torch.long)).shape == (50, 16)
     cfg = DistillConfig.from_run({**BASE, "student": "narrow_unet", "student_overrides": {"width": 4}})
-    assert cfg.student == "narrow_unet"
-    with pytest.raises(ValueError, match=r"takes no student_overrides \['planes'\]"):
+    assert cfg.student.name == "narrow_unet"
+    with pytest.raises(ValueError, match=r"takes no student.overrides \(student_overrides\) \['planes'\]"):
         DistillConfig.from_run({**BASE, "student": "narrow_unet", "student_overrides": {"planes": [4]}})
-    assert DistillConfig.from_run({**BASE, "student": f"{module}:narrow_unet"}).student == f"{module}:narrow_unet"
+    assert DistillConfig.from_run({**BASE, "student": f"{module}:narrow_unet"}).student.name == f"{module}:narrow_unet"
     with pytest.raises(ValueError, match="lacks"):
         DistillConfig.from_run({**BASE, "student": f"{module}:no_keywords"})
 
@@ -297,7 +299,7 @@ def test_adding_a_dataset_is_one_file_and_one_registry_line(tmp_path, monkeypatc
 def test_a_plugin_dataset_is_accepted_or_refused_at_load(tmp_path, monkeypatch):
     module, _ = new_module(tmp_path, PLUGIN_DATASET + PLUGIN_TEACHER, monkeypatch)
     run = {**BASE, "dataset": f"{module}:FolderScans", "dataroot": str(tmp_path), "teacher": f"{module}:half_noise"}
-    assert DistillConfig.from_run(run).dataset == f"{module}:FolderScans"
+    assert DistillConfig.from_run(run).data.dataset == f"{module}:FolderScans"
     for bad, reason in (("Unlabelled", "must set classes"), ("half_noise", "subclass of bench.data.base.ScanDataset")):
         with pytest.raises(ValueError, match=reason):
             DistillConfig.from_run({**run, "dataset": f"{module}:{bad}"})

@@ -28,9 +28,9 @@ from bench.data.registry import open_dataset
 from bench.data.semantickitti import SemanticKITTIDataset
 from bench.data.synthetic import SyntheticDataset
 from bench.data.synthetic.dataset import synthetic_ids
-from bench.distill import combine_scores, few_shot_scores, mean_interval
+from bench.distill import combine_scores, few_shot_scores, fine_tuning, mean_interval
 from bench.evaluate import fine_tune
-from bench.results import RunDir
+from bench.results import RunDir, read_config
 from bench.train import build_distill_student
 from bench.workspace import Workspace
 from tests.conftest import TINY_DEFAULTS
@@ -118,11 +118,11 @@ def test_field_default_keeps_old_configurations(tmp_path):
     with pytest.raises(ValueError, match="few_shot_subsets"):
         DistillConfig(loss="similarity", seed=0, few_shot_subsets=0)
     cfg = DistillConfig(loss="similarity", seed=0)
-    old = {k: v for k, v in cfg.resolved().items() if k != "few_shot_subsets"}  # a config.json from before
+    old = {k: v for k, v in cfg.flat().items() if k != "few_shot_subsets"}  # a config.json from before
     (tmp_path / "config.json").write_text(json.dumps(old))
     run_dir = RunDir(tmp_path)
     assert run_dir.config_differences(cfg.resolved(), DistillConfig.field_defaults()) == []
-    more = DistillConfig(loss="similarity", seed=0, few_shot_subsets=3).resolved()
+    more = DistillConfig(loss="similarity", seed=0, few_shot_subsets=3).flat()
     assert run_dir.config_differences(more, DistillConfig.field_defaults()) == ["few_shot_subsets"]
 
 
@@ -156,11 +156,11 @@ def test_one_subset_is_the_plain_fine_tuning_of_the_one_percent_split(tmp_path):
     cfg = _tiny(tmp_path)
     student = build_distill_student(cfg)
     workspace = Workspace()
-    evaluation = workspace.scenes(cfg, cfg.eval_split, None, False)
+    evaluation = workspace.scenes(cfg, cfg.data.eval_split, None, False)
     classes = [f"c{i}" for i in range(16)]
     got = few_shot_scores(workspace, student, cfg, evaluation, classes, torch.device("cpu"))
     few = workspace.scenes(cfg, "train_1pct", None, False)
-    direct = fine_tune(student, few, evaluation, classes, cfg, torch.device("cpu"))
+    direct = fine_tune(student, few, evaluation, classes, cfg.few_shot, torch.device("cpu"), **fine_tuning(cfg))
     assert set(got) == FINE_TUNE_KEYS | {"train_scans"} and got["train_scans"] == len(few) == 2
     assert got["miou"] == pytest.approx(direct["miou"], abs=1e-9) and got["points"] == direct["points"]
 
@@ -186,7 +186,7 @@ def test_run_writes_every_subset_and_their_mean_and_the_default_writes_what_it_w
     assert main(["--suite", str(_smoke_suite(tmp_path)), "--out", str(out), "--no-progress"]) == 0
     metrics = {}
     for path in sorted(out.glob("*/metrics.json")):
-        config = json.loads((path.parent / "config.json").read_text())
+        config = read_config(path.parent)  # the flat form of the sectioned config.json
         metrics[config["few_shot_subsets"]] = json.loads(path.read_text())
     assert set(metrics) == {1, 3}
     plain = metrics[1]
