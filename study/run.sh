@@ -12,8 +12,10 @@
 # run for 1 step into runs/warm-caches: generates the test and OOD worlds and fills their teacher-feature caches,
 # one-time work kept out of the suite's time) -> full (the 33 students; its wall time is printed: run it from an
 # empty study/full with nothing else running) -> references (ceiling, floor, teacher rows; the 4x wider student's ceiling) -> toy -> report.
-# The claims study (study/README.md, "The claims study"), not in the default list: claims-tune (its 40-run grid) ->
-# claims-recipes (bench.study.tune: claims_recipes.json/.md).
+# The claims study (study/README.md, "The claims study"), not in the default list: claims-tune (its 56-run grid) ->
+# claims-recipes (bench.study.tune: claims_recipes.json/.md) -> claims (the 60 students: 4 configurations x 800, 1 600
+# and 3 200 steps x seeds 1-5, about 7.5 h; run it from a git worktree pinned at one commit) -> claims-references (the
+# few-shot row from random initialisation, seeds 1-5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -45,10 +47,13 @@ print(*[n for n in run_names(load_suite('doubling').runs)
     claims-tune) $py -m bench.run --suite claims_tune --out study/claims_tune --jobs 2 --no-progress ;;
     claims-recipes) $py -m bench.study.tune --suite claims_tune --runs study/claims_tune \
                       --out bench/suites/claims_recipes.json ;;
+    claims) $py -m bench.run --suite claims --out study/claims --jobs 2 --no-progress ;;
+    claims-references) $py -m bench.study.reference --suite claims --rows few_shot_random --seeds 1 2 3 4 5 \
+                         --out study/claims/references --no-progress ;;
     toy) $py -m bench.run --suite toy --out runs/toy --no-progress ;;  # 2 min; its figures need snapshots.npz
     report) $py -m geomstruct.report --runs study/full runs/toy ;;
     *) echo "unknown step: $step (tune recipes doubling check longer caches full references claims-tune" \
-            "claims-recipes toy report)" >&2; exit 2 ;;
+            "claims-recipes claims claims-references toy report)" >&2; exit 2 ;;
   esac
   echo "== $step done in $((SECONDS - start)) s"
 done

@@ -84,7 +84,7 @@ def test_output_folder_with_a_different_config_is_refused(tiny_runs, tiny_suite,
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--suite", "no_such_suite"], "valid suites: claims_tune, doubling, full, nuscenes, smoke, toy, tune"),
+        (["--suite", "no_such_suite"], "valid suites: claims, claims_tune, doubling, full, nuscenes, smoke, toy, tune"),
         (["--suite", "smoke", "--data", "nuscenes", "--dataroot", "/no/such/folder"], "needs a dataroot that exists"),
         (["--suite", "smoke", "--teacher", "clip", "--clip-checkpoint", "/no/such.pt"], "does not exist"),
         (["--suite", "smoke", "--data", "nuscenes", "--dataroot", "tests/data"], "needs --teacher clip"),
