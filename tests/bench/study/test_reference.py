@@ -34,9 +34,9 @@ def test_teacher_zero_shot_equals_a_direct_recomputation(tmp_path):
     got = teacher_zero_shot(Workspace(), cfg, torch.device("cpu"))
     teacher = build_teacher("synthetic")
     text = text_embeddings(teacher, "nuscenes", tmp_path / "features")
-    data = open_dataset("synthetic", "val", cfg.dataroot, sizes={"train": 3, "val": 1}, progress=False)
+    data = open_dataset("synthetic", "val", cfg.data.dataroot, sizes={"train": 3, "val": 1}, progress=False)
     conf = np.zeros((16, 16), dtype=np.int64)
-    for scene in SceneDataset(data, cfg.crop_radius):  # no feature cache: the teacher runs on the scan itself
+    for scene in SceneDataset(data, cfg.data.crop_radius):  # no feature cache: the teacher runs on the scan itself
         grids = teacher.scan_features(data.load(scene.scan_id)).float()
         _, first = np.unique(scene.pairs[:, 0], return_index=True)
         pairs = scene.pairs[first]
