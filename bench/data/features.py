@@ -25,6 +25,7 @@ CLIP ViT-B/16 at 224 x 416: 6 x 512 x 14 x 26 x 2 = 2.24 MB; 76 GB for the 34 14
 CLI::
 
     python -m bench.data.features --root cache/features --dataset synthetic --split val --teacher synthetic
+    python -m bench.data.features ... --teacher mypkg.teachers:MyTeacher --teacher-option depth=12   # a plug-in
     python -m bench.data.features --root cache/features --dataset nuscenes --dataroot /data/nuscenes \\
         --version v1.0-trainval --split train --teacher clip --clip-checkpoint /models/ViT-B-16.pt --device cuda \\
         --workers 8
@@ -38,20 +39,21 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from bench import distributed as dist
 from bench.data.base import ScanDataset
 from bench.data.registry import add_dataset_arguments, dataset_from_args
 from bench.files import locked, remove_stale_temporaries, write_bytes, write_npy
-from models.teachers import Teacher, build_teacher, class_phrases, prompt_templates, zero_shot_classifier
+from models.teachers import TEACHERS, Teacher, build_teacher, class_phrases, prompt_templates, zero_shot_classifier
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -256,6 +258,48 @@ def text_embeddings(teacher: Teacher, dataset: str, root: str | Path | None) -> 
     return dist.broadcast_object(text)
 
 
+def _cli_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The teacher options of the command line: every ``--teacher-option KEY=VALUE`` (VALUE read as YAML) and the
+    CLIP shorthands (``--clip-arch``, ``--clip-checkpoint``, ``--allow-torchscript``) where given."""
+    options: dict[str, Any] = {}
+    for item in args.teacher_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--teacher-option takes KEY=VALUE; got {item!r}")
+        options[key] = yaml.safe_load(value)
+    shorthands = {
+        "arch": args.clip_arch,
+        "checkpoint": args.clip_checkpoint,
+        "allow_torchscript": args.allow_torchscript,
+    }
+    options.update({k: str(v) if isinstance(v, Path) else v for k, v in shorthands.items() if v not in (None, False)})
+    return options
+
+
+def teacher_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The builder keywords of teacher ``name`` (:data:`models.teachers.TEACHERS` or a plug-in) for ``options``:
+    checked by the teacher's options dataclass where it declares one (an unknown option names the valid ones) and
+    reduced to its ``build_options()``; a teacher that declares none gets ``options`` as given.
+
+    Raises:
+        ValueError: an unknown teacher or option, or the CLIP teacher without a local checkpoint.
+    """
+    TEACHERS.get(name)  # raises naming the valid teachers, or what is wrong with a plug-in
+    kind = TEACHERS.meta(name, "options")
+    if not (isinstance(kind, type) and is_dataclass(kind)):
+        return dict(options)
+    valid = [f.name for f in fields(kind)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"teacher {name} has no option {', '.join(unknown)} (its options: {', '.join(valid) or 'none'})"
+        )
+    typed = kind(**options)
+    if name == "clip" and typed.checkpoint is None:
+        raise ValueError("--teacher clip needs --clip-checkpoint (a local weight file; nothing is downloaded)")
+    return dict(typed.build_options()) if hasattr(typed, "build_options") else asdict(typed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.data.features",
@@ -268,8 +312,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--root", type=Path, required=True, help="cache root folder")
     add_dataset_arguments(parser, split="val")
-    parser.add_argument("--teacher", choices=["synthetic", "clip"], default="synthetic")
-    parser.add_argument("--clip-arch", default="ViT-B-16")
+    parser.add_argument(
+        "--teacher",
+        default="synthetic",
+        help="a registered teacher (models.teachers.TEACHERS: synthetic, clip) or a plug-in module:object",
+    )
+    parser.add_argument(
+        "--teacher-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the teacher (its options dataclass, e.g. arch=ViT-L-14 for clip; VALUE read as YAML); "
+        "repeat for several",
+    )
+    parser.add_argument("--clip-arch", default=None, help="clip's option arch (default ViT-B-16)")
     parser.add_argument("--clip-checkpoint", type=Path, default=None, help="local CLIP weights (required for clip)")
     parser.add_argument(
         "--allow-torchscript",
@@ -283,18 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = dist.init(torch.device(args.device))
     try:
-        if args.teacher == "clip":
-            if args.clip_checkpoint is None:
-                parser.error("--teacher clip needs --clip-checkpoint (a local weight file; nothing is downloaded)")
-            teacher = build_teacher(
-                "clip",
-                device,
-                arch=args.clip_arch,
-                checkpoint=args.clip_checkpoint,
-                allow_torchscript=args.allow_torchscript,
-            )
-        else:
-            teacher = build_teacher("synthetic", device)
+        try:
+            options = teacher_options(args.teacher, _cli_options(args))
+        except ValueError as exc:
+            parser.error(str(exc))
+        teacher = build_teacher(args.teacher, device, **options)
         try:
             dataset = dataset_from_args(args, index_cache=args.root / "index")
         except (ValueError, FileNotFoundError) as exc:

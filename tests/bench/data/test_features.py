@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.features import FeatureCache, main, text_embeddings
+from bench.data.features import FeatureCache, main, teacher_options, text_embeddings
 from bench.data.synthetic import SyntheticDataset
 from bench.files import STALE_TEMPORARY_SECONDS
 from models.teachers import build_teacher
@@ -115,6 +115,39 @@ def test_cli_help_and_clip_needs_a_checkpoint(tmp_path):
     assert out.returncode == 0 and "--clip-checkpoint" in out.stdout and "resumes" in out.stdout
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path), "--teacher", "clip"])
+
+
+def test_teacher_options_are_checked_by_the_teachers_options_dataclass(tmp_path):
+    weights = tmp_path / "w.pt"
+    assert teacher_options("synthetic", {}) == {}
+    got = teacher_options("clip", {"arch": "ViT-L-14", "checkpoint": str(weights)})
+    assert got == {"arch": "ViT-L-14", "checkpoint": str(weights), "allow_torchscript": False}
+    with pytest.raises(ValueError, match=r"teacher clip has no option depth \(its options: arch, checkpoint"):
+        teacher_options("clip", {"depth": 3, "checkpoint": str(weights)})
+    with pytest.raises(ValueError, match="needs --clip-checkpoint"):
+        teacher_options("clip", {})
+    with pytest.raises(ValueError, match="unknown teacher 'dino'"):
+        teacher_options("dino", {})
+
+
+def test_cli_builds_a_plugin_teacher_with_its_options(tmp_path, scenes, capsys, monkeypatch):
+    """A teacher defined outside the package fills the cache from the command line: --teacher module:object and its
+    options by --teacher-option, with no change to the CLI."""
+    (tmp_path / "cli_teacher_plugin.py").write_text(
+        "from models.teachers.synthetic import SyntheticTeacher\n\n"
+        "def scaled(device, gain=1.0):\n"
+        "    teacher = SyntheticTeacher.from_file(device=device)\n"
+        "    teacher.gain = gain\n"
+        "    return teacher\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["--root", str(tmp_path / "features"), "--dataroot", str(scenes.folder.parent), "--split", "val"]
+    plugin = ["--teacher", "cli_teacher_plugin:scaled", "--teacher-option", "gain=2.5"]
+    assert main([*args, *plugin, "--size", "2", "--no-progress"]) == 0
+    assert "2/2 scans cached" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "--teacher", "synthetic", "--teacher-option", "gain", "--size", "2", "--no-progress"])
+    assert "--teacher-option takes KEY=VALUE" in capsys.readouterr().err
 
 
 def _add_one_at_a_time(folder: str, ids: list[str], start) -> None:
