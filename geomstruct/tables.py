@@ -414,7 +414,8 @@ def write_tables(
 
 
 CLAIMS_HEADER = (
-    "The paper's claims (METHOD.md section 1) on contrastive (τ = 0.07), similarity and relational. Each statement "
+    "The paper's claims (docs/method.md#the-papers-claims) on contrastive (τ = 0.07), similarity and relational. "
+    "Each statement "
     "is an estimate with a 95% interval (seed means: Student t; differences of seed means: Welch t; correlations "
     "over students: percentile bootstrap, none below 5 students); supported when the interval lies on the "
     "claimed side of 0, contradicted when on the other side. A claim holds when all its statements are "
@@ -518,7 +519,8 @@ REFERENCE_TITLES = {
     "few_shot_random": "random init, few-shot 1%",
 }
 REFERENCES_HEADER = (
-    "Reference rows (python -m bench.reference): the 2D teacher's own zero-shot on the evaluation points seen by a "
+    "Reference rows (python -m bench.study.reference): the 2D teacher's own zero-shot on the evaluation points "
+    "seen by a "
     "camera, a randomly initialised student under the linear probe, and the suite's student trained from random "
     "weights with the labels of every train scan; mIoU in %, on each row's evaluation split."
 )
@@ -536,7 +538,7 @@ def load_references(roots: Sequence[Path], pattern: str = "references/*.json") -
                 problems.append(f"{path}: unreadable reference row ({exc}); skipped")
                 continue
             if not isinstance(data, dict) or data.get("kind") != "reference" or data.get("row") not in REFERENCE_TITLES:
-                problems.append(f"{path}: not a reference row of bench.reference; skipped")
+                problems.append(f"{path}: not a reference row of bench.study.reference; skipped")
                 continue
             if not isinstance(data.get("miou"), (int, float)):
                 problems.append(f"{path}: no mIoU; skipped")

@@ -163,7 +163,7 @@ def test_index_html_links_every_figure_and_inlines_every_table(runs_dir, tmp_pat
     for figure in ("pca.png", "uniformity_tolerance.png", "trajectories.png", "gap_vs_performance.png"):
         assert f"src='{figure}'" in page
     assert page.count("<table>") == 8  # summary, claims, predictors, correlations, four per-class tables
-    assert "claims (METHOD.md section 1)" in page
+    assert "claims (docs/method.md#the-papers-claims) on contrastive" in page
     assert "src='predictors.png'" in page and "Which measure predicts downstream?" in page
     assert page.count("<table class='folders'>") == 1  # and the run folders of every row
     assert page.count(f"<code>{(root / 'similarity-s1').as_posix()}</code>") == 1
