@@ -67,6 +67,8 @@ from geomstruct.run_folder import (
     flat_key,
     update_flat,
 )
+from models.teachers import TEACHERS
+from models.teachers.clip import check_maskclip_arch
 from models.teachers.synthetic import load_params
 
 __all__ = [
@@ -92,6 +94,7 @@ __all__ = [
     "TeacherConfig",
     "check_across_sections",
     "clip_embed_dim",
+    "clip_model_config",
     "complete_loss_params",
     "configuration_identity",
     "loss_parameter_errors",
@@ -112,12 +115,12 @@ def synthetic_teacher_dim() -> int:
     return int(load_params().dim)
 
 
-def clip_embed_dim(arch: str) -> int | None:
-    """The feature dimension (``embed_dim``) of the open_clip architecture ``arch``, read without building or
-    downloading anything: from the model-config JSON that ``arch`` names, from open_clip's registry when open_clip
-    is already imported (it holds the configs registered in this process), else from open_clip's own
-    ``model_configs/<arch>.json`` (found without importing open_clip); None when open_clip is not installed or the
-    config gives no ``embed_dim`` (then the run's start checks it).
+def clip_model_config(arch: str) -> dict[str, Any] | None:
+    """The open_clip model config (``{"embed_dim", "vision_cfg", "text_cfg"}``) of the architecture ``arch``, read
+    without building or downloading anything: from the model-config JSON that ``arch`` names, from open_clip's
+    registry when open_clip is already imported (it holds the configs registered in this process), else from
+    open_clip's own ``model_configs/<arch>.json`` (found without importing open_clip); None when open_clip is not
+    installed or the JSON file cannot be read.
 
     Raises:
         ValueError: ``arch`` names a ``.json`` file that does not exist, or an architecture open_clip lacks.
@@ -148,6 +151,17 @@ def clip_embed_dim(arch: str) -> int | None:
         if not (folders[0] / f"{arch}.json").is_file():
             raise ValueError(unknown)
         config = json.loads((folders[0] / f"{arch}.json").read_text(encoding="utf-8"))
+    return config if isinstance(config, dict) else None
+
+
+def clip_embed_dim(arch: str) -> int | None:
+    """The feature dimension (``embed_dim``) of the open_clip architecture ``arch`` (:func:`clip_model_config`);
+    None when open_clip is not installed or the config gives no ``embed_dim`` (then the run's start checks it).
+
+    Raises:
+        ValueError: ``arch`` names a ``.json`` file that does not exist, or an architecture open_clip lacks.
+    """
+    config = clip_model_config(arch)
     embed = config.get("embed_dim") if isinstance(config, dict) else None
     return embed if isinstance(embed, int) and not isinstance(embed, bool) else None
 
@@ -304,6 +318,10 @@ def _parts(run: dict[str, Any]) -> dict[str, Any]:
             parts[key] = replace(given[key], **kwargs) if kwargs else given[key]
         else:
             parts[key] = SECTION_TYPES[key](**kwargs)
+    if "student" not in given and "out_dim" not in values["student"]:
+        dim, _ = known_teacher_dim(parts["teacher"])  # out_dim unset: the teacher's dimension where known
+        if dim is not None and dim != parts["student"].out_dim:
+            parts["student"] = replace(parts["student"], out_dim=dim)
     protocols = flat.get("protocols", PROTOCOLS)
     parts["protocols"] = tuple(protocols) if isinstance(protocols, list) else protocols
     return parts
@@ -333,12 +351,15 @@ def check_across_sections(cfg: DistillConfig) -> None:
     """
     data, teacher = cfg.data, cfg.teacher
     _check_teacher_dim(cfg)
+    _check_zero_shot(cfg)
+    checkpoint = teacher.options.get("checkpoint")
     if teacher.name == LEGACY_TEACHER:
-        checkpoint = teacher.options.get("checkpoint")
         if checkpoint is None:
             raise ValueError("teacher clip needs a local checkpoint (--clip-checkpoint); nothing is downloaded")
         if not Path(str(checkpoint)).is_file():
             raise ValueError(f"CLIP checkpoint {checkpoint} does not exist")
+    elif checkpoint is not None and not Path(str(checkpoint)).is_file():
+        raise ValueError(f"teacher {teacher.name} checkpoint {checkpoint} does not exist")
     for name, root in ((data.dataset, data.dataroot), (cfg.ood.dataset, cfg.ood.dataroot)):
         if name != "synthetic" and (root is None or not Path(root).is_dir()):
             raise ValueError(f"dataset {name} needs a dataroot that exists (--dataroot); got {root!r}")
@@ -363,19 +384,54 @@ def check_across_sections(cfg: DistillConfig) -> None:
             raise ValueError(f"the OOD split {ood.eval_split} is empty: set ood_{ood.eval_split}_scenes to at least 1")
 
 
+def teacher_has_text(name: str) -> bool:
+    """Whether the teacher ``name`` has a text tower (its class's ``has_text``; a builder that does not say is
+    taken to have one, and fails at zero-shot time otherwise)."""
+    return bool(getattr(TEACHERS.get(name), "has_text", True))
+
+
+def known_teacher_dim(teacher: TeacherConfig) -> tuple[int | None, str]:
+    """The teacher's feature dimension where it is known without building the teacher, and its source in words:
+    the synthetic teacher's parameter file, the model config of a CLIP architecture (:func:`clip_embed_dim`; an
+    architecture the MaskCLIP recipe cannot read is refused here, by name:
+    :func:`models.teachers.clip.maskclip_problem`), or the ``dim()`` of a teacher's options dataclass (DINOv2's);
+    ``(None, ...)`` otherwise (a plug-in's dimension is known once it is built: the run's start checks it)."""
+    name = teacher.name
+    if name == "synthetic":
+        return synthetic_teacher_dim(), "the synthetic teacher"
+    if name == LEGACY_TEACHER:
+        arch = str(teacher.options.get("arch"))
+        config = clip_model_config(arch)
+        if config is not None:
+            check_maskclip_arch(arch, config)
+        return clip_embed_dim(arch), f"CLIP {arch}"
+    typed = teacher.typed()
+    if callable(getattr(typed, "dim", None)):
+        arch = teacher.options.get("arch")
+        return int(typed.dim()), f"teacher {name}" + (f" {arch}" if arch else "")
+    return None, f"teacher {name}"
+
+
 def _check_teacher_dim(cfg: DistillConfig) -> None:
-    """``student.out_dim`` is the teacher's feature dimension where it is known without building the teacher: the
-    synthetic teacher's parameter file, or the model config of a CLIP architecture (:func:`clip_embed_dim`;
-    otherwise the run's start checks it)."""
-    name = cfg.teacher.name
-    if name not in ("synthetic", LEGACY_TEACHER):
-        return  # a plug-in's dimension is known once it is built: the run's start checks it
-    arch = cfg.teacher.options.get("arch")
-    dim = synthetic_teacher_dim() if name == "synthetic" else clip_embed_dim(str(arch))
+    """``student.out_dim`` is the teacher's feature dimension where it is known without building the teacher
+    (:func:`known_teacher_dim`; otherwise the run's start checks it)."""
+    dim, source = known_teacher_dim(cfg.teacher)
     if dim is not None and dim != cfg.student.out_dim:
-        source = "the synthetic teacher" if name == "synthetic" else f"CLIP {arch}"
         raise ValueError(
             f"out_dim must be the teacher's feature dimension, {dim} for {source}; got {cfg.student.out_dim}"
+        )
+
+
+def _check_zero_shot(cfg: DistillConfig) -> None:
+    """A text-free teacher (:func:`teacher_has_text`) has no zero-shot classifier: a run that asks for the
+    ``zero_shot`` protocol with it is refused, naming the protocols that work."""
+    name = cfg.teacher.name
+    if "zero_shot" in cfg.protocols and not teacher_has_text(name):
+        others = ", ".join(p for p in PROTOCOLS if p != "zero_shot")
+        raise ValueError(
+            f"teacher {name} has no text tower, hence no zero-shot classifier: the zero_shot protocol cannot run "
+            f"with it. Set the run's protocols without it, e.g. protocols: [{others}] in the suite (or --protocols "
+            f"{others.replace(', ', ',')}); every other protocol and the geometry work with any teacher"
         )
 
 

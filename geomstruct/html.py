@@ -40,6 +40,7 @@ FIGURE_CAPTIONS = {
 }
 TABLE_ORDER = (
     "summary.md",
+    "teachers.md",
     "references.md",
     "claims.md",
     "predictors.md",

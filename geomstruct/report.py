@@ -106,6 +106,7 @@ from geomstruct.tables import (
     write_references,
     write_tables,
 )
+from geomstruct.teachers import random_teacher_caveat, write_teacher_table
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_OUT = Path("reports")
@@ -275,12 +276,16 @@ def write_distill_report(
     aside, and every configuration is its own row (:func:`geomstruct.runs.label_configurations`). The notes of
     the predictor ranking (quantities left out because some runs lack them) are added to ``problems``. Returns
     the written files and the top of the page (:class:`geomstruct.html.ClaimsPage`: the claims, their caveats,
-    i.e. the collapsed configurations and ``caveats``, and the breadth table's title).
+    i.e. the collapsed configurations, randomly initialised teachers and ``caveats``, and the breadth table's title).
+    Runs of several teachers (a suite's teacher axis) also get the teacher x loss table of every run
+    (:mod:`geomstruct.teachers`).
 
     Claims (rule version 2): with one budget, on every student, with each configuration's convergence status
     from the trace (unchecked: no 2B); when the suite trains configurations at several budgets
     (:func:`geomstruct.budgets.is_traced`), at each budget on its students only (``claims_by_budget.*``), and the
     claims table (``claims_v2.*``, the page) at the largest budget."""
+    by_teacher = write_teacher_table(runs, out)  # every teacher's runs (a teacher axis), before the main teacher's
+    random_teachers = random_teacher_caveat(runs)
     runs = _main_teacher(runs, problems)
     label_configurations(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,6 +298,7 @@ def write_distill_report(
     written = write_tables(runs, students, out, n_boot=n_boot, predictors=(predictors, notes), traced=trace.traced)
     claims, words = _claims(runs, students, out, n_boot, written)
     written += write_claims_v2(claims_v2_frame(claims), out)
+    written += by_teacher
     for path in (
         plot_pca(runs, out),
         plot_ut_plane(students, out),
@@ -305,7 +311,7 @@ def write_distill_report(
     page = ClaimsPage(
         claims=claims_v2_frame(claims),
         budget=words["budget"],
-        caveats=(*collapse_caveats(claims), *caveats),
+        caveats=(*collapse_caveats(claims), *random_teachers, *caveats),
         by_budget="claims_by_budget.md" if (out / "claims_by_budget.md") in written else None,
         breadth_title=words["breadth"],
         note=f"{CLAIMS_V2_HEADER} {words['note']}",

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from geomstruct.run_folder import update_flat
+from geomstruct.run_folder import LEGACY_TEACHER, LEGACY_TEACHER_OPTIONS, TEACHER_OPTIONS_KEY, update_flat
 from models.registry import plugin_label
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -119,6 +119,43 @@ def run_name(run: dict[str, Any], varied: tuple[str, ...] = ()) -> str:
     return "-".join(_check_component(p) for p in parts)
 
 
+TEACHER_FIELDS = ("teacher", TEACHER_OPTIONS_KEY, *LEGACY_TEACHER_OPTIONS)
+"""The flat keys of the teacher section: its name and its options (the CLIP teacher's under keys of their own)."""
+
+
+def _teacher_options(run: dict[str, Any]) -> dict[str, Any]:
+    """The teacher options of a flat run, by option name (the CLIP teacher's flat keys mapped back)."""
+    options = dict(run.get(TEACHER_OPTIONS_KEY) or {})
+    if run.get("teacher") == LEGACY_TEACHER:
+        options |= {option: run[flat] for flat, (option, _) in LEGACY_TEACHER_OPTIONS.items() if flat in run}
+    return options
+
+
+def _option_piece(option: str, value: Any, varied: set[str]) -> str | None:
+    """An option of a teacher label, folder-safe: a path (checkpoint, a model-config ``.json``) by its file
+    stem, a checkpoint hash by 8 hex digits (left out when the checkpoint itself varies)."""
+    if option == "checkpoint_sha256":
+        return None if "checkpoint" in varied or not value else f"sha{str(value)[:8]}"
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        value = Path(value).stem
+    return _component(option, value)
+
+
+def teacher_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """A folder-safe label per run for a suite whose runs vary the teacher: its name (a plug-in by its object
+    name), then the options that differ between the runs of that teacher (``dinov2``, ``clip-archViT-L-14``)."""
+    names = [str(_plugin_free("teacher", run.get("teacher", "synthetic"))) for run in runs]
+    options = [_teacher_options(run) for run in runs]
+    labels = []
+    for name, own in zip(names, options, strict=True):
+        peers = [o for n, o in zip(names, options, strict=True) if n == name]
+        keys = sorted({k for o in peers for k in o})
+        varied = {k for k in keys if len({_canonical(o.get(k)) for o in peers}) > 1}
+        pieces = [_option_piece(k, own.get(k), varied) for k in keys if k in varied]
+        labels.append("-".join([name, *[p for p in pieces if p]]))
+    return labels
+
+
 def _canonical(value: Any) -> str:
     """``value`` as comparable text (JSON with sorted keys; a tuple and a list of the same values are equal)."""
     return json.dumps(value, sort_keys=True, default=str)
@@ -159,6 +196,11 @@ def run_names(
     """
     varied = varied_fields(runs, resolved)
     named = [dict(run, **{k: res.get(k) for k in varied}) for run, res in zip(runs, resolved or runs, strict=True)]
+    if "teacher" in varied or TEACHER_OPTIONS_KEY in varied:  # a teacher axis: one piece names the teacher
+        labels = teacher_labels(list(resolved or runs))
+        named = [dict(run, teacher=label) for run, label in zip(named, labels, strict=True)]
+        varied = tuple(k for k in varied if k not in TEACHER_FIELDS or k == "teacher")
+        varied = varied if "teacher" in varied else tuple(sorted((*varied, "teacher")))
     names = [run_name(run, varied) for run in named]
     identities = identities if identities is not None else resolved
     if identities is not None:

@@ -195,9 +195,12 @@ class Teacher(ABC):
         dim: feature dimension ``D`` of pixel features and text embeddings.
         stride: pixels per patch side of the patch grid.
         device: where features are computed and returned.
+        has_text: whether the teacher has a text tower (:meth:`text_embeddings`, the zero-shot protocol); a
+            text-free teacher (DINOv2) sets it False and its runs are refused the zero-shot protocol.
     """
 
     name: str = ""
+    has_text: bool = True
     dim: int = 0
     stride: int = 16
     device: torch.device = torch.device("cpu")

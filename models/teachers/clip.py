@@ -114,6 +114,69 @@ def resolve_arch(arch: str) -> str:
     return arch
 
 
+MASKCLIP_TOWERS = (
+    "open_clip's own VisionTransformer image towers (the ViT-* architectures: a class token, "
+    "torch.nn.MultiheadAttention blocks, a final projection; e.g. ViT-B-16, ViT-L-14, ViT-S-16, ViT-M-16-alt), "
+    "registered or given as a model-config .json"
+)
+"""What :func:`maskclip_problem` accepts, in words (its refusals end with it)."""
+
+_CUSTOM_BLOCK_FLAGS = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc")
+
+
+def _timm_family(name: str) -> str:
+    """Why the MaskCLIP recipe cannot read a timm image tower, by its family (``convnext_tiny`` -> convolutions)."""
+    if name.startswith(("convnext", "fastvit", "resnet")):
+        return "a convolutional network: it has no attention, hence no value path"
+    if name.startswith("swin"):
+        return "windowed attention over shifted windows, no class token"
+    if "siglip" in name or name.startswith("vit_pe_"):
+        return "pooled by an attention head over queries (map pooling), no class token whose attention it reads"
+    return "its blocks are timm modules, not open_clip's MultiheadAttention blocks whose value path it reads"
+
+
+def maskclip_problem(arch: str, config: dict[str, Any]) -> str | None:
+    """Why the MaskCLIP dense recipe (module docstring) cannot read the open_clip architecture ``arch`` of model
+    config ``config`` (``{"embed_dim", "vision_cfg", "text_cfg"}``), None when it can: the recipe needs open_clip's
+    own VisionTransformer tower with a class token pooled by attention, default residual blocks (their attention a
+    ``torch.nn.MultiheadAttention``, whose value path it takes), a final projection and no attentional pooler;
+    and a text tower whose tokenizer needs no download. Read from the config alone: nothing is built."""
+    vision = config.get("vision_cfg") or {}
+    text = config.get("text_cfg") or {}
+    refused = f"open_clip architecture {arch!r} is refused for MaskCLIP dense features"
+    if vision.get("timm_model_name"):
+        name = str(vision["timm_model_name"])
+        return f"{refused}: its image tower is the timm model {name} ({_timm_family(name)})"
+    if isinstance(vision.get("layers"), (list, tuple)):
+        return (
+            f"{refused}: its image tower is a ModifiedResNet (the RN50 family), a convolutional network with an "
+            "attention-pool head; the recipe implemented here reads a ViT's last block"
+        )
+    if vision.get("attentional_pool"):
+        return f"{refused}: its image embedding is an attentional pooler's queries (CoCa), not the class token"
+    if vision.get("pool_type", "tok") != "tok":
+        return (
+            f"{refused}: its image embedding pools the tokens ({vision.get('pool_type')}, as CLIPA), not the class "
+            "token through the last block's attention, which the recipe's value path stands for"
+        )
+    custom = [flag for flag in _CUSTOM_BLOCK_FLAGS if vision.get(flag)]
+    if custom or vision.get("block_type") == "custom":
+        shown = ", ".join(custom) or "block_type custom"
+        return f"{refused}: its blocks use custom attention ({shown}), not torch.nn.MultiheadAttention"
+    if text.get("hf_model_name") or text.get("hf_tokenizer_name"):
+        name = text.get("hf_tokenizer_name") or text.get("hf_model_name")
+        return f"{refused}: its text tower's tokenizer is the Hugging Face {name}, which would be downloaded"
+    return None
+
+
+def check_maskclip_arch(arch: str, config: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming ``arch``, the reason and what is accepted when :func:`maskclip_problem` refuses
+    it."""
+    problem = maskclip_problem(arch, config)
+    if problem is not None:
+        raise ValueError(f"{problem}. Accepted: {MASKCLIP_TOWERS}")
+
+
 def load_clip_model(
     arch: str,
     checkpoint: str | Path | None,
@@ -130,6 +193,7 @@ def load_clip_model(
     """
     open_clip = import_open_clip()
     arch = resolve_arch(arch)
+    check_maskclip_arch(arch, open_clip.get_model_config(arch) or {})
     state, openai = None, False
     if checkpoint is not None:
         path = Path(checkpoint)

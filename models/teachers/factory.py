@@ -16,6 +16,7 @@ import torch
 from models.registry import Registry
 from models.teachers.base import Teacher
 from models.teachers.clip import CLIPOptions, CLIPTeacher
+from models.teachers.dinov2 import DINOv2Options, DINOv2Teacher
 from models.teachers.synthetic import SyntheticOptions, SyntheticTeacher
 
 TeacherBuilder = Callable[..., Teacher]
@@ -46,13 +47,17 @@ def teacher_problem(name: str, builder: object) -> str | None:
 TEACHERS: Registry[TeacherBuilder] = Registry("teacher", teacher_problem)
 """Teacher name -> builder, in declaration order, each with ``options``: the dataclass of the options a run's
 configuration may set (``teacher: {name: ..., <option>: ...}``, :class:`bench.config_sections.TeacherConfig`):
-``synthetic`` (:class:`~models.teachers.synthetic.SyntheticOptions`: none) and ``clip``
+``synthetic`` (:class:`~models.teachers.synthetic.SyntheticOptions`: none), ``clip``
 (:class:`~models.teachers.clip.CLIPOptions`: ``arch``, ``checkpoint``, ``checkpoint_sha256``,
-``allow_torchscript``). Its ``build_options()`` (when it has one, else every field) are the builder's keywords. A
-plug-in declares its options as the attribute ``options`` of its object; one without takes the keywords its
-builder accepts."""
+``allow_torchscript``) and ``dinov2`` (:class:`~models.teachers.dinov2.DINOv2Options`: ``arch``, ``checkpoint``,
+``checkpoint_sha256``, ``image_size``, ``final_norm``, ``l2_normalize``, ``seed`` and the shape overrides). Its
+``build_options()`` (when it has one, else every field) are the builder's keywords; a ``dim()`` gives the feature
+dimension without building the teacher. A plug-in declares its options as the attribute ``options`` of its
+object; one without takes the keywords its builder accepts. A teacher class without a text tower sets
+``has_text = False`` (its runs are refused the zero-shot protocol)."""
 TEACHERS.register("synthetic", SyntheticTeacher.from_file, options=SyntheticOptions)
 TEACHERS.register("clip", CLIPTeacher, options=CLIPOptions)
+TEACHERS.register("dinov2", DINOv2Teacher, options=DINOv2Options)
 
 
 def build_teacher(name: str, device: torch.device | str = "cpu", **options: Any) -> Teacher:
