@@ -18,7 +18,10 @@ A run folder ``<out>/<run name>/`` holds:
 - ``timing.json`` (:data:`TIMING_FILE`): wall-clock seconds of each phase of the attempt that finished the run;
 - ``metrics.json`` (:data:`METRICS_FILE`), written last: its presence marks the run finished; it carries the
   folder's schema version (:data:`SCHEMA_FIELD`);
-- ``error.txt`` (:data:`ERROR_FILE`): why the last attempt failed (never beside ``metrics.json``).
+- ``error.txt`` (:data:`ERROR_FILE`): why the last attempt failed (never beside ``metrics.json``);
+- ``predictors.json`` (:data:`PREDICTORS_FILE`), optional, written after the run by ``python -m
+  geomstruct.predictors``: structure predictors added after the run was made, computed from its ``features.npz``
+  (``metrics.json`` is never rewritten).
 
 Beside the folder, ``<out>/.<run name>.lock`` (:func:`lock_path`) is its one-writer lock.
 
@@ -72,6 +75,10 @@ TIMING_FILE = "timing.json"
 """Wall-clock seconds of each phase of the attempt that finished the run: for budgeting suites, not a result."""
 ERROR_FILE = "error.txt"
 """Why the last attempt failed (message and traceback); removed when the run finishes."""
+PREDICTORS_FILE = "predictors.json"
+"""Post-hoc structure predictors of a finished run (:func:`write_predictors`): ``{"geometry": {name: value},
+"source": ...}``, the values of the metrics its ``metrics.json`` lacks, computed from its ``features.npz``; the
+report reads a value here only where ``metrics.json`` has none (docs/run-folder.md#predictorsjson)."""
 LOCK_SUFFIX = ".lock"
 """The lock of run folder ``<out>/<name>`` is the file ``<out>/.<name>.lock`` (:func:`lock_path`)."""
 UNBOUND_FILES = frozenset({CONFIG_FILE, ENVIRONMENT_FILE, ERROR_FILE})
@@ -444,6 +451,37 @@ def read_metrics(folder: Path) -> tuple[dict[str, Any], int]:
     version = schema_version(data, path)
     data.pop(SCHEMA_FIELD, None)
     return data, version
+
+
+def read_predictors(folder: Path) -> dict[str, Any]:
+    """The ``geometry`` values of the run folder's ``predictors.json`` (:data:`PREDICTORS_FILE`); ``{}`` when it has
+    none.
+
+    Raises:
+        ValueError: naming the file: unreadable, not a JSON object, or without a ``geometry`` object.
+    """
+    path = Path(folder) / PREDICTORS_FILE
+    if not path.is_file():
+        return {}
+    data = read_object(path)
+    geometry = data.get("geometry")
+    if not isinstance(geometry, dict):
+        raise ValueError(f"{path}: no 'geometry' object")
+    return geometry
+
+
+def write_predictors(folder: Path, geometry: Mapping[str, Any], source: Mapping[str, Any]) -> Path:
+    """Write the run folder's ``predictors.json`` once: ``{"geometry": geometry, "source": source}`` (``source``:
+    what the values were computed from). Refused (``FileExistsError``) when the folder has one or is not a
+    finished run: like ``metrics.json``, the file is written once."""
+    folder = Path(folder)
+    path = folder / PREDICTORS_FILE
+    if not is_finished(folder):
+        raise FileExistsError(f"{folder}: not a finished run (no {METRICS_FILE}); no {PREDICTORS_FILE} written")
+    if path.exists():
+        raise FileExistsError(f"{path}: exists; a run's {PREDICTORS_FILE} is written once")
+    write_json(path, {"geometry": dict(geometry), "source": dict(source)})
+    return path
 
 
 def read_config(folder: Path) -> dict[str, Any] | None:

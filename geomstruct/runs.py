@@ -8,7 +8,9 @@ be read or lacks what the report draws (invalid JSON or text, ``metrics.json`` w
 or corrupt ``features.npz`` / ``snapshots.npz``, a ``trajectory.csv`` without its columns) is skipped with a
 message that names the file. A missing ``trajectory.csv`` or ``features.npz`` only leaves the run out of the
 figure that needs it; missing structure metrics (runs older than them, :data:`STRUCTURE_COLUMNS`) only leave the
-run's values empty in the tables that show them.
+run's values empty in the tables that show them. A ``predictors.json`` (:data:`PREDICTORS_FILE`, written after the
+run by ``python -m geomstruct.predictors``) supplies the structure values its ``metrics.json`` lacks
+(:attr:`Run.posthoc`); ``metrics.json`` wins where both have one.
 
 Suites and configurations: a run's suite is ``config.json``'s ``suite`` when it has one (the harness does not
 write it today), else the name of the folder holding the run directory (``runs/<suite>/<run>``). Two runs are
@@ -42,11 +44,13 @@ from geomstruct.run_folder import (
     CONFIG_FILE,
     FEATURES_FILE,
     METRICS_FILE,
+    PREDICTORS_FILE,
     PROTOCOLS,
     SNAPSHOT_FILE,
     TRAJECTORY_FILE,
     read_config,
     read_metrics,
+    read_predictors,
     run_folders,
 )
 from geomstruct.structure import structure_columns
@@ -58,6 +62,7 @@ __all__ = [
     "LABEL_GEOMETRY",
     "METRICS_FILE",
     "NON_RESULT_FIELDS",
+    "PREDICTORS_FILE",
     "PROTOCOLS",
     "SNAPSHOT_FILE",
     "STRUCTURE_COLUMNS",
@@ -119,6 +124,8 @@ class Run:
     problems: list[str] = field(default_factory=list)
     suite: str = ""
     config_label: str | None = None
+    posthoc: dict[str, Any] = field(default_factory=dict)
+    """The ``geometry`` values of the run's ``predictors.json`` (empty when it has none)."""
 
     def __post_init__(self) -> None:
         if not self.suite:
@@ -240,11 +247,17 @@ def _check_metrics(path: Path, metrics: dict[str, Any], kind: str) -> None:
             raise ValueError(f"{path}: '{protocol}' per_class is not an object of numbers")
 
 
+def _geometry(run: Run) -> dict[str, Any]:
+    """The run's ``metrics.json`` ``geometry`` with the values of its ``predictors.json`` it lacks."""
+    return {**run.posthoc, **(run.metrics.get("geometry") or {})}
+
+
 def structure_values(run: Run) -> dict[str, float | bool | None]:
     """The run's :data:`STRUCTURE_COLUMNS` and ``collapsed`` as floats (NaN when null or not a number) and a bool
     (None when not a bool); keys the run's ``geometry`` lacks (a run older than the structure metrics) are left
-    out, so that absence and an undefined value can be told apart."""
-    geometry = run.metrics.get("geometry") or {}
+    out, so that absence and an undefined value can be told apart. A key ``metrics.json`` lacks is read from the
+    run's ``predictors.json`` (:attr:`Run.posthoc`) when that has it."""
+    geometry = _geometry(run)
     values: dict[str, float | bool | None] = {
         key: float(geometry[key]) if _is_number(geometry[key]) else float("nan")
         for key in STRUCTURE_COLUMNS
@@ -255,9 +268,8 @@ def structure_values(run: Run) -> dict[str, float | bool | None]:
     return values
 
 
-def _check_structure(path: Path, metrics: dict[str, Any]) -> list[str]:
+def _check_structure(path: Path, geometry: dict[str, Any]) -> list[str]:
     """Notes on structure metrics that are present but neither null nor a number (they count as missing)."""
-    geometry = metrics.get("geometry") or {}
     bad = [k for k in STRUCTURE_COLUMNS if geometry.get(k) is not None and not _is_number(geometry[k])]
     if geometry.get("collapsed") is not None and not isinstance(geometry["collapsed"], bool):
         bad.append("collapsed")
@@ -359,7 +371,13 @@ def read_run(folder: Path) -> Run:
     config = read_config(folder) or {}
     run = Run(path=folder, config=config, metrics=metrics)
     _check_metrics(folder / METRICS_FILE, metrics, run.kind)
-    run.problems += _check_structure(folder / METRICS_FILE, metrics)
+    run.posthoc = read_predictors(folder)  # a ValueError naming the file when it is unreadable
+    run.problems += _check_structure(folder / METRICS_FILE, metrics.get("geometry") or {})
+    if run.posthoc:
+        run.problems += _check_structure(folder / PREDICTORS_FILE, run.posthoc)
+        bad = _non_finite(run.posthoc)
+        if bad:
+            run.problems.append(f"{folder}: {PREDICTORS_FILE} has a non-finite value for {', '.join(bad)}; shown as –")
     run.problems += _check_finite(folder, metrics)
     traj = folder / TRAJECTORY_FILE
     if traj.is_file():

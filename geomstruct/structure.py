@@ -32,6 +32,23 @@ holds an N x N matrix, so the 80 000 x 512 geometry set is measured exactly in b
   Najman & LeCun, "RankMe: Assessing the Downstream Performance of Pretrained Self-Supervised Representations by
   Their Rank", ICML 2023) is the same quantity on the uncentred embedding matrix with ``p_k + eps``,
   eps = 1e-7: the default here.
+- Permutation-calibrated CKA and mutual k-NN (docs/method.md#calibrated-cka-and-mutual-k-nn): the value minus
+  its chance level, the mean over every row-shuffled pairing of the two spaces (one side's rows permuted), which a
+  raw CKA of unrelated spaces exceeds 0 by, more so the wider their spectra (Kornblith et al. 2019 use shuffles
+  as their baseline too). The expectation over all ``N!`` shuffles has a closed form, computed exactly::
+
+      E_pi[CKA(X, Y_pi)] = tr(Xc^T Xc) tr(Yc^T Yc) / ((N - 1) ||Xc^T Xc||_F ||Yc^T Yc||_F)
+      E_pi[mknn(X, Y_pi)] = k / (N - 1)
+
+  (:func:`cka_chance`, :func:`mknn_chance`); :func:`calibrated_cka` and :func:`calibrated_mutual_knn` can also
+  average ``permutations`` literal shuffles (a Monte Carlo estimate of the same mean, with its standard error).
+- LiDAR (Thilak, Huang, Saremi, Dinh, Goh, Nakkiran, Susskind & Littwin, "LiDAR: Sensing Linear Probing
+  Performance in Joint Embedding SSL Architectures", ICLR 2024): the effective rank of the LDA matrix of
+  surrogate classes, each a sample seen in several views (:func:`lidar`; here *(choice)* a class is a paired
+  point and its views are its 3D and 2D features, docs/method.md#lidar).
+- alpha-ReQ (Agrawal, Mondal, Ghosh & Richards, "alpha-ReQ: Assessing Representation Quality in Self-Supervised
+  Learning by measuring eigenspectrum decay", NeurIPS 2022): the exponent ``alpha`` of the power law
+  ``lambda_r ~ r^-alpha`` of the eigenvalues of the features' covariance, fitted on log-log (:func:`alpha_req`).
 - :func:`structure`: all of them for one student, with a collapse flag (:data:`COLLAPSE_RANK`): the metrics of the
   registry :data:`STRUCTURE_METRICS` (one function and one line to add a metric).
 """
@@ -82,6 +99,29 @@ features, whose exact value was within 2 standard errors). Sets of up to 10 000 
 
 RANKME_EPS = 1e-7
 """The ``eps`` RankMe adds to every ``p_k`` (Garrido et al. 2023); ``eps=0`` gives Roy & Vetterli's definition."""
+
+
+CALIBRATION_PERMUTATIONS: int | None = None
+"""*Choice*: row-shuffled pairings averaged by :func:`calibrated_cka` and :func:`calibrated_mutual_knn` in every
+run's ``metrics.json``: None, the exact mean over all ``N!`` shufflings (:func:`cka_chance`, :func:`mknn_chance`),
+which a finite number of shuffles only estimates (with a standard error) at the cost of an O(N D^2) pass (CKA) or
+a k-NN search (mutual k-NN) per shuffle."""
+
+LIDAR_DELTA = 1e-6
+"""``delta`` of LiDAR's within-class scatter ``Sigma_w + delta I`` (Thilak et al. 2024 leave it a small positive
+constant that makes ``Sigma_w`` invertible; implementations use 1e-6 to 1e-3). *Choice*: 1e-6, as in ``reptrix``
+(github.com/arnab39/reptrix, by alpha-ReQ's authors): on unit rows in D = 512 the mean eigenvalue of ``Sigma_w``
+is about ``(1 - cos) / D`` ~ 1e-3, so 1e-6 only lifts directions where a point's two views never differ."""
+
+LIDAR_EPS = 1e-7
+"""``eps`` added to every ``p_k`` of LiDAR's entropy, as RankMe's (:data:`RANKME_EPS`; ``reptrix`` uses 1e-7)."""
+
+ALPHA_FIT_RANKS = (6, 100)
+"""*Choice*: the eigenvalue ranks ``r`` (1 = largest, both ends included) over which :func:`alpha_req` fits
+``log lambda_r = -alpha log r + c``: ranks 6 to 100, weighted by ``1 / r``, as the reference implementation of
+alpha-ReQ's authors (``reptrix.alpha.get_alpha``, ``fit_range = arange(5, 100)`` 0-based, after Stringer et al.,
+Nature 2019): the first few eigenvalues carry the largest directions of the data, not the tail's decay, and the
+last ones of a 512-dimensional space fall off a finite-sample cliff."""
 
 
 def _paired(x3d: ArrayLike, x2d: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,6 +197,20 @@ def _erank(gram: torch.Tensor, eps: float) -> float:
     p = sigma / sigma.sum() + eps
     p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def _entropy_rank(eig: np.ndarray, eps: float) -> float:
+    """``exp(-sum_k p_k log p_k)``, ``p_k = lambda_k / sum_j lambda_j + eps`` (``0 log 0 = 0``)."""
+    p = eig / eig.sum() + eps
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def _cka_chance(m: _Moments) -> float:
+    if m.no_variance(m.xx) or m.no_variance(m.yy):
+        return math.nan
+    den = torch.linalg.matrix_norm(m.xx).item() * torch.linalg.matrix_norm(m.yy).item()
+    return m.xx.trace().item() * m.yy.trace().item() / ((m.n - 1) * den)
 
 
 def linear_cka(x3d: ArrayLike, x2d: ArrayLike) -> float:
@@ -327,6 +381,267 @@ def effective_rank(x: ArrayLike, center: bool = False, eps: float = RANKME_EPS) 
     return _erank(m.xx, eps)
 
 
+@dataclass(frozen=True)
+class Calibrated:
+    """A similarity with its chance level: ``value = raw - chance``; ``chance`` is the mean of the similarity over
+    row-shuffled pairings (exact when ``permutations`` is 0: the mean over all of them), ``chance_se`` the
+    standard error of a Monte Carlo mean (0 when exact)."""
+
+    value: float
+    raw: float
+    chance: float
+    chance_se: float = 0.0
+    permutations: int = 0
+
+
+def _permutations(n: int, permutations: int, seed: int) -> list[np.ndarray]:
+    if not isinstance(permutations, int) or isinstance(permutations, bool) or permutations < 0:
+        raise ValueError(f"permutations must be a non-negative integer or None; got {permutations!r}")
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(n) for _ in range(permutations)]
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else math.nan
+
+
+def cka_chance(x3d: ArrayLike, x2d: ArrayLike) -> float:
+    """The chance level of :func:`linear_cka`: its mean over all ``N!`` pairings of the rows of ``x3d`` with the
+    rows of ``x2d`` permuted, exactly::
+
+        E_pi[CKA(X, P_pi Y)] = tr(Xc^T Xc) tr(Yc^T Yc) / ((N - 1) ||Xc^T Xc||_F ||Yc^T Yc||_F)
+
+    Proof: with ``K = Xc Xc^T`` and ``L = Yc Yc^T`` (centred: rows and columns sum to 0) the numerator of CKA is
+    ``tr(K P L P^T) = sum_ij K_ij L_pi(i)pi(j)``; over a uniform permutation ``E[L_pi(i)pi(i)] = tr L / N`` and,
+    for ``i != j``, ``E[L_pi(i)pi(j)] = (1^T L 1 - tr L) / (N (N - 1)) = -tr L / (N (N - 1))``, while
+    ``sum_(i != j) K_ij = -tr K``: the sum is ``tr K tr L (1 / N + 1 / (N (N - 1))) = tr K tr L / (N - 1)``; the
+    denominator does not depend on the pairing. ``tr(C) / ||C||_F`` is the square root of the participation ratio
+    of the spectrum, so the chance level is ``sqrt(PR_3d PR_2d) / (N - 1)``: it grows with the number of directions
+    the spaces use and shrinks with the points. NaN when CKA is undefined (:func:`linear_cka`).
+    """
+    k, q = _paired(x3d, x2d)
+    if k.shape[0] < 2:
+        raise ValueError(f"linear CKA needs at least 2 points; got {k.shape[0]}")
+    return _cka_chance(_Moments.of(k, q))
+
+
+def _shuffled_cross(x: torch.Tensor, y: torch.Tensor, m: _Moments, perm: torch.Tensor) -> torch.Tensor:
+    """``(P Yc)^T Xc`` in float64 over row blocks: the cross moment of one shuffled pairing."""
+    out = torch.zeros(y.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    for i0 in range(0, x.shape[0], GRAM_BLOCK_ROWS):
+        xb = x[i0 : i0 + GRAM_BLOCK_ROWS].to(torch.float64) - m.mx
+        yb = y[perm[i0 : i0 + GRAM_BLOCK_ROWS]].to(torch.float64) - m.my
+        out += yb.T @ xb
+    return out
+
+
+def calibrated_cka(
+    x3d: ArrayLike, x2d: ArrayLike, permutations: int | None = CALIBRATION_PERMUTATIONS, seed: int = 0
+) -> Calibrated:
+    """Linear CKA minus its chance level: ``CKA(X, Y) - mean_pi CKA(X, P_pi Y)``, the rows of ``x2d`` shuffled.
+
+    ``permutations`` None (the default, :data:`CALIBRATION_PERMUTATIONS`): the exact mean over all ``N!``
+    shufflings (:func:`cka_chance`), no randomness, no extra pass. An integer ``P``: the mean over ``P`` shuffles
+    drawn with numpy's ``default_rng(seed)``, each an O(N D^2) float64 pass (only the cross moment changes: the
+    denominator and the column means do not depend on the pairing), with its standard error ``chance_se``; it
+    estimates the exact value (the tests check it). 0 for unrelated spaces (in expectation), below
+    ``1 - chance`` for identical ones. NaN where CKA is undefined.
+    """
+    k, q = _paired(x3d, x2d)
+    if k.shape[0] < 2:
+        raise ValueError(f"linear CKA needs at least 2 points; got {k.shape[0]}")
+    m = _Moments.of(k, q)
+    raw = _cka(m)
+    if permutations is None:
+        chance = _cka_chance(m)
+        return Calibrated(raw - chance, raw, chance)
+    perms = _permutations(k.shape[0], permutations, seed)
+    if not perms:
+        raise ValueError("permutations must be at least 1 (or None: the exact mean)")
+    if math.isnan(raw):
+        return Calibrated(math.nan, raw, math.nan, math.nan, len(perms))
+    den = torch.linalg.matrix_norm(m.xx).item() * torch.linalg.matrix_norm(m.yy).item()
+    values = []
+    for perm in perms:
+        cross = _shuffled_cross(k, q, m, torch.as_tensor(perm, device=k.device))
+        values.append((cross * cross).sum().item() / den)
+    chance, se = _mean_se(values)
+    return Calibrated(raw - chance, raw, chance, se, len(perms))
+
+
+def mknn_chance(n: int, k: int = DEFAULT_K) -> float:
+    """The chance level of :func:`mutual_knn` on ``n`` points: its mean over all pairings of the rows of one space
+    with the rows of the other permuted, ``k / (n - 1)`` exactly, whatever the features.
+
+    Proof: the neighbours of point ``i`` in the shuffled space ``P_pi Y`` are ``pi^-1(N_Y(pi(i)))``; given
+    ``pi(i) = j``, ``pi^-1`` maps the other points of ``Y`` to the other points of ``X`` by a uniform bijection, so
+    they are a uniform ``k``-subset of the ``n - 1`` others, which shares ``k * k / (n - 1)`` points with
+    ``N_X(i)`` on average (ties aside: continuous features have none)."""
+    if k >= n:
+        raise ValueError(f"mutual k-NN needs k < N; got k = {k}, N = {n}")
+    return k / (n - 1)
+
+
+def _shared(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """``|a_j ∩ b_j|`` of every row pair of two (m, k) index arrays (each row distinct indices)."""
+    shared = torch.empty(len(a), dtype=torch.int64, device=a.device)
+    for j0 in range(0, len(a), 65536):
+        aj, bj = a[j0 : j0 + 65536], b[j0 : j0 + 65536]
+        shared[j0 : j0 + 65536] = (aj[:, :, None] == bj[:, None, :]).sum(dim=(1, 2))
+    return shared.cpu().numpy()
+
+
+def calibrated_mutual_knn(
+    x3d: ArrayLike,
+    x2d: ArrayLike,
+    k: int = DEFAULT_K,
+    permutations: int | None = CALIBRATION_PERMUTATIONS,
+    seed: int = 0,
+    queries: int | None = None,
+    block_size: int | None = None,
+) -> Calibrated:
+    """Mutual k-NN minus its chance level: ``mknn(X, Y) - mean_pi mknn(X, P_pi Y)``, the rows of ``x2d`` shuffled.
+
+    ``permutations`` None (the default): the exact mean over all shufflings, ``k / (N - 1)`` (:func:`mknn_chance`).
+    An integer ``P``: the mean over ``P`` shuffles drawn with ``default_rng(seed)``: the neighbours of query point
+    ``i`` in the shuffled space are ``pi^-1(N_Y(pi(i)))``, so each shuffle costs one k-NN search of ``x2d`` at the
+    query rows (``2 m N D`` multiply-adds), never a copy of the features. ``queries``, ``block_size``: as
+    :func:`mutual_knn` (the query sample drawn with ``seed``, the same for every shuffle).
+    """
+    x, y = _paired(x3d, x2d)
+    n = x.shape[0]
+    rows = query_sample(n, queries, seed)
+    query = _query_rows(n, k, rows, block_size, x.device)
+    a = _knn_indices(x, query, k, block_size or _knn_block_size(n, x.element_size()))
+    b = _knn_indices(y, query, k, block_size or _knn_block_size(n, y.element_size()))
+    raw = float(_shared(a, b).mean() / k)
+    if permutations is None:
+        chance = mknn_chance(n, k)
+        return Calibrated(raw - chance, raw, chance)
+    perms = _permutations(n, permutations, seed)
+    if not perms:
+        raise ValueError("permutations must be at least 1 (or None: the exact mean)")
+    values = []
+    for perm in perms:
+        p = torch.as_tensor(perm, device=x.device)
+        inverse = torch.empty_like(p)
+        inverse[p] = torch.arange(n, device=x.device)
+        shuffled = inverse[_knn_indices(y, p[query], k, block_size or _knn_block_size(n, y.element_size()))]
+        values.append(float(_shared(a, shuffled).mean() / k))
+    chance, se = _mean_se(values)
+    return Calibrated(raw - chance, raw, chance, se, len(perms))
+
+
+def _lidar(m: _Moments, delta: float, eps: float) -> float:
+    """LiDAR from the moments of the two views (see :func:`lidar`)."""
+    n = m.n
+    cross = m.yx + n * torch.outer(m.my, m.mx)  # Y^T X, uncentred
+    within = (m.uncentred(m.xx, m.mx) + m.uncentred(m.yy, m.my) - cross - cross.T) / (2 * n)  # sum d d^T / (2N)
+    between = (m.xx + m.yy + m.yx + m.yx.T) / (4 * (n - 1))  # centred moments of the class means (x + y) / 2
+    w = within.cpu().numpy()
+    w = (w + w.T) / 2 + delta * np.eye(len(w))
+    lam_w, vec_w = np.linalg.eigh(w)
+    if lam_w.min() <= 0:
+        return math.nan
+    inv_sqrt = (vec_w / np.sqrt(lam_w)) @ vec_w.T
+    b = between.cpu().numpy()
+    lda = inv_sqrt @ ((b + b.T) / 2) @ inv_sqrt
+    lam = np.clip(np.linalg.eigvalsh((lda + lda.T) / 2), 0.0, None)  # PSD: negatives are rounding
+    if lam.sum() <= 0:
+        return math.nan
+    return _entropy_rank(lam, eps)
+
+
+def lidar(x3d: ArrayLike, x2d: ArrayLike, delta: float = LIDAR_DELTA, eps: float = LIDAR_EPS) -> float:
+    """LiDAR (Thilak et al., ICLR 2024) of the paired features: the effective rank of the LDA matrix of surrogate
+    classes.
+
+    The paper: ``n`` surrogate classes (samples ``x``), each seen in ``q`` views (augmentations) with embeddings
+    ``e_1(x) .. e_q(x)``, class means ``mu_x``, grand mean ``mu``::
+
+        Sigma_b = 1/(n - 1) sum_x (mu_x - mu)(mu_x - mu)^T
+        Sigma_w = 1/(n (q - 1)) sum_x sum_i (e_i(x) - mu_x)(e_i(x) - mu_x)^T + delta I
+        Sigma_LiDAR = Sigma_w^-1/2 Sigma_b Sigma_w^-1/2
+        LiDAR = exp(-sum_k p_k log p_k),   p_k = lambda_k / ||lambda||_1 + eps
+
+    with ``lambda`` the eigenvalues of ``Sigma_LiDAR``. *(choice)* Here a surrogate class is one paired point and
+    its ``q = 2`` views are its (row-normalised) 3D feature ``x_i`` and 2D feature ``y_i``: the distillation is a
+    joint-embedding architecture whose two branches see a point through the lidar and through the camera, as an
+    SSL method's two branches see an image through two augmentations, and this pairing is the one grouping of a
+    run's geometry set that needs no labels (``features.npz`` holds no superpixels; semantic classes would make
+    it a supervised measure). Then ``mu_i = (x_i + y_i) / 2``,
+    ``Sigma_w = 1/(2N) sum_i (x_i - y_i)(x_i - y_i)^T + delta I`` and ``Sigma_b`` is the covariance of the
+    ``mu_i``; all N points are classes (the paper samples 1 000 to 5 000; every point costs the same O(N D^2)
+    float64 moments as CKA, shared with it in :func:`structure`), then O(D^3) for the two eigendecompositions.
+    High when the points spread over many directions in which a point's two views agree; between 1 and D.
+    Invariant to a rotation applied to both spaces. ``delta`` (:data:`LIDAR_DELTA`) and ``eps``
+    (:data:`LIDAR_EPS`): the paper's constants. Needs the same dimension in both spaces; NaN when the LDA matrix
+    is 0 (no spread between classes).
+    """
+    if delta < 0 or eps < 0:
+        raise ValueError(f"delta and eps must be non-negative; got {delta}, {eps}")
+    k, q = _paired(x3d, x2d)
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"LiDAR's views must share a space; got dimensions {k.shape[1]} and {q.shape[1]}")
+    if k.shape[0] < 2:
+        raise ValueError(f"LiDAR needs at least 2 points; got {k.shape[0]}")
+    return _lidar(_Moments.of(k, q), delta, eps)
+
+
+@dataclass(frozen=True)
+class AlphaFit:
+    """The power law ``lambda_r ~ r^-alpha`` fitted by :func:`alpha_req`: ``alpha``, ``r2`` (of the fitted line
+    to ``log lambda`` over the fitted ranks) and the ranks used (``first`` to ``last``, both included)."""
+
+    alpha: float
+    r2: float
+    first: int
+    last: int
+
+
+def _alpha(gram: torch.Tensor, ranks: tuple[int, int], weighted: bool) -> AlphaFit:
+    eig = np.sort(np.linalg.eigvalsh(gram.cpu().numpy()))[::-1]
+    floor = eig[0] * len(eig) * np.finfo(np.float64).eps if len(eig) else 0.0
+    first, last = ranks[0], min(ranks[1], int((eig > floor).sum()))  # ranks below the rounding floor: no decay
+    if last - first + 1 < 3:
+        return AlphaFit(math.nan, math.nan, first, last)
+    r = np.arange(first, last + 1, dtype=np.float64)
+    y = np.log(eig[first - 1 : last])
+    a = np.stack([-np.log(r), np.ones_like(r)], axis=1)
+    w = 1.0 / r if weighted else np.ones_like(r)
+    coef = np.linalg.solve(a.T @ (a * w[:, None]), (a * w[:, None]).T @ y)
+    residual = y - a @ coef
+    total = ((y - y.mean()) ** 2).sum()
+    r2 = float(1.0 - (residual**2).sum() / total) if total > 0 else math.nan
+    return AlphaFit(float(coef[0]), r2, first, last)
+
+
+def alpha_req(x: ArrayLike, ranks: tuple[int, int] = ALPHA_FIT_RANKS, weighted: bool = True) -> AlphaFit:
+    """alpha-ReQ (Agrawal et al., NeurIPS 2022): the decay exponent ``alpha`` of the eigenspectrum of the features'
+    covariance, ``lambda_r ~ r^-alpha`` (``lambda_1 >= lambda_2 >= ...``).
+
+    Rows L2-normalised, columns centred, eigenvalues of ``Xc^T Xc`` (float64, over row blocks: O(N D^2), then
+    O(D^3)); ``alpha`` and ``c`` minimise ``sum_r w_r (log lambda_r + alpha log r - c)^2`` over the ranks
+    ``ranks`` (:data:`ALPHA_FIT_RANKS`, 6 to 100, both included) with ``w_r = 1 / r`` (``weighted``, as the
+    authors' code) or 1. Ranks whose eigenvalue is at the rounding level of the product (below
+    ``lambda_1 D`` machine epsilons) are left out: a space of rank 40 is fitted over ranks 6 to 40; fewer than 3
+    ranks left: NaN (a collapsed space has no tail to fit). Small alpha: a flat spectrum (many directions
+    used, alpha -> 0 for white noise); large: a fast decay. Invariant to rotations and to the scale of the
+    features (the scale moves ``c`` only).
+    """
+    first, last = ranks
+    if not (isinstance(first, int) and isinstance(last, int) and 1 <= first < last):
+        raise ValueError(f"ranks must be integers 1 <= first < last; got {ranks!r}")
+    xt = _normalize(_as_tensor(x))
+    if xt.shape[0] < 2:
+        raise ValueError(f"alpha-ReQ needs at least 2 points; got {xt.shape[0]}")
+    m = _Moments.of(xt)
+    if m.no_variance(m.xx):
+        return AlphaFit(math.nan, math.nan, first, last)
+    return _alpha(m.xx, (first, last), weighted)
+
+
 @dataclass
 class StudentAndTeacher:
     """What a structure metric reads: the row-normalised 3D features ``x`` and 2D features ``y`` of the same N
@@ -340,11 +655,35 @@ class StudentAndTeacher:
     seed: int = 0
     block_size: int | None = None
     neighbours_2d: torch.Tensor | None = None
+    measured: dict[str, float | int | None] = field(default_factory=dict)
+    """Values already measured on these points with these settings (e.g. ``mknn`` read from a finished run's
+    ``metrics.json`` by :mod:`geomstruct.predictors`), used instead of measuring them again."""
 
     @cached_property
     def moments(self) -> _Moments:
-        """The float64 moments of both spaces (:class:`_Moments`), shared by CKA and the effective ranks."""
+        """The float64 moments of both spaces (:class:`_Moments`), shared by CKA, the effective ranks, LiDAR and
+        alpha-ReQ."""
         return _Moments.of(self.x, self.y)
+
+    @cached_property
+    def overlap(self) -> np.ndarray | None:
+        """The per-query overlaps of the mutual k-NN (:func:`knn_overlap` over ``mknn_queries`` query points drawn
+        with ``seed``); None when there are not more than ``k`` points."""
+        n = self.x.shape[0]
+        if n <= self.k:
+            return None
+        rows = query_sample(n, self.mknn_queries, self.seed)
+        return knn_overlap(
+            self.x, self.y, k=self.k, rows=rows, block_size=self.block_size, neighbours_2d=self.neighbours_2d
+        )
+
+    @property
+    def mknn(self) -> float | None:
+        """The mutual k-NN alignment: :attr:`measured` ``mknn`` when given, else the mean of :attr:`overlap`."""
+        if "mknn" in self.measured:
+            value = self.measured["mknn"]
+            return None if value is None else float(value)
+        return None if self.overlap is None else float(self.overlap.mean())
 
 
 StructureValues = dict[str, float | int | bool | None]
@@ -360,6 +699,10 @@ class StructureMetric:
     compute: Callable[[StudentAndTeacher], StructureValues]
     columns: tuple[str, ...] = ()
     titles: dict[str, str] = field(default_factory=dict)
+    posthoc: bool = False
+    """True for metrics added after studies were run: :mod:`geomstruct.predictors` computes them for a finished run
+    from its ``features.npz`` into its ``predictors.json``, and the report shows their columns only when some run
+    has them (so a report of runs that have neither is unchanged)."""
 
 
 def _cka_values(data: StudentAndTeacher) -> StructureValues:
@@ -372,11 +715,8 @@ def _mknn_values(data: StudentAndTeacher) -> StructureValues:
     """``mknn`` and its ``mknn_k``, ``mknn_queries``, ``mknn_se`` (:func:`structure`)."""
     n = data.x.shape[0]
     mknn, used, se = None, 0, None
-    if n > data.k:
-        rows = query_sample(n, data.mknn_queries, data.seed)
-        overlap = knn_overlap(
-            data.x, data.y, k=data.k, rows=rows, block_size=data.block_size, neighbours_2d=data.neighbours_2d
-        )
+    overlap = data.overlap
+    if overlap is not None:
         used = len(overlap)
         mknn = float(overlap.mean())
         se = 0.0 if used == n else math.sqrt((1.0 - used / n) * overlap.var(ddof=1) / used)
@@ -391,10 +731,60 @@ def _erank_values(data: StudentAndTeacher) -> StructureValues:
     return {"erank_3d": e3, "erank_2d": e2, "erank_ratio": e3 / e2, "collapsed": bool(e3 < COLLAPSE_RANK)}
 
 
+def _cka_cal_values(data: StudentAndTeacher) -> StructureValues:
+    """``CKA_cal = CKA - CKA_chance`` and ``CKA_chance`` (:func:`cka_chance`, exact) from the shared moments
+    (None when CKA is undefined)."""
+    cka, chance = _cka(data.moments), _cka_chance(data.moments)
+    if math.isnan(cka) or math.isnan(chance):
+        return {"CKA_cal": None, "CKA_chance": None}
+    return {"CKA_cal": cka - chance, "CKA_chance": chance}
+
+
+def _mknn_cal_values(data: StudentAndTeacher) -> StructureValues:
+    """``mknn_cal = mknn - mknn_chance`` and ``mknn_chance = k / (N - 1)`` (:func:`mknn_chance`, exact: the same
+    for a sampled mean, each query's expectation being the same)."""
+    n, mknn = data.x.shape[0], data.mknn
+    if mknn is None or n <= data.k:
+        return {"mknn_cal": None, "mknn_chance": None}
+    chance = mknn_chance(n, data.k)
+    return {"mknn_cal": mknn - chance, "mknn_chance": chance}
+
+
+def _lidar_values(data: StudentAndTeacher) -> StructureValues:
+    """``lidar``: :func:`lidar` with its default constants from the shared moments (None when the spaces differ in
+    dimension or the value is undefined)."""
+    if data.x.shape[1] != data.y.shape[1]:
+        return {"lidar": None}
+    value = _lidar(data.moments, LIDAR_DELTA, LIDAR_EPS)
+    return {"lidar": None if math.isnan(value) else value}
+
+
+def _alpha_values(data: StudentAndTeacher) -> StructureValues:
+    """``alpha_3d``, ``alpha_2d``: :func:`alpha_req` of each space from the shared moments, and ``alpha_r2``, the
+    R^2 of the 3D fit (None where undefined)."""
+    m = data.moments
+
+    def fit(gram: torch.Tensor) -> AlphaFit:
+        if m.no_variance(gram):
+            return AlphaFit(math.nan, math.nan, *ALPHA_FIT_RANKS)
+        return _alpha(gram, ALPHA_FIT_RANKS, True)
+
+    a3, a2 = fit(m.xx), fit(m.yy)
+
+    def num(v: float) -> float | None:
+        return None if math.isnan(v) else v
+
+    return {"alpha_3d": num(a3.alpha), "alpha_2d": num(a2.alpha), "alpha_r2": num(a3.r2)}
+
+
 STRUCTURE_METRICS: dict[str, StructureMetric] = {
     "cka": StructureMetric(_cka_values, ("CKA",), {"CKA": "CKA"}),
     "mknn": StructureMetric(_mknn_values, ("mknn",), {"mknn": "mkNN"}),
     "erank": StructureMetric(_erank_values, ("erank_3d", "erank_2d", "erank_ratio"), {"erank_ratio": "erank ratio"}),
+    "cka_cal": StructureMetric(_cka_cal_values, ("CKA_cal",), posthoc=True),
+    "mknn_cal": StructureMetric(_mknn_cal_values, ("mknn_cal",), posthoc=True),
+    "lidar": StructureMetric(_lidar_values, ("lidar",), posthoc=True),
+    "alpha": StructureMetric(_alpha_values, ("alpha_3d",), posthoc=True),
 }
 """The structure metrics of every run, by name, in the order of ``metrics.json`` and the report's columns. A new
 metric is a function ``StudentAndTeacher -> {value name: number}`` (here or in a file of its own) and one line
@@ -405,6 +795,11 @@ here: :func:`structure` then writes it into every run's ``metrics.json`` and the
 def structure_columns() -> tuple[str, ...]:
     """The report columns of every registered structure metric, in registry order."""
     return tuple(column for metric in STRUCTURE_METRICS.values() for column in metric.columns)
+
+
+def posthoc_columns() -> tuple[str, ...]:
+    """The report columns of the metrics marked ``posthoc`` (:attr:`StructureMetric.posthoc`), in registry order."""
+    return tuple(column for metric in STRUCTURE_METRICS.values() if metric.posthoc for column in metric.columns)
 
 
 def structure_titles() -> dict[str, str]:
@@ -436,10 +831,16 @@ def structure(
       ``mknn_queries`` 0, when there are not more than ``k`` points;
     - ``erank_3d``, ``erank_2d``: :func:`effective_rank` (uncentred, RankMe's eps) of each space;
       ``erank_ratio = erank_3d / erank_2d``;
-    - ``collapsed``: ``erank_3d < COLLAPSE_RANK`` (:data:`COLLAPSE_RANK`, a choice).
+    - ``collapsed``: ``erank_3d < COLLAPSE_RANK`` (:data:`COLLAPSE_RANK`, a choice);
+    - ``CKA_cal``, ``CKA_chance``: :func:`calibrated_cka` (exact chance level); ``mknn_cal``, ``mknn_chance``:
+      :func:`calibrated_mutual_knn` of the same sampled mean (chance ``k / (N - 1)``);
+    - ``lidar``: :func:`lidar` (a point's 3D and 2D features as the views of its class; None when the dimensions
+      differ);
+    - ``alpha_3d``, ``alpha_2d``: :func:`alpha_req` of each space, ``alpha_r2`` the R^2 of the 3D fit.
 
-    CKA and both effective ranks come from the same float64 moments (two passes over the rows, O(N D^2)); the
-    mutual k-NN costs ``2 m N D`` multiply-adds for ``m`` query points.
+    CKA, its chance level, the effective ranks, LiDAR and alpha come from the same float64 moments (two passes
+    over the rows, O(N D^2), then a few O(D^3) eigendecompositions); the mutual k-NN costs ``2 m N D``
+    multiply-adds for ``m`` query points (its chance level nothing).
     """
     x, y = _paired(x3d, x2d)
     n = x.shape[0]

@@ -18,9 +18,9 @@ import pandas as pd
 from geomstruct.budgets import DOUBLING_RULE
 from geomstruct.claims import claims_frame, evaluate_claims
 from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
-from geomstruct.run_folder import METRICS_FILE
+from geomstruct.run_folder import FEATURES_FILE, METRICS_FILE
 from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
-from geomstruct.structure import COLLAPSE_RANK, structure_titles
+from geomstruct.structure import COLLAPSE_RANK, posthoc_columns, structure_titles
 from geomstruct.summary import GEOMETRY_COLUMNS, PROTOCOL_TITLES, PROTOCOLS, loss_rank
 
 SUMMARY_HEADER = (
@@ -51,8 +51,19 @@ TRACE_UNCONVERGED_NOTE = (
     "seeds) moved the linear probe by more than 1 point or U or T by more than 0.05 (seed means; the doubling rule of "
     "bench/study/doubling.py). The largest budget has no twice and is unchecked."
 )
-PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio")
+POSTHOC_COLUMNS = posthoc_columns()
+"""Structure columns of the metrics added after studies were run (``CKA_cal``, ``mknn_cal``, ``lidar``,
+``alpha_3d``; :attr:`geomstruct.structure.StructureMetric.posthoc`): computed for finished runs by ``python -m
+geomstruct.predictors``; a report shows them only when some run has them."""
+PREDICTOR_QUANTITIES = ("dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio", *POSTHOC_COLUMNS)
 """The structure quantities ranked by how well they predict each protocol's mIoU (:func:`predictor_table`)."""
+POSTHOC_HEADER = (
+    "CKA_cal and mknn_cal: CKA and mutual k-NN minus their chance level (the mean over all row-shuffled pairings); "
+    "lidar: LiDAR (Thilak et al. 2024), the effective rank of the LDA matrix with each point a class and its 3D and "
+    "2D features its two views; alpha_3d: alpha-ReQ (Agrawal et al. 2022), the power-law decay exponent of the 3D "
+    "covariance spectrum (docs/method.md#calibrated-cka-and-mutual-k-nn, #lidar, #alpha-req)."
+)
+"""Added to :data:`PREDICTORS_HEADER` when the table ranks one of :data:`POSTHOC_COLUMNS`."""
 PREDICTORS_HEADER = (
     "Which measure predicts downstream? Per protocol, every structure quantity (dU, dT, S, G, linear CKA, mutual "
     "k-NN alignment mknn, effective-rank ratio erank_3D / erank_2D) correlated across students with the "
@@ -73,11 +84,14 @@ def _collapsed(values: dict) -> float:
 def add_structure_columns(students: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
     """``students`` (one row per run, with its ``path``) with the structure metrics of every run:
     :data:`STRUCTURE_COLUMNS` (NaN when missing or undefined), ``collapsed`` (1.0 / 0.0, NaN when unknown) and
-    ``absent``: the tuple of structure keys the run's ``metrics.json`` lacks (runs older than them)."""
+    ``absent``: the tuple of structure keys the run's ``metrics.json`` lacks (runs older than them) and its
+    ``predictors.json`` does not supply. A column of :data:`POSTHOC_COLUMNS` that no run has is not added."""
     by_path = {run.path.as_posix(): structure_values(run) for run in runs}
     frame = students.copy()
     values = [by_path.get(path, {}) for path in frame["path"]] if "path" in frame else [{} for _ in range(len(frame))]
     for key in STRUCTURE_COLUMNS:
+        if key in POSTHOC_COLUMNS and not any(key in v for v in values):
+            continue  # a metric newer than every run: no column (a report of such runs is unchanged)
         frame[key] = [float(v.get(key, np.nan)) for v in values]
     frame["collapsed"] = [_collapsed(v) for v in values]
     converged = {run.path.as_posix(): (run.metrics.get("convergence") or {}).get("converged") for run in runs}
@@ -224,7 +238,8 @@ def predictor_table(students: pd.DataFrame, n_boot: int = 10_000, seed: int = 0)
     (bootstrap 95% CIs, n) across the students, ranked by ``|Spearman rho|`` within the protocol (``rank`` 1 =
     strongest; NaN when rho is undefined, e.g. a constant column). Returns ``(table, notes)``: a quantity that
     some runs lack (runs older than the structure metrics: ``absent`` of :func:`add_structure_columns`) or that
-    no run has is left out, with a note, so that every ranked quantity is measured on the same students; runs
+    no run has is left out, with a note (none for a quantity of :data:`POSTHOC_COLUMNS` that no run has: a
+    report of runs older than it is unchanged), so that every ranked quantity is measured on the same students; runs
     where a quantity is present but undefined (null, e.g. CKA of a space without variance) are left out of that
     quantity's correlations only (its n says so), with a note.
     """
@@ -234,10 +249,17 @@ def predictor_table(students: pd.DataFrame, n_boot: int = 10_000, seed: int = 0)
     for quantity in PREDICTOR_QUANTITIES:
         lacking = int(sum(quantity in a for a in absent)) if quantity in STRUCTURE_COLUMNS else 0
         values = students[quantity] if quantity in students else pd.Series(np.nan, index=students.index)
+        if quantity in POSTHOC_COLUMNS and (quantity not in students or lacking == len(students)):
+            continue  # newer than every run: left out silently
         if lacking:
+            how = (
+                f"compute it from their {FEATURES_FILE} with python -m geomstruct.predictors"
+                if quantity in POSTHOC_COLUMNS
+                else "rerun those runs with python -m bench.run to include it"
+            )
             notes.append(
                 f"predictors: {quantity} is missing for {lacking} of {len(students)} runs (written before the "
-                "structure metrics); left out of the ranking (rerun those runs with python -m bench.run to include it)"
+                f"structure metrics); left out of the ranking ({how})"
             )
             continue
         if not values.notna().any():
@@ -345,7 +367,8 @@ def write_predictors(predictors: pd.DataFrame, notes: Sequence[str], out: Path) 
         ]
         for _, r in predictors.iterrows()
     ]
-    caption = " ".join([PREDICTORS_HEADER, *(f"Note: {n[len('predictors: ') :]}." for n in notes)])
+    head = [PREDICTORS_HEADER] + ([POSTHOC_HEADER] if set(predictors["quantity"]) & set(POSTHOC_COLUMNS) else [])
+    caption = " ".join([*head, *(f"Note: {n[len('predictors: ') :]}." for n in notes)])
     header = ["protocol", "rank", "quantity", "n", "Spearman ρ [95% CI]", "Pearson r [95% CI]"]
     return write_all(header, cells, caption, predictors, out / "predictors")
 

@@ -261,6 +261,10 @@ QUANTITY_TITLES = {
     "CKA": "linear CKA",
     "mknn": "mutual k-NN",
     "erank_ratio": "erank_3D / erank_2D",
+    "CKA_cal": "CKA − chance",
+    "mknn_cal": "mutual k-NN − chance",
+    "lidar": "LiDAR (point = class)",
+    "alpha_3d": "α-ReQ α_3D",
 }
 
 

@@ -26,6 +26,7 @@ FILE_NAMES = (
     rf.CHECKPOINT_FILE,
     rf.TIMING_FILE,
     rf.ERROR_FILE,
+    rf.PREDICTORS_FILE,
 )
 
 

@@ -326,8 +326,11 @@ def test_adding_a_structure_metric_is_one_file_and_one_registry_line(tmp_path, m
 
 
 def test_the_report_reads_its_structure_columns_from_the_registry():
-    assert geom_runs.STRUCTURE_COLUMNS == structure_columns() == ("CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio")
+    assert geom_runs.STRUCTURE_COLUMNS == structure_columns() == (
+        "CKA", "mknn", "erank_3d", "erank_2d", "erank_ratio", "CKA_cal", "mknn_cal", "lidar", "alpha_3d",
+    )  # fmt: skip
     assert geom_tables.STRUCTURE_TITLES == {"CKA": "CKA", "mknn": "mkNN", "erank_ratio": "erank ratio"}
     assert list(structure(torch.randn(30, 5), torch.randn(30, 7), k=3)) == [
         "CKA", "mknn", "mknn_k", "mknn_queries", "mknn_se", "erank_3d", "erank_2d", "erank_ratio", "collapsed",
+        "CKA_cal", "CKA_chance", "mknn_cal", "mknn_chance", "lidar", "alpha_3d", "alpha_2d", "alpha_r2",
     ]  # fmt: skip

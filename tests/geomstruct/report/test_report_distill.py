@@ -14,6 +14,7 @@ from scipy import stats
 from geomstruct import report as geo_report
 from geomstruct.metrics import geometry
 from geomstruct.structure import structure
+from geomstruct.tables import POSTHOC_COLUMNS
 from tests.geomstruct.conftest import write_run_folder
 
 PROTOCOLS = ("zero_shot", "linear_probe", "few_shot", "few_shot_ood")
@@ -283,9 +284,9 @@ def test_predictors_rank_a_monotone_quantity_first(runs_dir, tmp_path):
     assert geo_report.main(["--runs", str(root), "--out", str(out)]) == 0
     pred = pd.read_csv(out / "predictors.csv")
     assert list(dict.fromkeys(pred["protocol"])) == list(PROTOCOLS)
-    assert set(pred["quantity"]) == {"dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio"}
+    assert set(pred["quantity"]) == {"dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio", *POSTHOC_COLUMNS}
     for protocol, group in pred.groupby("protocol"):
-        assert list(group["rank"]) == list(range(1, 8)), protocol
+        assert list(group["rank"]) == list(range(1, 8 + len(POSTHOC_COLUMNS))), protocol
         rho = group["spearman_rho"].abs().to_numpy()
         assert (np.diff(rho) <= 1e-12).all(), protocol  # ranked by |rho|
     top = pred[pred["rank"] == 1].set_index("protocol")
@@ -319,7 +320,8 @@ def test_collapsed_students_are_flagged_and_old_runs_are_skipped_with_a_note(run
 
     def old(m):  # a run written before the structure metrics
         for key in ("CKA", "mknn", "mknn_k", "mknn_queries", "mknn_se", "erank_3d", "erank_2d", "erank_ratio",
-                    "collapsed"):  # fmt: skip
+                    "collapsed", "CKA_cal", "CKA_chance", "mknn_cal", "mknn_chance", "lidar", "alpha_3d", "alpha_2d",
+                    "alpha_r2"):  # fmt: skip
             del m["geometry"][key]
 
     _edit_metrics(root / "relational-lam1.0-s0", old)

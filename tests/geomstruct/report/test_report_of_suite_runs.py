@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from geomstruct import report as geo_report
+from geomstruct.tables import POSTHOC_COLUMNS
 
 pytestmark = pytest.mark.slow  # every test reads a real suite's runs (tiny_runs trains them)
 
@@ -52,7 +53,7 @@ def test_report_from_suite_runs_matches_metrics(tiny_runs, tmp_path):
     assert set(per_class.columns) <= set(runs[0]["class_names"])
     assert np.isfinite(per_class.to_numpy(float)).any()
     predictors = pd.read_csv(out / "predictors.csv")
-    assert set(predictors["quantity"]) == {"dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio"}
+    assert set(predictors["quantity"]) == {"dU", "dT", "S", "G", "CKA", "mknn", "erank_ratio", *POSTHOC_COLUMNS}
     assert (predictors["n"] == len(runs)).all() and not predictors["reliable"].any()  # 2 students: not a finding
     assert "(too few)" in (out / "predictors.md").read_text()
 
