@@ -270,22 +270,28 @@ def _main_teacher(runs: list[Run], problems: list[str]) -> list[Run]:
 
 
 def write_distill_report(
-    runs: list[Run], out: Path, problems: list[str], n_boot: int = 10_000, caveats: Sequence[str] = ()
+    runs: list[Run],
+    out: Path,
+    problems: list[str],
+    n_boot: int = 10_000,
+    caveats: Sequence[str] = (),
+    every_teacher: Sequence[Run] | None = None,
 ) -> tuple[list[Path], ClaimsPage]:
     """Figures and tables of distillation runs (of one suite) into ``out``; runs of a minority teacher are set
     aside, and every configuration is its own row (:func:`geomstruct.runs.label_configurations`). The notes of
     the predictor ranking (quantities left out because some runs lack them) are added to ``problems``. Returns
     the written files and the top of the page (:class:`geomstruct.html.ClaimsPage`: the claims, their caveats,
     i.e. the collapsed configurations, randomly initialised teachers and ``caveats``, and the breadth table's title).
-    Runs of several teachers (a suite's teacher axis) also get the teacher x loss table of every run
-    (:mod:`geomstruct.teachers`).
+    Runs of several teachers (a suite's teacher axis; ``every_teacher``: the runs before the main teacher's were
+    kept, default ``runs``) also get the teacher x loss table of every run (:mod:`geomstruct.teachers`).
 
     Claims (rule version 2): with one budget, on every student, with each configuration's convergence status
     from the trace (unchecked: no 2B); when the suite trains configurations at several budgets
     (:func:`geomstruct.budgets.is_traced`), at each budget on its students only (``claims_by_budget.*``), and the
     claims table (``claims_v2.*``, the page) at the largest budget."""
-    by_teacher = write_teacher_table(runs, out)  # every teacher's runs (a teacher axis), before the main teacher's
-    random_teachers = random_teacher_caveat(runs)
+    every_teacher = list(runs if every_teacher is None else every_teacher)
+    by_teacher = write_teacher_table(every_teacher, out)  # every teacher's runs (a teacher axis)
+    random_teachers = random_teacher_caveat(every_teacher)
     runs = _main_teacher(runs, problems)
     label_configurations(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -393,7 +399,9 @@ def _write(
         used += toy
     distill = _main_teacher(selected.get("distill", []), problems)
     if distill:
-        distill_written, page = write_distill_report(distill, folder, problems, n_boot=n_boot, caveats=caveats)
+        distill_written, page = write_distill_report(
+            distill, folder, problems, n_boot=n_boot, caveats=caveats, every_teacher=selected.get("distill", [])
+        )
         written += distill_written
         homes = {run.path.parent.resolve() for run in distill}  # reference rows sit beside the run folders
         mine = [r for r in references if Path(r["path"]).parent.parent.resolve() in homes]

@@ -1,4 +1,5 @@
-"""Frozen 2D teachers: the calibrated synthetic teacher and the CLIP dense teacher, behind one interface."""
+"""Frozen 2D teachers: the calibrated synthetic teacher, the CLIP dense teacher and the DINOv2 dense teacher (no
+text), behind one interface."""
 
 from models.teachers.base import (
     CameraInput,

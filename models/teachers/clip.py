@@ -21,6 +21,11 @@ Weights come from a local file only (no network): an open_clip/PyTorch state dic
 optionally under a ``"state_dict"`` key, ``"module."`` prefixes removed), a ``.safetensors`` file, or OpenAI's
 TorchScript archive (e.g. ``ViT-B-16.pt`` of the ``clip`` package), which is loaded into the quick-GELU variant
 of the architecture, the activation OpenAI trained with. ``checkpoint=None`` gives seeded random weights (tests).
+
+Which towers: open_clip's own VisionTransformer with a class token pooled by attention, default blocks (the value
+path above is that of their ``torch.nn.MultiheadAttention``), a final projection and no attentional pooler;
+:func:`maskclip_problem` refuses every other open_clip architecture by name, with the reason, from its model
+config alone (the benchmark calls it when a run's configuration is built, before anything is read).
 """
 
 from __future__ import annotations
