@@ -1,0 +1,281 @@
+"""Published checkpoints under the lens: SLidR's layout mapped onto the MinkUNet student, and ``python -m bench.lens``.
+
+The reference for the kernel order is a direct implementation of SLidR's network on MinkowskiEngine's semantics
+(:func:`slidr_forward`): every convolution reads SLidR's ``kernel`` tensors as they are, kernel index
+``m = i_x + k i_y + k^2 i_z`` (x fastest; ``kernel_region::coordinate_at`` in MinkowskiEngine's
+``src/kernel_region.hpp``), input ``p + (i - k // 2)`` for odd kernels and ``2 p + i`` for the stride-2 kernel 2
+(coordinates in each tensor's own grid units).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.students import build_student
+from models.students.checkpoints import (
+    LAYOUTS,
+    CheckpointMismatch,
+    kernel_from_minkowski,
+    load_published,
+    map_slidr,
+    read_state,
+    slidr_name,
+    to_slidr,
+    unwrap_state,
+)
+from models.students.sparse import SparseTensor
+
+SMALL = {"planes": (4, 6, 8, 8, 8, 6, 4, 4), "layers": (2, 1, 1, 1, 1, 1, 1, 2), "init_dim": 4}
+"""A reduced-width configuration with SLidR's key structure (4 levels, shortcuts where widths change)."""
+
+
+def _student(out_dim: int = 5, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_student("minkunet", out_dim=out_dim, preset="slidr", **{**SMALL, **overrides})
+
+
+def _randomised_slidr_state(student, seed: int = 1) -> dict[str, torch.Tensor]:
+    """SLidR-layout tensors for ``student``'s shapes, every value random (batch-norm statistics too)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = to_slidr({k.removeprefix("network."): v for k, v in student.state_dict().items()})
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(7)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(value.shape, generator=gen) + 0.5
+        else:
+            out[key] = torch.randn(value.shape, generator=gen) * 0.5
+    return out
+
+
+# --- the key names ---------------------------------------------------------------------------------------------
+
+
+def test_slidr_names_of_the_slidr_preset():
+    student = build_student("minkunet", out_dim=64, preset="slidr")
+    names = {slidr_name(k.removeprefix("network.")) for k in student.state_dict()}
+    for key in (
+        "conv0p1s1.kernel",
+        "bn0.bn.weight",
+        "conv1p1s2.kernel",
+        "conv4p8s2.kernel",
+        "bn4.bn.running_var",
+        "block1.0.conv1.kernel",
+        "block1.1.norm2.bn.bias",
+        "block2.0.downsample.0.kernel",
+        "block2.0.downsample.1.bn.running_mean",
+        "block4.5.conv2.kernel",
+        "convtr4p16s2.kernel",
+        "bntr4.bn.weight",
+        "convtr7p2s2.kernel",
+        "bntr7.bn.num_batches_tracked",
+        "block5.0.downsample.0.kernel",
+        "block8.1.norm1.bn.weight",
+        "final.kernel",
+        "final.bias",
+    ):
+        assert key in names
+    assert "block1.0.downsample.0.kernel" not in names  # 32 -> 32: no shortcut conv in SLidR either
+    state = to_slidr({k.removeprefix("network."): v for k, v in student.state_dict().items()})
+    assert state["conv0p1s1.kernel"].shape == (27, 1, 32)
+    assert state["block2.0.downsample.0.kernel"].shape == (32, 64)  # 1x1 stride 1: (C_in, C_out)
+    assert state["convtr4p16s2.kernel"].shape == (8, 256, 256)
+    assert state["final.kernel"].shape == (96, 64) and state["final.bias"].shape == (1, 64)
+    assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 37_849_184
+
+
+def test_kernel_order_is_minkowski_x_fastest():
+    k = 3
+    me = torch.arange(27.0).reshape(27, 1, 1)  # W_ME[m] = m
+    ours = kernel_from_minkowski(me).flatten()
+    for ix in range(k):
+        for iy in range(k):
+            for iz in range(k):
+                assert ours[ix * 9 + iy * 3 + iz] == ix + 3 * iy + 9 * iz
+
+
+def test_every_parameter_gets_its_value():
+    student = _student()
+    state = _randomised_slidr_state(student)
+    mapped = map_slidr(state, student)
+    assert set(mapped) == set(student.state_dict())
+    back = to_slidr({k.removeprefix("network."): v for k, v in mapped.items()})
+    assert set(back) == set(state)
+    for key, value in state.items():
+        assert torch.equal(back[key], value.to(back[key].dtype)), key
+    load_published_state = _student(seed=3)
+    load_published_state.load_state_dict(mapped)
+    for key, value in load_published_state.state_dict().items():
+        assert torch.equal(value, mapped[key])
+
+
+# --- forward equality against SLidR's kernel order -------------------------------------------------------------
+
+
+def _offset(m: int, k: int) -> tuple[int, int, int]:
+    i = (m % k, (m // k) % k, m // (k * k))
+    return tuple(v - k // 2 for v in i) if k % 2 else i
+
+
+def _conv(sites_in, feats, sites_out, kernel, k, mode):
+    """MinkowskiEngine's convolution on dict sites: ``mode`` ``subm`` (p + offset), ``down`` (2 p + offset) or
+    ``up`` (the output 2 p + offset of the input p)."""
+    kernel = kernel if kernel.dim() == 3 else kernel.unsqueeze(0)
+    index_in = {s: n for n, s in enumerate(sites_in)}
+    index_out = {s: n for n, s in enumerate(sites_out)}
+    out = feats.new_zeros(len(sites_out), kernel.shape[2])
+    for m in range(kernel.shape[0]):
+        d = _offset(m, k)
+        if mode == "up":
+            for p, n in index_in.items():
+                q = (p[0], 2 * p[1] + d[0], 2 * p[2] + d[1], 2 * p[3] + d[2])
+                if q in index_out:
+                    out[index_out[q]] += feats[n] @ kernel[m]
+            continue
+        for p, n in index_out.items():
+            scale = 2 if mode == "down" else 1
+            q = (p[0], scale * p[1] + d[0], scale * p[2] + d[1], scale * p[3] + d[2])
+            if q in index_in:
+                out[n] += feats[index_in[q]] @ kernel[m]
+    return out
+
+
+def _bn(x, state, name):
+    mean, var = state[f"{name}.bn.running_mean"], state[f"{name}.bn.running_var"]
+    return (x - mean) / torch.sqrt(var + 1e-5) * state[f"{name}.bn.weight"] + state[f"{name}.bn.bias"]
+
+
+def _block(sites, x, state, name):
+    out = torch.relu(_bn(_conv(sites, x, sites, state[f"{name}.conv1.kernel"], 3, "subm"), state, f"{name}.norm1"))
+    out = _bn(_conv(sites, out, sites, state[f"{name}.conv2.kernel"], 3, "subm"), state, f"{name}.norm2")
+    residual = x
+    if f"{name}.downsample.0.kernel" in state:
+        residual = _bn(x @ state[f"{name}.downsample.0.kernel"], state, f"{name}.downsample.1")
+    return torch.relu(out + residual)
+
+
+def _stage(sites, x, state, stage):
+    b = 0
+    while f"block{stage}.{b}.conv1.kernel" in state:
+        x = _block(sites, x, state, f"block{stage}.{b}")
+        b += 1
+    return x
+
+
+def slidr_forward(state, sites, feats, normalize=True):
+    """SLidR's ``Res16UNetBase.forward`` (eval mode) on MinkowskiEngine's semantics, from SLidR's tensors."""
+    out = torch.relu(_bn(_conv(sites, feats, sites, state["conv0p1s1.kernel"], 3, "subm"), state, "bn0"))
+    levels = [(sites, out)]
+    for i in range(4):
+        fine, x = levels[-1]
+        coarse = sorted({(s[0], s[1] // 2, s[2] // 2, s[3] // 2) for s in fine})
+        x = torch.relu(
+            _bn(_conv(fine, x, coarse, state[f"conv{i + 1}p{2**i}s2.kernel"], 2, "down"), state, f"bn{i + 1}")
+        )
+        levels.append((coarse, _stage(coarse, x, state, i + 1)))
+    sites_now, x = levels.pop()
+    for j in range(4):
+        fine, skip = levels.pop()
+        up = _conv(sites_now, x, fine, state[f"convtr{4 + j}p{2 ** (4 - j)}s2.kernel"], 2, "up")
+        x = torch.cat([torch.relu(_bn(up, state, f"bntr{4 + j}")), skip], dim=1)
+        x = _stage(fine, x, state, 5 + j)
+        sites_now = fine
+    x = x @ state["final.kernel"] + state["final.bias"]
+    return x / x.norm(dim=1, keepdim=True) if normalize else x
+
+
+def _sites(n: int, seed: int) -> list[tuple[int, int, int, int]]:
+    gen = torch.Generator().manual_seed(seed)
+    cells = torch.randint(0, 12, (n, 3), generator=gen)
+    batch = torch.randint(0, 2, (n, 1), generator=gen)
+    rows = torch.unique(torch.cat([batch, cells], dim=1), dim=0)
+    return [tuple(int(v) for v in row) for row in rows]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_forward_equals_slidr_kernel_order(seed):
+    student = _student(out_dim=5, seed=seed).eval()
+    state = _randomised_slidr_state(student, seed=10 + seed)
+    student.load_state_dict(map_slidr(state, student))
+    sites = _sites(60, seed)
+    feats = torch.randn(len(sites), 1, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ours = student.network(SparseTensor(torch.tensor(sites), feats)).feats
+        reference = slidr_forward(state, sites, feats)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_unpermuted_kernels_differ():
+    """The permutation matters: SLidR's kernels loaded in their own order give another network."""
+    student = _student(out_dim=5).eval()
+    state = _randomised_slidr_state(student, seed=3)
+    mapped = map_slidr(state, student)
+    unpermuted = {k: kernel_from_minkowski(v) if v.dim() == 3 and v.shape[0] > 1 else v for k, v in mapped.items()}
+    student.load_state_dict(unpermuted)
+    sites = _sites(60, 4)
+    feats = torch.randn(len(sites), 1, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = student.network(SparseTensor(torch.tensor(sites), feats)).feats
+    assert not torch.allclose(ours, slidr_forward(state, sites, feats), atol=1e-3)
+
+
+# --- mismatches and files --------------------------------------------------------------------------------------
+
+
+def test_mismatch_lists_the_offending_keys(tmp_path):
+    student = _student()
+    state = _randomised_slidr_state(student)
+    del state["block3.0.conv2.kernel"]
+    state["block9.0.conv1.kernel"] = torch.zeros(27, 4, 4)
+    state["final.kernel"] = torch.zeros(4, 7)
+    path = tmp_path / "slidr.pt"
+    torch.save({"model_points": state, "epoch": 3}, path)
+    with pytest.raises(CheckpointMismatch) as err:
+        load_published(student, path, "slidr")
+    message = str(err.value)
+    assert str(path) in message
+    assert "1 missing keys: block3.0.conv2.kernel" in message
+    assert "1 unexpected keys: block9.0.conv1.kernel" in message
+    assert "final.kernel [4, 7] in the file, [4, 5] expected" in message
+    assert err.value.missing == ["block3.0.conv2.kernel"]
+
+
+def test_other_depth_or_family_refused():
+    student = build_student("minkunet", out_dim=5, planes=(4, 4, 4, 4), layers=(1, 1, 1, 1), init_dim=4)
+    with pytest.raises(ValueError, match="4 levels"):
+        map_slidr({}, student)
+
+
+def test_checkpoint_formats(tmp_path):
+    student = _student()
+    state = _randomised_slidr_state(student)
+    mapped = map_slidr(state, student)
+    formats = {
+        "pretrain": {"model_points": state, "model_images": {"x": torch.zeros(1)}, "epoch": 50},
+        "lightning": {
+            "state_dict": {**{f"model_points.{k}": v for k, v in state.items()}, "model_images.w": torch.ones(1)}
+        },
+        "ddp": {f"module.{k}": v for k, v in state.items()},
+        "bare": state,
+    }
+    for name, content in formats.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(content, path)
+        got = read_state(path)
+        assert set(got) == set(state), name
+        target = _student(seed=5)
+        load_published(target, path, "slidr")
+        for key, value in target.state_dict().items():
+            assert torch.equal(value, mapped[key]), (name, key)
+    assert set(unwrap_state({"state_dict": {"model.a": torch.ones(1), "model.b": torch.ones(1)}})) == {"a", "b"}
+    with pytest.raises(FileNotFoundError):
+        read_state(tmp_path / "absent.pt")
+    assert "slidr" in LAYOUTS and LAYOUTS["slidr"].student == "minkunet"
+
+
+def test_json_of_layouts_is_plain():
+    assert json.dumps({k: v.reference for k, v in LAYOUTS.items()})
