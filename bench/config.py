@@ -343,8 +343,8 @@ def check_across_sections(cfg: DistillConfig) -> None:
     """What no section can check alone, once every section is built: ``student.out_dim`` is the teacher's feature
     dimension where it is known without building the teacher; the synthetic teacher reads the synthetic world; the
     splits named exist and are not empty; the OOD evaluation split is not empty when ``few_shot_ood`` runs; and
-    the file system: a CLIP checkpoint and a non-synthetic dataroot exist, a nuScenes dataroot holds its tables
-    (and lidarseg labels for the protocols that need them).
+    the file system: a CLIP checkpoint, a published student checkpoint and a non-synthetic dataroot exist, a
+    nuScenes dataroot holds its tables (and lidarseg labels for the protocols that need them).
 
     Raises:
         ValueError: naming the fields and what to do.
@@ -360,6 +360,9 @@ def check_across_sections(cfg: DistillConfig) -> None:
             raise ValueError(f"CLIP checkpoint {checkpoint} does not exist")
     elif checkpoint is not None and not Path(str(checkpoint)).is_file():
         raise ValueError(f"teacher {teacher.name} checkpoint {checkpoint} does not exist")
+    published = cfg.student.checkpoint
+    if published is not None and not Path(published).is_file():
+        raise ValueError(f"student.checkpoint (student_checkpoint) {published} does not exist")
     for name, root in ((data.dataset, data.dataroot), (cfg.ood.dataset, cfg.ood.dataroot)):
         if name != "synthetic" and (root is None or not Path(root).is_dir()):
             raise ValueError(f"dataset {name} needs a dataroot that exists (--dataroot); got {root!r}")

@@ -33,6 +33,7 @@ from bench.segmentation_loss import CLASS_WEIGHTS, SEGMENTATION_LOSSES
 from geomstruct.run_folder import TEACHER_OPTIONS_KEY, flat_key
 from models.losses import LOSSES, get_loss, loss_inputs
 from models.losses import parameter_errors as loss_parameter_value_errors
+from models.students.checkpoints import LAYOUTS
 from models.students.factory import STANDARD_OPTIONS, STUDENTS, accepted_options
 from models.students.minkunet import INPUTS as STUDENT_INPUTS
 from models.students.minkunet import PRESETS, MinkUNetConfig
@@ -420,7 +421,12 @@ class StudentConfig(Section):
     """The 3D student: ``name`` (:data:`models.students.STUDENTS` or a plug-in builder), its ``preset``,
     ``out_dim`` (the teacher's feature dimension), ``voxel_size`` (one number, or one per axis) in the
     ``voxel_system`` (``cartesian`` or ``cylindrical``), the per-point ``inputs`` and ``overrides`` of the preset
-    (for ``minkunet``, fields of :class:`~models.students.minkunet.MinkUNetConfig`; another builder's keywords)."""
+    (for ``minkunet``, fields of :class:`~models.students.minkunet.MinkUNetConfig`; another builder's keywords).
+
+    A published backbone (``python -m bench.lens``): ``checkpoint``, a weight file in the original layout
+    ``checkpoint_layout`` (:data:`models.students.checkpoints.LAYOUTS`, which names the student family it maps
+    onto), identified by its content ``checkpoint_sha256`` (set when the run is resolved); the run loads it into
+    the student instead of distilling (no distillation step) and evaluates it as any run."""
 
     SECTION: ClassVar[str] = "student"
     RANGES: ClassVar[dict[str, Range]] = {
@@ -435,8 +441,12 @@ class StudentConfig(Section):
     voxel_system: str = "cartesian"
     inputs: tuple[str, ...] = ("intensity",)
     overrides: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    checkpoint_layout: str | None = None
+    checkpoint_sha256: str | None = None
 
     def check(self) -> None:
+        self._check_checkpoint()
         if isinstance(self.voxel_size, (list, tuple)) and len(self.voxel_size) != 3:
             raise ValueError(
                 f"{self.label('voxel_size')} must be one number or 3 (one per axis); got {list(self.voxel_size)}"
@@ -446,6 +456,30 @@ class StudentConfig(Section):
         if not self.inputs or set(self.inputs) - set(STUDENT_INPUTS):
             raise ValueError(f"unknown {self.label('inputs')} {list(self.inputs)}; valid: {', '.join(STUDENT_INPUTS)}")
         self._check_overrides()
+
+    def _check_checkpoint(self) -> None:
+        """A ``checkpoint`` comes with its ``checkpoint_layout`` (and a layout with a checkpoint), a layout of
+        :data:`~models.students.checkpoints.LAYOUTS` that maps onto this student family (the file itself is checked
+        by :func:`bench.config.check_across_sections`, its keys and shapes when it is loaded)."""
+        if (self.checkpoint is None) != (self.checkpoint_layout is None):
+            given, absent = (
+                ("checkpoint", "checkpoint_layout") if self.checkpoint else ("checkpoint_layout", "checkpoint")
+            )
+            raise ValueError(f"{self.label(given)} needs {self.label(absent)} (valid layouts: {', '.join(LAYOUTS)})")
+        if self.checkpoint_layout is None:
+            if self.checkpoint_sha256 is not None:
+                raise ValueError(f"{self.label('checkpoint_sha256')} without a {self.label('checkpoint')}")
+            return
+        if self.checkpoint_layout not in LAYOUTS:
+            raise ValueError(
+                f"unknown {self.label('checkpoint_layout')} {self.checkpoint_layout!r}; valid: {', '.join(LAYOUTS)}"
+            )
+        family = LAYOUTS[self.checkpoint_layout].student
+        if family != self.name:
+            raise ValueError(
+                f"checkpoint layout {self.checkpoint_layout} maps onto student {family}, not {self.name}: set "
+                f"student.name to {family}"
+            )
 
     def _check_overrides(self) -> None:
         """``name`` exists; for ``minkunet`` the ``preset`` exists and ``overrides`` names fields of the preset's

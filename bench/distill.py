@@ -33,6 +33,7 @@ from bench.results import RunDir
 from bench.train import TRAJECTORY_COLUMNS, convergence, train_student
 from bench.workspace import Workspace, zero_shot_text
 from geomstruct.run_folder import FEATURES_FILE, PROTOCOLS, TIMING_FILE, TRAJECTORY_FILE, read_metrics
+from models.students.checkpoints import LAYOUTS
 
 
 def _json_float(x: float) -> float | None:
@@ -143,6 +144,11 @@ def probing_of(cfg: DistillConfig) -> dict[str, Any]:
     }
 
 
+def published_label(cfg: DistillConfig) -> str:
+    """The report's row of a published backbone (``metrics.json`` ``loss``): ``"<layout label> (published)"``."""
+    return f"{LAYOUTS[str(cfg.student.checkpoint_layout)].label} (published)"
+
+
 def run_distill(
     cfg: DistillConfig,
     run_dir: RunDir | None,
@@ -217,6 +223,13 @@ def run_distill(
         "final_loss": trajectory[-1]["loss"],
         "convergence": convergence(trajectory),
     }
+    if cfg.student.checkpoint is not None:  # a published backbone, not distilled here (python -m bench.lens)
+        metrics |= {"loss": published_label(cfg), "params": {}, "steps": 0, "final_loss": float("nan")}
+        metrics["pretrained"] = {
+            "layout": cfg.student.checkpoint_layout,
+            "checkpoint": cfg.student.checkpoint,
+            "checkpoint_sha256": cfg.student.checkpoint_sha256,
+        }
     lap("distill")
     geo_set = GeometrySet.draw(
         evaluation, cfg.geometry.features_per_class, cfg.geometry.seed, len(classes), workers, sides
@@ -317,6 +330,10 @@ def resolve_distill(run: dict[str, Any], workspace: Workspace | None = None) -> 
             digest = workspace.checkpoint_sha256(Path(str(options["checkpoint"])))
             teacher = TeacherConfig(cfg.teacher.name, {**options, "checkpoint_sha256": digest})
             cfg = replace(cfg, teacher=teacher)
+        if cfg.student.checkpoint is not None:  # a published backbone: identified by its content too
+            workspace = Workspace() if workspace is None else workspace
+            digest = workspace.checkpoint_sha256(Path(cfg.student.checkpoint))
+            cfg = replace(cfg, student=replace(cfg.student, checkpoint_sha256=digest))
         return cfg.flat()
     except KeyError as exc:  # unknown loss name
         raise ValueError(exc.args[0]) from None

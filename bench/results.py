@@ -90,7 +90,7 @@ LOCATION_FIELDS = ("dataroot", "ood_dataroot", "feature_cache", "superpixel_cach
 identity (:func:`without_locations`): a dataset is named by ``dataset``, ``version`` and the split sizes, and the
 feature and superpixel caches are keyed by the content they hold (dataset, teacher, settings), so the same data at
 another path gives the same run."""
-CONTENT_HASHED = {"clip_checkpoint": "clip_checkpoint_sha256"}
+CONTENT_HASHED = {"clip_checkpoint": "clip_checkpoint_sha256", "student_checkpoint": "student_checkpoint_sha256"}
 """A path field -> the field holding its file's content hash: the path is no part of a run's identity when the
 hash is set (the same weights at another path are the same teacher)."""
 

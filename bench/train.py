@@ -59,16 +59,20 @@ from bench.results import RunDir, without_locations
 from geomstruct.run_folder import CHECKPOINT_FILE, CONFIG_FILE, flat_config, read_config, read_object
 from models.losses import get_loss, loss_inputs, pool_selected_rows
 from models.students import PointStudent, build_student
+from models.students.checkpoints import load_published
 from models.students.sparse import synchronise_batch_norms
 
 TRAJECTORY_COLUMNS = ("step", "loss", "lr", "U", "T", "G")
 
 
 def build_distill_student(cfg: DistillConfig) -> PointStudent:
-    """The student of a run, with weights drawn from ``torch.manual_seed(cfg.seed)``."""
+    """The student of a run, with weights drawn from ``torch.manual_seed(cfg.seed)``; a published backbone's
+    (``student.checkpoint`` in ``student.checkpoint_layout``, :func:`models.students.checkpoints.load_published`)
+    where the run names one: every tensor mapped, or a :class:`~models.students.checkpoints.CheckpointMismatch`
+    listing the offending keys."""
     torch.manual_seed(cfg.seed)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.student.overrides.items()}
-    return build_student(
+    student = build_student(
         cfg.student.name,
         out_dim=cfg.student.out_dim,
         preset=cfg.student.preset,
@@ -77,6 +81,9 @@ def build_distill_student(cfg: DistillConfig) -> PointStudent:
         system=cfg.student.voxel_system,
         **overrides,
     )
+    if cfg.student.checkpoint is not None:
+        load_published(student, cfg.student.checkpoint, str(cfg.student.checkpoint_layout))
+    return student
 
 
 def cosine_factor(step: int, total: int) -> float:
@@ -421,6 +428,11 @@ def train_student(
 
     if start == 0:
         record(0, float("nan"))
+    if cfg.student.checkpoint is not None:  # a published backbone: evaluated as it is, no distillation step
+        if bind is not None:
+            bind()
+        student.eval()
+        return student, trajectory
     model.train()
     augmentation = cfg.data.augmentations()
     if augmentation is not None:

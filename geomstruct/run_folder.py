@@ -146,6 +146,9 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
     "voxel_system": ("student", "voxel_system"),
     "student_inputs": ("student", "inputs"),
     "student_overrides": ("student", "overrides"),
+    "student_checkpoint": ("student", "checkpoint"),
+    "student_checkpoint_layout": ("student", "checkpoint_layout"),
+    "student_checkpoint_sha256": ("student", "checkpoint_sha256"),
     # distillation: the loss and its optimisation
     "loss": ("distillation", "loss"),
     "loss_params": ("distillation", "loss_params"),

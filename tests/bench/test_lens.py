@@ -279,3 +279,85 @@ def test_checkpoint_formats(tmp_path):
 
 def test_json_of_layouts_is_plain():
     assert json.dumps({k: v.reference for k, v in LAYOUTS.items()})
+
+
+# --- the configuration and the command -------------------------------------------------------------------------
+
+TINY_NET = {"init_dim": 8, "planes": [8] * 8, "layers": [1] * 8}
+"""The tiny suite's widths with one block per level: the lens's student in the end-to-end test."""
+
+
+def _tiny_checkpoint(path, out_dim: int = 512, seed: int = 2):
+    torch.manual_seed(seed)
+    student = build_student(
+        "minkunet",
+        out_dim=out_dim,
+        preset="slidr",
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_NET.items()},
+    )
+    state = _randomised_slidr_state(student, seed=seed)
+    torch.save({"model_points": state, "epoch": 50, "config": {"voxel_size": 0.1}}, path)
+    return path
+
+
+def test_config_fields_checked_at_load(tmp_path):
+    from bench.config import DistillConfig
+
+    base = {"loss": "contrastive", "seed": 0, "teacher": "synthetic", "out_dim": 512}
+    with pytest.raises(ValueError, match="checkpoint_layout"):
+        DistillConfig.from_run({**base, "student_checkpoint": str(tmp_path / "x.pt")})
+    with pytest.raises(ValueError, match="unknown student.checkpoint_layout .*valid: slidr"):
+        DistillConfig.from_run({**base, "student_checkpoint": "x.pt", "student_checkpoint_layout": "nope"})
+    with pytest.raises(ValueError, match="does not exist"):
+        DistillConfig.from_run(
+            {**base, "student_checkpoint": str(tmp_path / "x.pt"), "student_checkpoint_layout": "slidr"}
+        )
+    path = _tiny_checkpoint(tmp_path / "slidr.pt")
+    cfg = DistillConfig.from_run({**base, "student_checkpoint": str(path), "student_checkpoint_layout": "slidr"})
+    assert cfg.student.checkpoint == str(path) and cfg.flat()["student_checkpoint_layout"] == "slidr"
+    defaults = DistillConfig.field_defaults()
+    assert defaults["student_checkpoint"] is None and defaults["student_checkpoint_sha256"] is None
+
+
+def test_lens_refuses_a_mismatch_before_running(tmp_path, tiny_suite):
+    from bench.lens import lens_run, main
+
+    path = _tiny_checkpoint(tmp_path / "slidr.pt")
+    with pytest.raises(CheckpointMismatch, match=r"block1\.0\.conv1\.kernel \[27, 8, 8\] in the file, \[27, 8, 16\]"):
+        lens_run(
+            path,
+            "slidr",
+            str(tiny_suite),
+            overrides=[f"student_overrides={json.dumps({**TINY_NET, 'planes': [16] + [8] * 7})}"],
+        )
+    resolved = lens_run(path, "slidr", str(tiny_suite), overrides=[f"student_overrides={json.dumps(TINY_NET)}"])
+    assert len(resolved["student_checkpoint_sha256"]) == 64 and resolved["preset"] == "slidr"
+    assert main(["--checkpoint", str(tmp_path / "absent.pt"), "--layout", "slidr", "--suite", str(tiny_suite)]) == 2
+    assert main(["--checkpoint", str(path), "--layout", "scalr?", "--suite", str(tiny_suite)]) == 2
+
+
+@pytest.mark.slow
+def test_lens_end_to_end_report_reads_it(tmp_path, tiny_suite):
+    from bench.lens import main
+    from geomstruct import report as geo_report
+
+    path = _tiny_checkpoint(tmp_path / "slidr.pt")
+    out = tmp_path / "runs" / "lens"
+    argv = ["--checkpoint", str(path), "--layout", "slidr", "--suite", str(tiny_suite), "--out", str(out)]
+    argv += ["--set", f"student_overrides={json.dumps(TINY_NET)}", "--no-progress"]
+    assert main(argv) == 0
+    folder = out / "slidr-published-seed0"
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert config["student"]["checkpoint_layout"] == "slidr" and config["student"]["preset"] == "slidr"
+    assert len(config["student"]["checkpoint_sha256"]) == 64
+    assert metrics["loss"] == "slidr (published)" and metrics["steps"] == 0
+    assert metrics["pretrained"]["checkpoint_sha256"] == config["student"]["checkpoint_sha256"]
+    for protocol in ("zero_shot", "linear_probe", "few_shot", "few_shot_ood"):
+        assert protocol in metrics
+    assert (folder / "features.npz").is_file() and not (folder / "checkpoint.pt").exists()
+    assert main(argv) == 0  # finished: read back, not rerun
+    report = tmp_path / "report"
+    assert geo_report.main(["--runs", str(out), "--out", str(report)]) == 0
+    tables = "".join(p.read_text() for p in report.glob("*.md"))
+    assert "slidr (published)" in tables
