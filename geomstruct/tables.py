@@ -18,7 +18,7 @@ import pandas as pd
 from geomstruct.budgets import DOUBLING_RULE
 from geomstruct.claims import claims_frame, evaluate_claims
 from geomstruct.correlation import MIN_STUDENTS, Correlation, pearson, spearman
-from geomstruct.run_folder import FEATURES_FILE, METRICS_FILE
+from geomstruct.run_folder import FEATURES_FILE, METRICS_FILE, PREDICTORS_FILE
 from geomstruct.runs import STRUCTURE_COLUMNS, Run, structure_values
 from geomstruct.structure import COLLAPSE_RANK, posthoc_columns, structure_titles
 from geomstruct.summary import GEOMETRY_COLUMNS, PROTOCOL_TITLES, PROTOCOLS, loss_rank
@@ -266,10 +266,11 @@ def predictor_table(students: pd.DataFrame, n_boot: int = 10_000, seed: int = 0)
             notes.append(f"predictors: no run has a value of {quantity}; left out of the ranking")
             continue
         undefined = int(values.isna().sum())
+        where = f"{METRICS_FILE} or {PREDICTORS_FILE}" if quantity in POSTHOC_COLUMNS else METRICS_FILE
         if undefined:
             notes.append(
                 f"predictors: {quantity} is undefined for {undefined} of {len(students)} runs (null in "
-                f"{METRICS_FILE}); they are left out of its correlations"
+                f"{where}); they are left out of its correlations"
             )
         kept.append(quantity)
     rows = []
