@@ -7,7 +7,9 @@ key; with the student family it maps onto (``student``) and the preset whose nam
 (``preset``). Adding a layout: write its mapping function and register it (docs/implementation.md#checkpoint-layouts).
 
 ``slidr``: SLidR's MinkUNet (``Res16UNet34C``, valeoai/SLidR @ 14729d0, ``model/res16unet.py``) on
-MinkowskiEngine (NVIDIA/MinkowskiEngine @ 02fc608). Keys, per module of :class:`~models.students.minkunet.MinkUNet`
+MinkowskiEngine (NVIDIA/MinkowskiEngine @ 02fc608), head included; ``slidr-trunk``: the same without its head
+``final`` (the student's own head stays, as SLidR's downstream loading drops ``final``), for a teacher whose
+dimension is not the head's 64. Keys, per module of :class:`~models.students.minkunet.MinkUNet`
 (``D`` = 4 levels, ``i`` in 0..3, ``j`` in 0..3, ``b`` a block):
 
 - ``stem.conv.weight`` <- ``conv0p1s1.kernel``; ``stem.norm.*`` <- ``bn0.bn.*``;
@@ -16,7 +18,7 @@ MinkowskiEngine (NVIDIA/MinkowskiEngine @ 02fc608). Keys, per module of :class:`
   <- ``conv1.kernel``, ``conv1.norm.*`` <- ``norm1.bn.*``, ``conv2.weight`` <- ``conv2.kernel``, ``norm2.*`` <-
   ``norm2.bn.*``, ``shortcut.0.weight`` <- ``downsample.0.kernel``, ``shortcut.1.*`` <- ``downsample.1.bn.*``;
 - ``up.j.conv.weight`` <- ``convtr{D+j}p{2^(D-j)}s2.kernel``; ``up.j.norm.*`` <- ``bntr{D+j}.bn.*``;
-- ``head.weight`` <- ``final.kernel``; ``head.bias`` <- ``final.bias``.
+- ``head.weight`` <- ``final.kernel``; ``head.bias`` <- ``final.bias`` (``slidr`` only).
 
 ``*`` is ``weight``, ``bias``, ``running_mean``, ``running_var`` and ``num_batches_tracked`` (``MinkowskiBatchNorm``
 wraps an ``nn.BatchNorm1d`` as ``bn``; ``num_batches_tracked`` may be absent, read as 0). Shapes
@@ -203,9 +205,13 @@ def to_slidr(network_state: Mapping[str, torch.Tensor], depth: int = 4) -> dict[
     return out
 
 
-def map_slidr(state: Mapping[str, torch.Tensor], student: nn.Module, source: str = "<state>") -> dict[str, Any]:
+def map_slidr(
+    state: Mapping[str, torch.Tensor], student: nn.Module, source: str = "<state>", keep_head: bool = True
+) -> dict[str, Any]:
     """SLidR's tensors ``state`` as the state dict of ``student`` (a :class:`~models.students.minkunet.PointStudent`
-    of a depth-4 MinkUNet); :class:`CheckpointMismatch` listing every offending key."""
+    of a depth-4 MinkUNet); :class:`CheckpointMismatch` listing every offending key. ``keep_head=False`` (layout
+    ``slidr-trunk``): SLidR's ``final`` is ignored, as SLidR's downstream loading drops it
+    (``downstream/model_builder.py``), and the student keeps its own head (its ``out_dim``, seeded weights)."""
     network = getattr(student, "network", None)
     config = getattr(network, "config", None)
     if config is None or not hasattr(config, "depth"):
@@ -213,10 +219,16 @@ def map_slidr(state: Mapping[str, torch.Tensor], student: nn.Module, source: str
     if config.depth != 4:
         raise ValueError(f"SLidR's MinkUNet has 4 levels; this student has {config.depth} (planes {config.planes})")
     ours = student.state_dict()
-    expected = {}
+    layout = "slidr" if keep_head else "slidr-trunk"
+    expected, own = {}, {}
     for key, value in ours.items():
-        inner = key.removeprefix("network.")
-        expected[slidr_name(inner, config.depth)] = (key, value)
+        name = slidr_name(key.removeprefix("network."), config.depth)
+        if name.startswith("final.") and not keep_head:
+            own[key] = value.detach().clone()
+            continue
+        expected[name] = (key, value)
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not k.startswith("final.")}
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
     missing = sorted(k for k in expected if k not in state and k not in optional)
     unexpected = sorted(k for k in state if k not in expected)
@@ -225,8 +237,8 @@ def map_slidr(state: Mapping[str, torch.Tensor], student: nn.Module, source: str
         if name in state and tuple(state[name].shape) != slidr_shape(value, name):
             shapes[name] = (tuple(state[name].shape), slidr_shape(value, name))
     if missing or unexpected or shapes:
-        raise CheckpointMismatch(source, "slidr", missing, unexpected, dict(sorted(shapes.items())))
-    out: dict[str, Any] = {}
+        raise CheckpointMismatch(source, layout, missing, unexpected, dict(sorted(shapes.items())))
+    out: dict[str, Any] = dict(own)
     for name, (key, value) in expected.items():
         if name not in state:  # num_batches_tracked of an older checkpoint
             out[key] = torch.zeros_like(value)
@@ -254,8 +266,16 @@ class Layout:
     reference: str
 
 
+def map_slidr_trunk(state: Mapping[str, torch.Tensor], student: nn.Module, source: str = "<state>") -> dict[str, Any]:
+    """:func:`map_slidr` without SLidR's head ``final`` (the student keeps its own)."""
+    return map_slidr(state, student, source, keep_head=False)
+
+
 LAYOUTS: dict[str, Layout] = {
     "slidr": Layout(map_slidr, "minkunet", "slidr", "slidr", "valeoai/SLidR @ 14729d0 (MinkowskiEngine keys)"),
+    "slidr-trunk": Layout(
+        map_slidr_trunk, "minkunet", "slidr", "slidr trunk", "valeoai/SLidR @ 14729d0, its head `final` dropped"
+    ),
 }
 """Layout name -> :class:`Layout`. ScaLR's WaffleIron (valeoai/ScaLR) plugs in with one entry once the WaffleIron
 student exists: ``"scalr": Layout(map_scalr, "waffleiron", "<ScaLR preset>", "scalr", ...)``."""

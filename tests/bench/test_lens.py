@@ -361,3 +361,18 @@ def test_lens_end_to_end_report_reads_it(tmp_path, tiny_suite):
     assert geo_report.main(["--runs", str(out), "--out", str(report)]) == 0
     tables = "".join(p.read_text() for p in report.glob("*.md"))
     assert "slidr (published)" in tables
+
+
+def test_trunk_layout_keeps_the_students_head():
+    student = _student(out_dim=5)
+    state = _randomised_slidr_state(build_student("minkunet", out_dim=64, preset="slidr", **SMALL))
+    with pytest.raises(CheckpointMismatch, match="final.kernel \\[4, 64\\] in the file, \\[4, 5\\] expected"):
+        map_slidr(state, student)
+    head = student.network.head.weight.detach().clone()
+    mapped = LAYOUTS["slidr-trunk"].map(state, student, "f.pt")
+    assert torch.equal(mapped["network.head.weight"], head)
+    full = map_slidr({**state, "final.kernel": torch.zeros(4, 5), "final.bias": torch.zeros(1, 5)}, student)
+    assert all(torch.equal(mapped[k], v) for k, v in full.items() if not k.startswith("network.head."))
+    del state["bn0.bn.weight"]
+    with pytest.raises(CheckpointMismatch, match="layout slidr-trunk .*1 missing keys: bn0.bn.weight"):
+        LAYOUTS["slidr-trunk"].map(state, student, "f.pt")
