@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bench.config import DistillConfig, with_overrides
-from bench.distill import execute_distill, resolve_distill
+from bench.distill import execute_distill
 from bench.kinds import name_runs
 from bench.results import RunDir
 from bench.suites import load_suite
@@ -85,14 +85,16 @@ def lens_run(
         raise ValueError(
             f"suite {loaded.name!r} is {loaded.kind}; a published backbone is evaluated by a distill suite"
         )
-    named = name_runs(loaded.kind, loaded.runs, loaded.source, workspace)
-    chosen = [r for (name, _), r in zip(named, loaded.runs, strict=True) if run is None or name == run]
+    published = {"student_checkpoint": str(checkpoint), "student_checkpoint_layout": layout}
+    runs = []
+    for entry in loaded.runs:  # every run: --set may give what the suite leaves to the command line (dataroot)
+        entry = with_overrides(update_flat(dict(entry), {"student": spec.student, "preset": spec.preset}), overrides)
+        runs.append(update_flat(entry, published))
+    named = name_runs(loaded.kind, runs, loaded.source, workspace)
+    chosen = [resolved for name, resolved in named if run is None or name == run]
     if not chosen:
         raise ValueError(f"no run {run!r} in suite {loaded.name!r}; runs: {', '.join(n for n, _ in named)}")
-    base = update_flat(dict(chosen[0]), {"student": spec.student, "preset": spec.preset})
-    base = with_overrides(base, list(overrides))
-    base = update_flat(base, {"student_checkpoint": str(checkpoint), "student_checkpoint_layout": layout})
-    resolved = resolve_distill(base, workspace)
+    resolved = chosen[0]
     build_distill_student(DistillConfig.from_run(resolved))  # the keys and shapes, before anything runs
     return resolved
 
