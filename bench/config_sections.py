@@ -36,7 +36,7 @@ from models.losses import parameter_errors as loss_parameter_value_errors
 from models.students.checkpoints import LAYOUTS
 from models.students.factory import STANDARD_OPTIONS, STUDENTS, accepted_options
 from models.students.minkunet import INPUTS as STUDENT_INPUTS
-from models.students.minkunet import PRESETS, MinkUNetConfig
+from models.students.minkunet import MinkUNetConfig
 from models.teachers import TEACHERS
 
 REGION_LOSSES = tuple(name for name in LOSSES if loss_inputs(name) == "superpixels")
@@ -482,36 +482,41 @@ class StudentConfig(Section):
             )
 
     def _check_overrides(self) -> None:
-        """``name`` exists; for ``minkunet`` the ``preset`` exists and ``overrides`` names fields of the preset's
-        :class:`~models.students.minkunet.MinkUNetConfig`, of their types and ranges
-        (:data:`STUDENT_OVERRIDE_RANGES`), that make a valid configuration; another student's builder must take
-        the overrides as keywords (its own checks run when it builds)."""
+        """``name`` exists; for a student declaring presets (registry metadata ``presets``: ``minkunet``'s
+        :class:`~models.students.minkunet.MinkUNetConfig`, ``waffleiron``'s
+        :class:`~models.students.waffleiron.WaffleIronConfig`) the ``preset`` exists and ``overrides`` names
+        fields of the preset's configuration dataclass, of their types and ranges (:data:`STUDENT_OVERRIDE_RANGES`
+        for ``minkunet``; the dataclass's own checks otherwise), that make a valid configuration; another
+        student's builder must take the overrides as keywords (its own checks run when it builds)."""
         label = self.label("overrides")
         builder = STUDENTS.get(self.name)
-        if self.name != "minkunet":
+        presets = STUDENTS.meta(self.name, "presets")
+        if not presets:
             accepted = accepted_options(builder)
             unknown = sorted(set(self.overrides) - set(accepted if accepted is not None else self.overrides))
             if unknown or set(self.overrides) & set(STANDARD_OPTIONS):
                 bad = unknown or sorted(set(self.overrides) & set(STANDARD_OPTIONS))
                 raise ValueError(f"student {self.name} takes no {label} {bad}")
             return
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
-        valid = [f.name for f in fields(MinkUNetConfig)]
+        if self.preset not in presets:
+            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(sorted(presets))}")
+        kind = type(presets[self.preset])
+        valid = [f.name for f in fields(kind)]
         unknown = sorted(set(self.overrides) - set(valid))
         if unknown:
             raise ValueError(f"unknown {label} keys {unknown}; valid: {', '.join(valid)}")
-        hints = typing.get_type_hints(MinkUNetConfig)
+        hints = typing.get_type_hints(kind)
+        ranges = STUDENT_OVERRIDE_RANGES if kind is MinkUNetConfig else {}
         problems = []
         for key, value in self.overrides.items():
             problem = type_error(f"{label} {key}", value, hints[key])
-            if problem is None and key in STUDENT_OVERRIDE_RANGES:
-                problem = STUDENT_OVERRIDE_RANGES[key].error(f"{label} {key}", value)
+            if problem is None and key in ranges:
+                problem = ranges[key].error(f"{label} {key}", value)
             problems.append(problem)
         _raise(problems)
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()}
         try:
-            replace(PRESETS[self.preset], **overrides)
+            replace(presets[self.preset], **overrides)
         except ValueError as exc:
             raise ValueError(f"{label} on preset {self.preset}: {exc}") from None
 

@@ -16,7 +16,10 @@ from typing import Any
 from torch import nn
 
 from models.registry import Registry
+from models.students.minkunet import PRESETS as MINKUNET_PRESETS
 from models.students.minkunet import build_minkunet
+from models.students.waffleiron import PRESETS as WAFFLEIRON_PRESETS
+from models.students.waffleiron import build_waffleiron
 
 StudentBuilder = Callable[..., nn.Module]
 
@@ -52,8 +55,12 @@ def student_problem(name: str, builder: object) -> str | None:
 
 STUDENTS: Registry[StudentBuilder] = Registry("student", student_problem)
 """Student name -> builder, in declaration order: ``minkunet`` (:func:`~models.students.minkunet.build_minkunet`:
-options ``preset``, ``backend``, ``in_channels`` and the fields of its configuration)."""
-STUDENTS.register("minkunet", build_minkunet)
+options ``preset``, ``backend``, ``in_channels`` and the fields of its configuration) and ``waffleiron``
+(:func:`~models.students.waffleiron.build_waffleiron`). A student's ``presets`` metadata (preset name -> frozen
+configuration dataclass) declares its presets and, by the dataclass's fields, the ``overrides`` a run may give
+(checked by :class:`bench.config_sections.StudentConfig`); a student without it takes its builder's keywords."""
+STUDENTS.register("minkunet", build_minkunet, presets=MINKUNET_PRESETS)
+STUDENTS.register("waffleiron", build_waffleiron, presets=WAFFLEIRON_PRESETS)
 
 
 def build_student(name: str = "minkunet", **options: Any) -> nn.Module:

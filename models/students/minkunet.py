@@ -265,9 +265,11 @@ class MinkUNet(nn.Module):
         return l2_normalize(out, self.eps) if self.normalize else out
 
 
-INPUTS = ("intensity", "z", "range")
+INPUTS = ("intensity", "z", "range", "x", "y", "radius")
 """Per-point input channels a student can read: the scan's ``intensity`` column, the height ``z`` in the sensor
-frame (metres), the horizontal ``range`` sqrt(x^2 + y^2) (metres), as WaffleIron and ScaLR feed them."""
+frame (metres), the horizontal ``range`` sqrt(x^2 + y^2) (metres), the coordinates ``x`` and ``y`` and the
+distance ``radius`` sqrt(x^2 + y^2 + z^2) (metres); ScaLR's WaffleIron reads intensity, x, y, z, radius
+(:data:`models.students.waffleiron.SCALR_INPUTS`)."""
 
 
 def input_channels(points: torch.Tensor, inputs: tuple[str, ...]) -> torch.Tensor:
@@ -276,6 +278,9 @@ def input_channels(points: torch.Tensor, inputs: tuple[str, ...]) -> torch.Tenso
         "intensity": lambda: points[:, 3:4],
         "z": lambda: points[:, 2:3],
         "range": lambda: torch.linalg.vector_norm(points[:, :2], dim=1, keepdim=True),
+        "x": lambda: points[:, 0:1],
+        "y": lambda: points[:, 1:2],
+        "radius": lambda: torch.linalg.vector_norm(points[:, :3], dim=1, keepdim=True),
     }
     unknown = [name for name in inputs if name not in columns]
     if unknown or not inputs:
