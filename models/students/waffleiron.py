@@ -69,6 +69,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.state_dicts import StateMismatch, compare_state
+
 from .l2norm import l2_normalize
 from .minkunet import ScanCache, _scan_key, input_channels
 from .voxelize import devoxelize, grid_coordinates, reduce_features, unique_cells
@@ -521,21 +523,9 @@ def load_reference_state_dict(model: nn.Module, state: dict[str, Any], strict: b
     state = {k.removeprefix("module."): v for k, v in state.items()}
     network = model.network if isinstance(model, WaffleIronStudent) else model
     own = network.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshaped = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
-    )
-    problems = []
-    if misshaped:
-        problems.append(f"mis-shaped keys {misshaped}")
-    if strict and missing:
-        problems.append(f"missing keys {missing}")
-    if strict and unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if problems:
-        raise ValueError(f"the WaffleIron state dict does not fit the model ({REFERENCE}): " + "; ".join(problems))
+    mismatch = compare_state(own, state)
+    if mismatch.shapes or (strict and mismatch):  # without strict only the shapes must fit
+        kept = mismatch if strict else StateMismatch(shapes=mismatch.shapes)
+        raise ValueError(f"the WaffleIron state dict does not fit the model ({REFERENCE}): {kept.describe()}")
     network.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
     return model

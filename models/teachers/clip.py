@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.state_dicts import compare_state
 from models.teachers._torchvision_shim import import_open_clip
 from models.teachers.base import ScanInput, Teacher, file_sha256
 
@@ -214,16 +215,11 @@ def load_clip_model(
         expected = model.state_dict()
         derived = {name for name, _ in model.named_buffers()} - set(expected)  # non-persistent (e.g. attn_mask)
         state = {k: v for k, v in state.items() if k not in derived}
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        shapes = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
-        if missing or unexpected or shapes:
-            details = "; ".join(
-                f"{what}: {keys[:4]}{' ...' if len(keys) > 4 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-                if keys
+        mismatch = compare_state(expected, state)
+        if mismatch:
+            raise ValueError(
+                f"checkpoint {checkpoint} does not match open_clip architecture {arch!r} ({mismatch.describe()})"
             )
-            raise ValueError(f"checkpoint {checkpoint} does not match open_clip architecture {arch!r} ({details})")
         model.load_state_dict(state, strict=True)
     return model.to(device)
 

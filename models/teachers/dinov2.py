@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.state_dicts import compare_state
 from models.teachers._torchvision_shim import import_timm
 from models.teachers.base import Teacher, file_sha256
 from models.teachers.clip import CLIPPreprocessor, preprocess_images, read_state_dict
@@ -170,15 +171,9 @@ def load_dinov2_model(options: DINOv2Options | dict[str, Any], checkpoint: str |
         raise FileNotFoundError(f"DINOv2 checkpoint not found: {path}")
     state = timm_state_dict(path, model)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        details = "; ".join(
-            f"{what}: {keys[:4]}{' ...' if len(keys) > 4 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-            if keys
-        )
+    mismatch = compare_state(expected, state)
+    if mismatch:
+        details = mismatch.describe()
         raise ValueError(
             f"checkpoint {path} does not match the DINOv2 architecture {opts.arch}{overrides or ''} ({details}); "
             "accepted: a timm state dict of that architecture (.pth/.pt/.bin, optionally under 'state_dict' or "

@@ -347,8 +347,8 @@ def test_load_reference_state_dict_unwraps_checkpoints_and_names_bad_keys() -> N
     with pytest.raises(ValueError) as err:
         load_reference_state_dict(model, bad)
     text = str(err.value)
-    assert "mis-shaped keys ['classif.weight: checkpoint (3, 8, 1) vs model (6, 8, 1)']" in text
-    assert "missing keys ['embed.conv1.weight']" in text and "unexpected keys ['embed.extra']" in text
+    assert "1 keys of the wrong shape: classif.weight [3, 8, 1] in the file, [6, 8, 1] expected" in text
+    assert "1 missing keys: embed.conv1.weight" in text and "1 unexpected keys: embed.extra" in text
 
 
 def test_student_interface_index_distinct_and_voxels() -> None:
