@@ -1,17 +1,19 @@
 """``python -m bench.lens``: a published 3D backbone under the benchmark's lens (docs/usage.md#published-checkpoints).
 
 Loads a pretrained backbone in its original layout (``--layout``, :data:`models.students.checkpoints.LAYOUTS`:
-``slidr`` = SLidR's MinkUNet with MinkowskiEngine keys), maps it onto the project's student and evaluates it as a
-distillation run that skips the distillation: the geometry against the suite's teacher, zero-shot (when the
-teacher has text and the suite asks for it), the linear probe and the few-shot protocols, into an ordinary run
-folder (``config.json`` with ``student.checkpoint``, ``student.checkpoint_layout`` and the file's
-``student.checkpoint_sha256``; ``metrics.json`` with ``loss: "<layout> (published)"`` and a ``pretrained`` object)
-that ``python -m geomstruct.report`` reads as one row.
+``slidr`` = SLidR's MinkUNet with MinkowskiEngine keys, ``scalr`` = ScaLR's WaffleIron), maps it onto the project's
+student and evaluates it as a distillation run that skips the distillation: the geometry against the suite's
+teacher, zero-shot (when the teacher has text and the suite asks for it), the linear probe and the few-shot
+protocols, into an ordinary run folder (``config.json`` with ``student.checkpoint``, ``student.checkpoint_layout``
+and the file's ``student.checkpoint_sha256``; ``metrics.json`` with ``loss: "<layout> (published)"`` and a
+``pretrained`` object) that ``python -m geomstruct.report`` reads as one row.
 
 The rest of the configuration is a run of a suite (``--suite``; ``--run`` picks one by name, default its first)
 with ``--set FIELD=VALUE`` overrides (flat keys or ``section.field``); the student's family and preset default to
-the layout's (``minkunet`` / ``slidr``). Everything is checked before anything runs: the configuration, the file,
-and the checkpoint's keys and shapes against the student (a mismatch lists the offending keys and names the file).
+the layout's (``minkunet`` / ``slidr``; ``waffleiron`` / ``wi-48-768``), and so do the layout's other
+``defaults`` (ScaLR's: its five inputs and 0.1 m Cartesian voxels). Everything is checked before anything runs: the
+configuration, the file, and the checkpoint's keys and shapes against the student (a mismatch lists the offending
+keys and names the file).
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def lens_run(
     published = {"student_checkpoint": str(checkpoint), "student_checkpoint_layout": layout}
     runs = []
     for entry in loaded.runs:  # every run: --set may give what the suite leaves to the command line (dataroot)
-        entry = with_overrides(update_flat(dict(entry), {"student": spec.student, "preset": spec.preset}), overrides)
+        layout_fields = {"student": spec.student, "preset": spec.preset, **dict(spec.defaults)}
+        entry = with_overrides(update_flat(dict(entry), layout_fields), overrides)
         runs.append(update_flat(entry, published))
     named = name_runs(loaded.kind, runs, loaded.source, workspace)
     chosen = [resolved for name, resolved in named if run is None or name == run]

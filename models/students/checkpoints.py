@@ -34,15 +34,27 @@ this project numbers the same offsets ``i_x k^2 + i_y k + i_z``, z fastest
 weight and input (cross-correlation; a transposed convolution uses the kernel map of its strided one, in both).
 So ``W_here = W_ME.reshape(k, k, k, C_in, C_out).permute(2, 1, 0, 3, 4).reshape(K, C_in, C_out)``.
 
+``scalr``: ScaLR's WaffleIron (valeoai/ScaLR @ 53c474d, ``distill.py``, ``finetune.py``, WaffleIron v0.3.1's
+``Segmenter``), head ``classif`` included (ScaLR's pre-training head: ``Conv1d(768, 1024, 1)``, DINOv2 ViT-L's
+dimension); ``scalr-trunk``: the same without any ``classif.*`` (the student keeps its own head), for a teacher of
+another dimension and for ScaLR's linear-probing and fine-tuning checkpoints, whose ``classif`` is a
+``Sequential(BatchNorm1d, Conv1d)`` to the classes (``finetune.py`` replaces the head the same way). The student's
+parameters have the reference's names and shapes (:mod:`models.students.waffleiron`): the mapping adds
+``network.``; it is checked against :func:`~models.students.waffleiron.load_reference_state_dict`.
+
 Checkpoint files (:func:`read_state`): SLidR's pre-training ``{"model_points": ..., "model_images": ...,
 "epoch": ..., "config": ...}`` (``pretrain/lightning_trainer.py`` ``save``), a Lightning checkpoint
 (``{"state_dict": {"model_points.<key>": ...}}``), a downstream one or a bare state dict, with the prefixes
 ``model.``, ``model_points.``, ``module.`` (DDP) or ``encoder.`` removed as ``downstream/model_builder.py``
-``load_state_with_same_shape`` does.
+``load_state_with_same_shape`` does; ScaLR's ``{"epoch", "model_point", "optim", "scheduler", "scaler"}``
+(``utils/distiller.py`` ``save_state``; ``finetune.py`` also reads ``model_points``) and its downstream
+``{"net": ...}`` (``utils/finetuner.py``), keys carrying DDP's ``module.``. WaffleIron's keys (``embed.``,
+``waffleiron.``, ``classif.``) carry none of these prefixes.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +63,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from models.state_dicts import compare_state
+from models.students.waffleiron import SCALR_INPUTS, WaffleIron, load_reference_state_dict
 
 MAX_LISTED = 20
 """Keys listed per kind of mismatch in a :class:`CheckpointMismatch` message (then a count of the rest)."""
@@ -94,12 +109,17 @@ PREFIXES = ("model.", "model_points.", "module.", "encoder.")
 """Key prefixes removed from a checkpoint's state dict, in this order (SLidR's ``load_state_with_same_shape``)."""
 
 
+ENTRIES = ("model_points", "model_point", "net", "state_dict")
+"""Entries of a checkpoint holding the point backbone's state dict, the first present taken: SLidR's and ScaLR's
+``model_points``, ScaLR's ``model_point`` (pre-training) and ``net`` (downstream), a Lightning ``state_dict``."""
+
+
 def unwrap_state(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The point backbone's tensors of a loaded checkpoint: its ``model_points`` entry, else its ``state_dict``,
-    else the mapping itself; then each prefix of :data:`PREFIXES` removed where keys carry it (only the keys that
+    """The point backbone's tensors of a loaded checkpoint: its first entry of :data:`ENTRIES`, else the mapping
+    itself; then each prefix of :data:`PREFIXES` removed where keys carry it (only the keys that
     carry it are kept: a Lightning checkpoint's ``model_images.*`` are dropped with ``model_points.``)."""
     state: Mapping[str, Any] = checkpoint
-    for key in ("model_points", "state_dict"):
+    for key in ENTRIES:
         if isinstance(checkpoint.get(key), Mapping):
             state = checkpoint[key]
             break
@@ -250,6 +270,51 @@ def map_slidr(
     return out
 
 
+# --- ScaLR's WaffleIron ---------------------------------------------------------------------------------------------
+
+SCALR_HEAD = "classif."
+"""ScaLR's head: ``Conv1d(channels, teacher dim, 1)`` in pre-training, ``Sequential(BatchNorm1d, Conv1d)`` to the
+classes downstream (``finetune.py``)."""
+
+
+def map_scalr(
+    state: Mapping[str, torch.Tensor], student: nn.Module, source: str = "<state>", keep_head: bool = True
+) -> dict[str, Any]:
+    """ScaLR's tensors ``state`` (a WaffleIron ``Segmenter`` state dict) as the state dict of ``student`` (a
+    :class:`~models.students.waffleiron.WaffleIronStudent`); :class:`CheckpointMismatch` listing every offending
+    key. ``keep_head=False`` (layout ``scalr-trunk``): every ``classif.*`` of the file is ignored and the student
+    keeps its own head (its ``out_dim``, seeded weights). The tensors are loaded by
+    :func:`~models.students.waffleiron.load_reference_state_dict` into a copy of the student (the reference
+    names and shapes, strictly), whose state dict is returned."""
+    network = getattr(student, "network", None)
+    if not isinstance(network, WaffleIron):
+        raise ValueError(f"layout scalr maps onto a WaffleIron student; got {type(network).__name__}")
+    layout = "scalr" if keep_head else "scalr-trunk"
+    ours = {k: v for k, v in network.state_dict().items() if keep_head or not k.startswith(SCALR_HEAD)}
+    if not keep_head:
+        state = {k: v for k, v in state.items() if not k.startswith(SCALR_HEAD)}
+    optional = {k for k in ours if k.endswith("num_batches_tracked")}
+    mismatch = compare_state(ours, state, optional)
+    if mismatch:
+        raise CheckpointMismatch(source, layout, list(mismatch.missing), list(mismatch.unexpected), mismatch.shapes)
+    full = dict(state)
+    for key in optional - set(state):  # num_batches_tracked of an older checkpoint
+        full[key] = torch.zeros_like(ours[key])
+    if not keep_head:
+        full.update({k: v for k, v in network.state_dict().items() if k.startswith(SCALR_HEAD)})
+    target = copy.deepcopy(student)
+    try:
+        load_reference_state_dict(target, {k: v.detach() for k, v in full.items()}, strict=True)
+    except ValueError as exc:  # not expected after the checks above; named after the file all the same
+        raise ValueError(f"checkpoint {source} (layout {layout}): {exc}") from None
+    return {k: v.detach().clone() for k, v in target.state_dict().items()}
+
+
+def map_scalr_trunk(state: Mapping[str, torch.Tensor], student: nn.Module, source: str = "<state>") -> dict[str, Any]:
+    """:func:`map_scalr` without ScaLR's head ``classif`` (the student keeps its own)."""
+    return map_scalr(state, student, source, keep_head=False)
+
+
 # --- the registry ---------------------------------------------------------------------------------------------------
 
 
@@ -257,13 +322,16 @@ def map_slidr(
 class Layout:
     """A checkpoint layout: ``map(state, student, source) -> student state dict`` (raising
     :class:`CheckpointMismatch`), the ``student`` family it maps onto, the ``preset`` it fits by default and a
-    ``label`` for the report's row (``"<label> (published)"``)."""
+    ``label`` for the report's row (``"<label> (published)"``); ``defaults``: further flat configuration
+    fields ``python -m bench.lens`` sets unless ``--set`` changes them (the student's inputs the file was trained
+    on)."""
 
     map: Callable[..., dict[str, Any]]
     student: str
     preset: str
     label: str
     reference: str
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 def map_slidr_trunk(state: Mapping[str, torch.Tensor], student: nn.Module, source: str = "<state>") -> dict[str, Any]:
@@ -271,14 +339,37 @@ def map_slidr_trunk(state: Mapping[str, torch.Tensor], student: nn.Module, sourc
     return map_slidr(state, student, source, keep_head=False)
 
 
+SCALR_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("student_inputs", SCALR_INPUTS),
+    ("voxel_size", 0.1),
+    ("voxel_system", "cartesian"),
+)
+"""ScaLR's student inputs (``input_features: [intensity, xyz, radius]``; the embedding's first batch norm has one
+channel per input) and voxels (0.1 m, Cartesian: ``voxel_size`` of ``WI_768_pretrain.yaml``)."""
+
 LAYOUTS: dict[str, Layout] = {
     "slidr": Layout(map_slidr, "minkunet", "slidr", "slidr", "valeoai/SLidR @ 14729d0 (MinkowskiEngine keys)"),
     "slidr-trunk": Layout(
         map_slidr_trunk, "minkunet", "slidr", "slidr trunk", "valeoai/SLidR @ 14729d0, its head `final` dropped"
     ),
+    "scalr": Layout(
+        map_scalr,
+        "waffleiron",
+        "wi-48-768",
+        "scalr",
+        "valeoai/ScaLR @ 53c474d (WaffleIron Segmenter keys)",
+        SCALR_DEFAULTS,
+    ),
+    "scalr-trunk": Layout(
+        map_scalr_trunk,
+        "waffleiron",
+        "wi-48-768",
+        "scalr trunk",
+        "valeoai/ScaLR @ 53c474d, its head `classif` dropped",
+        SCALR_DEFAULTS,
+    ),
 }
-"""Layout name -> :class:`Layout`. ScaLR's WaffleIron (valeoai/ScaLR) plugs in with one entry once the WaffleIron
-student exists: ``"scalr": Layout(map_scalr, "waffleiron", "<ScaLR preset>", "scalr", ...)``."""
+"""Layout name -> :class:`Layout`."""
 
 
 def get_layout(name: str) -> Layout:

@@ -20,6 +20,7 @@ from models.students.checkpoints import (
     CheckpointMismatch,
     kernel_from_minkowski,
     load_published,
+    map_scalr,
     map_slidr,
     read_state,
     slidr_name,
@@ -376,3 +377,175 @@ def test_trunk_layout_keeps_the_students_head():
     del state["bn0.bn.weight"]
     with pytest.raises(CheckpointMismatch, match="layout slidr-trunk .*1 missing keys: bn0.bn.weight"):
         LAYOUTS["slidr-trunk"].map(state, student, "f.pt")
+
+
+# --- ScaLR's WaffleIron ----------------------------------------------------------------------------------------
+
+SCALR_SMALL = {"channels": 8, "depth": 3, "grids_shape": ((16, 16), (16, 4), (16, 4)), "num_neighbors": 4}
+"""A reduced WaffleIron with ScaLR's key structure (layer norm, three planes, 5 inputs)."""
+
+
+def _waffleiron(out_dim: int = 6, seed: int = 0, **overrides):
+    from models.students.waffleiron import SCALR_INPUTS
+
+    torch.manual_seed(seed)
+    config = {**SCALR_SMALL, **overrides}
+    return build_student("waffleiron", out_dim=out_dim, preset="small", inputs=SCALR_INPUTS, **config)
+
+
+def _randomised_scalr_state(student, seed: int = 1) -> dict[str, torch.Tensor]:
+    """ScaLR-layout tensors (``Segmenter.state_dict()``: no ``network.``) of ``student``'s shapes, all random."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in student.network.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(11)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(value.shape, generator=gen) + 0.5
+        else:
+            out[key] = torch.randn(value.shape, generator=gen) * 0.5
+    return out
+
+
+def _scan(seed: int = 0, n: int = 300):
+    gen = torch.Generator().manual_seed(seed)
+    xyz = (torch.rand(n, 3, generator=gen) - 0.5) * torch.tensor([60.0, 60.0, 6.0])
+    points = torch.cat([xyz, torch.rand(n, 1, generator=gen)], dim=1)
+    return points, torch.cat([torch.zeros(n // 2), torch.ones(n - n // 2)]).long()
+
+
+def test_scalr_key_names_and_shapes():
+    from models.students.waffleiron import SCALR_INPUTS
+
+    assert LAYOUTS["scalr"].student == "waffleiron" and LAYOUTS["scalr"].preset == "wi-48-768"
+    assert dict(LAYOUTS["scalr"].defaults)["student_inputs"] == SCALR_INPUTS
+    state = _randomised_scalr_state(_waffleiron())
+    for key, shape in {
+        "embed.norm.weight": (5,),
+        "embed.conv1.weight": (8, 5, 1),
+        "embed.conv2.1.weight": (8, 5, 1, 1),
+        "embed.final.weight": (8, 16, 1),
+        "waffleiron.channel_mix.2.norm.weight": (8,),
+        "waffleiron.spatial_mix.1.ffn.0.weight": (8, 1, 3, 3),
+        "classif.weight": (6, 8, 1),
+        "classif.bias": (6,),
+    }.items():
+        assert tuple(state[key].shape) == shape, key
+
+
+def test_scalr_every_parameter_gets_its_value_and_forward_equals_the_reference_loader(tmp_path):
+    from models.students.waffleiron import load_reference_state_dict
+
+    state = _randomised_scalr_state(_waffleiron(), seed=4)
+    path = tmp_path / "scalr.pth"  # ScaLR's distiller save_state, under DDP
+    checkpoint = {"epoch": 24, "model_point": {f"module.{k}": v for k, v in state.items()}, "optim": {"state": {}}}
+    checkpoint |= {"scheduler": {"last_epoch": 9, "lr_lambdas": [{"warmup": 3.0}]}, "scaler": {"scale": 65536.0}}
+    torch.save(checkpoint, path)
+    mapped = map_scalr(read_state(path), _waffleiron(seed=7), str(path))
+    assert set(mapped) == set(_waffleiron().state_dict())
+    for key, value in state.items():
+        assert torch.equal(mapped[f"network.{key}"], value), key
+    ours = load_published(_waffleiron(seed=3), path, "scalr").eval()
+    source = load_reference_state_dict(_waffleiron(seed=5), checkpoint).eval()
+    for key, value in source.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    points, batch = _scan()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(points, batch), source(points, batch), rtol=0, atol=0)
+        assert not torch.allclose(ours(points, batch), _waffleiron(seed=3).eval()(points, batch))
+
+
+def test_scalr_checkpoint_formats(tmp_path):
+    state = _randomised_scalr_state(_waffleiron())
+    head = {k: v for k, v in state.items() if not k.startswith("classif.")}
+    downstream = {**head, "classif.0.weight": torch.ones(8), "classif.0.bias": torch.zeros(8)}
+    downstream |= {"classif.1.weight": torch.zeros(16, 8, 1), "classif.1.bias": torch.zeros(16)}
+    formats = {
+        "model_points": ({"model_points": {f"module.{k}": v for k, v in state.items()}}, "scalr"),
+        "bare": (state, "scalr"),
+        "net": ({"net": {f"module.{k}": v for k, v in downstream.items()}, "best_miou": 0.5}, "scalr-trunk"),
+    }
+    for name, (content, layout) in formats.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save(content, path)
+        target = load_published(_waffleiron(seed=5), path, layout)
+        for key, value in (state if layout == "scalr" else head).items():
+            assert torch.equal(target.network.state_dict()[key], value), (name, key)
+    path = tmp_path / "net.pth"
+    with pytest.raises(CheckpointMismatch, match="2 missing keys: classif.bias, classif.weight; 4 unexpected"):
+        load_published(_waffleiron(), path, "scalr")
+
+
+def test_scalr_mismatch_lists_the_offending_keys_and_names_the_file(tmp_path):
+    state = _randomised_scalr_state(_waffleiron())
+    del state["waffleiron.spatial_mix.2.ffn.2.bias"]
+    state["waffleiron.channel_mix.3.norm.weight"] = torch.zeros(8)
+    state["classif.weight"] = torch.zeros(1024, 8, 1)
+    path = tmp_path / "WI_768-DINOv2_ViT_L_14-NS_KI_PD.pth"
+    torch.save({"model_point": state}, path)
+    with pytest.raises(CheckpointMismatch) as err:
+        load_published(_waffleiron(), path, "scalr")
+    message = str(err.value)
+    assert str(path) in message and "layout scalr " in message
+    assert "1 missing keys: waffleiron.spatial_mix.2.ffn.2.bias" in message
+    assert "1 unexpected keys: waffleiron.channel_mix.3.norm.weight" in message
+    assert "classif.weight [1024, 8, 1] in the file, [6, 8, 1] expected" in message
+    with pytest.raises(ValueError, match="WaffleIron student; got MinkUNet"):
+        map_scalr(state, _student())
+    with pytest.raises(CheckpointMismatch, match="embed.norm.weight \\[5\\] in the file, \\[1\\] expected"):
+        map_scalr(_randomised_scalr_state(_waffleiron()), build_student("waffleiron", out_dim=6, **SCALR_SMALL))
+
+
+def test_scalr_trunk_keeps_the_students_head():
+    student = _waffleiron(out_dim=6)
+    state = _randomised_scalr_state(_waffleiron(out_dim=1024))
+    with pytest.raises(CheckpointMismatch, match="classif.bias \\[1024\\] in the file, \\[6\\] expected"):
+        map_scalr(state, student)
+    head = student.network.classif.weight.detach().clone()
+    mapped = LAYOUTS["scalr-trunk"].map(state, student, "f.pth")
+    assert torch.equal(mapped["network.classif.weight"], head)
+    assert all(torch.equal(mapped[f"network.{k}"], v) for k, v in state.items() if not k.startswith("classif."))
+    del state["embed.final.bias"]
+    with pytest.raises(CheckpointMismatch, match="layout scalr-trunk .*1 missing keys: embed.final.bias"):
+        LAYOUTS["scalr-trunk"].map(state, student, "f.pth")
+
+
+TINY_WI = {"channels": 8, "depth": 2, "grids_shape": [[16, 16], [16, 4], [16, 4]], "num_neighbors": 4}
+"""The lens's WaffleIron in the end-to-end test."""
+
+
+@pytest.mark.slow
+def test_lens_scalr_end_to_end_report_reads_it(tmp_path, tiny_suite):
+    from bench.lens import lens_run, main
+    from geomstruct import report as geo_report
+
+    torch.manual_seed(2)
+    from models.students.waffleiron import SCALR_INPUTS
+
+    source = build_student(
+        "waffleiron",
+        out_dim=512,
+        preset="small",
+        inputs=SCALR_INPUTS,
+        **{k: tuple(map(tuple, v)) if k == "grids_shape" else v for k, v in TINY_WI.items()},
+    )
+    path = tmp_path / "scalr.pth"
+    torch.save({"model_point": {f"module.{k}": v for k, v in _randomised_scalr_state(source, 2).items()}}, path)
+    overrides = [f"student_overrides={json.dumps(TINY_WI)}", "preset=small"]
+    resolved = lens_run(path, "scalr", str(tiny_suite), overrides=overrides)
+    assert resolved["student"] == "waffleiron" and tuple(resolved["student_inputs"]) == SCALR_INPUTS
+    assert resolved["voxel_system"] == "cartesian" and resolved["voxel_size"] == 0.1
+    out = tmp_path / "runs" / "lens"
+    argv = ["--checkpoint", str(path), "--layout", "scalr", "--suite", str(tiny_suite), "--out", str(out)]
+    argv += [arg for o in overrides for arg in ("--set", o)] + ["--no-progress"]
+    assert main(argv) == 0
+    folder = out / "scalr-published-seed0"
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert config["student"]["checkpoint_layout"] == "scalr" and config["student"]["name"] == "waffleiron"
+    assert metrics["loss"] == "scalr (published)" and metrics["steps"] == 0
+    for protocol in ("linear_probe", "few_shot"):
+        assert protocol in metrics
+    report = tmp_path / "report"
+    assert geo_report.main(["--runs", str(out), "--out", str(report)]) == 0
+    assert "scalr (published)" in "".join(p.read_text() for p in report.glob("*.md"))
