@@ -12,7 +12,7 @@ whose pixel falls in a superpixel (superpoints) and pixel features over the whol
   Size: nuScenes label maps compress to a few hundred kB per image; SLIC runs once per image of the train split
   (SLidR's cost too; the time at nuScenes scale: docs/data.md#disk-and-time-at-paper-scale). The ``downscaled``
   method (:func:`segment_image`; ``slic: {method: downscaled}``) runs SLIC at a quarter of the resolution per side,
-  12x faster on nuScenes images, with its agreement to the reference measured in docs/data.md#superpixels; the
+  13x faster on nuScenes images, with its agreement to the reference measured in docs/data.md#superpixels; the
   reference stays the default, and each method has its own cache folder.
 - :func:`region_features` gives the teacher feature of every superpixel: the mean, over the superpixel's pixels,
   of the L2-normalised bilinear upsampling of the cached patch grid (:func:`models.teachers.base.sample`; SLidR

@@ -123,3 +123,15 @@ def test_block_mean_averages_blocks_and_pads_by_the_edge():
 def test_bad_settings_are_refused(config, match):
     with pytest.raises(ValueError, match=match):
         settings_from(config)
+
+
+def test_cli_fills_the_downscaled_cache_beside_the_reference(tmp_path, capsys):
+    from bench.data.superpixels import main
+
+    root = tmp_path / "superpixels"
+    args = ["--root", str(root), "--dataroot", str(tmp_path / "scenes"), "--split", "val", "--size", "1"]
+    assert main([*args, "--n-segments", "30", "--no-progress"]) == 0
+    assert main([*args, "--n-segments", "30", "--method", "downscaled", "--no-progress"]) == 0
+    assert sorted(p.parent.name for p in root.rglob("*.npz")) == ["slic-n30-c6-s3", "slic-n30-c6-s3-down4"]
+    assert main([*args, "--scale", "2", "--no-progress"]) == 2  # a scale needs the downscaled method
+    capsys.readouterr()
