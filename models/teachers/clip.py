@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -285,6 +286,31 @@ class CLIPPreprocessor:
         return torch.cat([self.images(view.image) for view in scan.cameras])
 
 
+class ImageTeacher(Teacher):
+    """A teacher whose CPU half resizes and normalises the camera images (:class:`CLIPPreprocessor` with
+    ``image_size``, ``mean``, ``std``) and whose device half is :meth:`dense_features` of the normalised images: the
+    CLIP and DINOv2 teachers."""
+
+    image_size: tuple[int, int]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def preprocessor(self) -> CLIPPreprocessor:
+        """The CPU half (:class:`CLIPPreprocessor`): image size and normalisation statistics, no weights."""
+        return CLIPPreprocessor(self.image_size, self.mean.cpu(), self.std.cpu())
+
+    def encode(self, prepared: torch.Tensor) -> torch.Tensor:
+        """Dense features ``(n_cameras, D, h, w)`` on :attr:`device` of a :class:`CLIPPreprocessor` output
+        ``(n_cameras, 3, H, W)`` (:meth:`dense_features`)."""
+        if prepared.ndim != 4 or prepared.shape[1] != 3:
+            raise ValueError(f"prepared images must be (B, 3, H, W); got {tuple(prepared.shape)}")
+        return self.dense_features(prepared)
+
+    @abstractmethod
+    def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Dense features ``(B, D, H / stride, W / stride)`` of normalised images ``(B, 3, H, W)``."""
+
+
 @dataclass(frozen=True)
 class CLIPOptions:
     """The options of the CLIP teacher a run's configuration sets (``teacher: {name: clip, arch: ViT-B-16,
@@ -303,7 +329,7 @@ class CLIPOptions:
         return {"arch": self.arch, "checkpoint": self.checkpoint, "allow_torchscript": self.allow_torchscript}
 
 
-class CLIPTeacher(Teacher):
+class CLIPTeacher(ImageTeacher):
     """A frozen open_clip model giving MaskCLIP dense features and text embeddings (module docstring).
 
     Args:
@@ -372,17 +398,6 @@ class CLIPTeacher(Teacher):
         """``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB -> ``(B, 3, H', W')`` normalised float32 at ``image_size``,
         on :attr:`device` (:func:`preprocess_images`)."""
         return preprocess_images(images, self.image_size, self.mean, self.std)
-
-    def preprocessor(self) -> CLIPPreprocessor:
-        """The CPU half (:class:`CLIPPreprocessor`): image size and normalisation statistics, no weights."""
-        return CLIPPreprocessor(self.image_size, self.mean.cpu(), self.std.cpu())
-
-    def encode(self, prepared: torch.Tensor) -> torch.Tensor:
-        """Dense features ``(n_cameras, D, h, w)`` on :attr:`device` of a :class:`CLIPPreprocessor` output
-        ``(n_cameras, 3, H, W)`` (:meth:`dense_features`)."""
-        if prepared.ndim != 4 or prepared.shape[1] != 3:
-            raise ValueError(f"prepared images must be (B, 3, H, W); got {tuple(prepared.shape)}")
-        return self.dense_features(prepared)
 
     @torch.no_grad()
     def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:

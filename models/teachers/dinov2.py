@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 from models.state_dicts import compare_state
 from models.teachers._torchvision_shim import import_timm
-from models.teachers.base import Teacher, file_sha256
-from models.teachers.clip import CLIPPreprocessor, preprocess_images, read_state_dict
+from models.teachers.base import file_sha256
+from models.teachers.clip import ImageTeacher, preprocess_images, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -183,7 +183,7 @@ def load_dinov2_model(options: DINOv2Options | dict[str, Any], checkpoint: str |
     return model
 
 
-class DINOv2Teacher(Teacher):
+class DINOv2Teacher(ImageTeacher):
     """A frozen timm DINOv2 ViT giving dense patch features (module docstring); no text tower.
 
     Args:
@@ -260,16 +260,6 @@ class DINOv2Teacher(Teacher):
         """``(B, H, W, 3)`` or ``(H, W, 3)`` uint8 RGB -> ``(B, 3, H', W')`` ImageNet-normalised float32 at
         ``image_size``, on :attr:`device`."""
         return preprocess_images(images, self.image_size, self.mean, self.std)
-
-    def preprocessor(self) -> CLIPPreprocessor:
-        """The CPU half: image size and ImageNet statistics, no weights (picklable)."""
-        return CLIPPreprocessor(self.image_size, self.mean.cpu(), self.std.cpu())
-
-    def encode(self, prepared: torch.Tensor) -> torch.Tensor:
-        """Dense features ``(n_cameras, D, h, w)`` on :attr:`device` of a preprocessor output ``(n, 3, H, W)``."""
-        if prepared.ndim != 4 or prepared.shape[1] != 3:
-            raise ValueError(f"prepared images must be (B, 3, H, W); got {tuple(prepared.shape)}")
-        return self.dense_features(prepared)
 
     @torch.no_grad()
     def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
